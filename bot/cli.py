@@ -1,0 +1,259 @@
+"""The ``rwabot`` command line: run, backtest, status, plugins."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from bot.config import Config, load_config
+from bot.errors import RwabotError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dynamic risk parity for real-world assets.")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file")]
+LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="override bot.ledger (SQLite file)")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(name)s: %(message)s",
+        handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _load(path: Path, ledger: str | None, **overrides: Any) -> Config:
+    cfg = load_config(path)
+    bot: dict[str, Any] = {}
+    if ledger:
+        bot["ledger"] = ledger
+    sections = {k: v for k, v in overrides.items() if v}
+    if bot:
+        sections["bot"] = bot
+    return cfg.with_overrides(**sections) if sections else cfg
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _pct(x: float) -> str:
+    return f"{x:7.2%}"
+
+
+def print_report(report: Any, detail: bool = False) -> None:
+    line = (
+        f"[bold]{report.key}[/] {report.status:8} NAV {report.nav:,.2f}  σ_p {report.sigma_p_annual:.2%}/yr  "
+        f"orders {report.orders} fills {report.fills}  fees {report.fees:,.2f}  slippage {report.slippage:,.2f}"
+    )
+    if report.message:
+        line += f"  [dim]{report.message[:160]}[/]"
+    console.print(line, highlight=False)
+    if detail and len(report.assets):
+        t = Table("asset", "current", "target", "decided", title=f"cycle {report.key}")
+        for a, c, tg, d in zip(report.assets, report.current, report.target, report.decided):
+            t.add_row(a, _pct(c), _pct(tg), _pct(d))
+        t.add_row("cash", _pct(1 - float(np.sum(report.current))), _pct(1 - float(np.sum(report.target))), _pct(1 - float(np.sum(report.decided))))
+        console.print(t)
+
+
+@app.command()
+def run(
+    config: ConfigOpt = Path("config/paper.toml"),
+    once: Annotated[bool, typer.Option(help="run one cycle now and exit")] = False,
+    ledger: LedgerOpt = None,
+    hours: Annotated[
+        float | None, typer.Option(help="simulated clock only: stop after this many simulated hours")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option(help="simulated clock only: simulated seconds per real second (0 = as fast as possible)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the daemon: a cycle every hour, the risk monitor every few minutes, until SIGINT/SIGTERM."""
+    from bot.cycle import Engine
+    from bot.daemon import Daemon
+    from bot.ledger import DaemonLock
+
+    _setup_logging(verbose)
+    try:
+        clock_over: dict[str, Any] = {}
+        if speed is not None:
+            clock_over["speed"] = speed
+        cfg = _load(config, ledger, clock=clock_over)
+        if hours is not None and cfg.clock.kind != "simulated":
+            raise RwabotError("--hours needs a simulated clock (clock.kind = \"simulated\")")
+        engine = Engine(cfg)
+        if once:
+            lock = DaemonLock(cfg.bot.ledger)
+            lock.acquire()
+            try:
+                print_report(engine.run_cycle(), detail=True)
+            finally:
+                engine.close()
+                lock.release()
+            return
+        until = engine.clock.now() + timedelta(hours=hours) if hours is not None else None
+        console.print(
+            f"rwabot {cfg.bot.mode} daemon on {cfg.clock.kind} clock, ledger {cfg.bot.ledger}; "
+            f"cycles at minute {cfg.schedule.cycle_minute}, monitor every {cfg.schedule.monitor_minutes} min"
+            + ("" if until else "; Ctrl-C to stop"),
+            highlight=False,
+        )
+        shown = {"n": 0}
+
+        def on_cycle(report: Any) -> None:
+            print_report(report, detail=shown["n"] == 0)
+            shown["n"] += 1
+
+        code = Daemon(engine, until=until, on_cycle=on_cycle).run()
+    except RwabotError as exc:
+        _fail(exc)
+    console.print("stopped cleanly")
+    raise typer.Exit(code)
+
+
+@app.command()
+def backtest(
+    config: ConfigOpt = Path("config/paper.toml"),
+    hours: Annotated[int, typer.Option(min=2, help="simulated hours to run")] = 24 * 30,
+    ledger: Annotated[str | None, typer.Option(help="keep the backtest's ledger here (default: a temp file)")] = None,
+    start: Annotated[str | None, typer.Option(help="ISO UTC start time (default: the config's clock.start)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Replay the same cycle on simulated time and print performance, costs and risk balance."""
+    from bot.backtest import run_backtest
+
+    _setup_logging(verbose)
+    tmp = None
+    try:
+        if ledger is None:
+            tmp = tempfile.TemporaryDirectory(prefix="rwabot-bt-")
+            ledger = str(Path(tmp.name) / "backtest.sqlite")
+        elif Path(ledger).exists():
+            raise RwabotError(f"{ledger} exists: a backtest needs a fresh ledger")
+        cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})
+        begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
+        with Progress(
+            TextColumn("[bold]backtest"), BarColumn(), TextColumn("{task.completed}/{task.total} h"),
+            TimeElapsedColumn(), console=err, transient=True,
+        ) as progress:
+            task = progress.add_task("hours", total=hours)
+
+            def on_cycle(report: Any) -> None:
+                progress.update(task, advance=1 if not report.key.endswith("/risk") else 0)
+
+            s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle)
+    except (RwabotError, ValueError) as exc:
+        _fail(exc)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    t = Table("metric", "value", title=f"backtest: {s.hours} h, {s.cycles} cycles")
+    rows = [
+        ("start NAV", f"{s.start_nav:,.2f}"),
+        ("end NAV", f"{s.end_nav:,.2f}"),
+        ("total return", f"{s.total_return:.3%}"),
+        ("annualised return", f"{s.annual_return:.2%}"),
+        ("annualised volatility", f"{s.annual_vol:.2%}"),
+        ("Sharpe (rf = 0)", f"{s.sharpe:.2f}"),
+        ("max drawdown", f"{s.max_drawdown:.2%}"),
+        ("turnover (× NAV per year)", f"{s.turnover_annual:.2f}"),
+        ("traded", f"{s.traded:,.2f}"),
+        ("total costs (fees + slippage + gas)", f"{s.costs:,.2f} ({s.fees:,.2f} + {s.slippage:,.2f} + {s.gas:,.2f})"),
+        ("RC dispersion of targets, median (free assets)", f"{s.rc_dispersion_target_median:.2e}"),
+        ("RC dispersion of holdings, median / p90", f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}"),
+        ("risk events", ", ".join(f"{k} {v}" for k, v in sorted(s.risk_events.items())) or "none"),
+    ]
+    for r in rows:
+        t.add_row(*r)
+    console.print(t)
+
+
+@app.command()
+def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = None) -> None:
+    """Print the last cycle, NAV, weights against targets, risk contributions and costs to date."""
+    from bot.ledger import Ledger
+
+    try:
+        cfg = _load(config, ledger)
+        if not Path(cfg.bot.ledger).exists():
+            raise RwabotError(f"no ledger at {cfg.bot.ledger}: run `rwabot run` first")
+        led = Ledger(cfg.bot.ledger)
+    except RwabotError as exc:
+        _fail(exc)
+    try:
+        last = led.last_cycle()
+        if last is None:
+            console.print("no cycle has run yet")
+            return
+        snaps = led.snapshots()
+        snap = snaps[-1] if snaps else None
+        console.print(
+            f"last cycle [bold]{last.key}[/] ({last.trigger}) {last.status}; decision: {last.decision or '-'}"
+            + (f"; {last.message}" if last.message else ""),
+            highlight=False,
+        )
+        if snap is not None:
+            console.print(f"NAV {snap.nav:,.2f} {cfg.bot.quote} at {snap.time.isoformat()}; cash {snap.cash:,.2f}", highlight=False)
+        targets = led.targets_of(last.id) if last.id is not None else []
+        if targets:
+            t = Table("asset", "venue", "weight", "target", "risk contrib.", "cap", title="weights vs targets")
+            for tr in targets:
+                w = (snap.positions.get(tr.asset, 0.0) * snap.prices.get(tr.asset, 0.0) / snap.nav) if snap and snap.nav else 0.0
+                t.add_row(tr.asset, tr.venue, _pct(w), _pct(tr.target_weight), _pct(tr.risk_contribution), _pct(tr.upper) + (" *" if tr.capped else ""))
+            console.print(t)
+        c = led.cost_totals()
+        console.print(
+            f"costs to date: fees {c['fees']:,.2f}, slippage {c['slippage']:,.2f}, gas {c['gas']:,.2f} on {c['traded']:,.2f} traded; "
+            f"{len(led.cycles())} cycles",
+            highlight=False,
+        )
+        events = led.events(limit=5)
+        if events:
+            console.print("recent risk events:")
+            for e in events:
+                console.print(f"  {e.time.isoformat()} {e.severity:8} {e.kind} at {e.where}: {e.message[:140]}", highlight=False)
+    finally:
+        led.close()
+
+
+@app.command()
+def plugins() -> None:
+    """List every plugin: family, name, the module that registered it and its distribution."""
+    from bot.plugins import Registry, make_plugin_manager
+
+    try:
+        reg = Registry(make_plugin_manager())
+    except RwabotError as exc:
+        _fail(exc)
+    t = Table("family", "name", "plugin", "distribution")
+    for r in reg:
+        t.add_row(r.family, r.name, r.plugin, r.distribution)
+    console.print(t)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Typed interfaces of the five plugin families and what their factories receive.
+
+The cycle only ever talks to these protocols; a plugin may be any object with these methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from bot.domain import (
+    Balances,
+    Bars,
+    Decision,
+    Forecast,
+    MarketInfo,
+    Order,
+    OrderState,
+    Quote,
+    RiskEvent,
+    Snapshot,
+    Target,
+)
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component's options: strict types, frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class NoOptions(ComponentConfig):
+    """For components that take no options."""
+
+
+class Clock(Protocol):
+    """Where "now" comes from: the wall clock live, a simulated clock in backtests and demos."""
+
+    def now(self) -> datetime: ...
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """Gives hourly bars and the freshest prices of the assets it knows."""
+
+    def assets(self) -> tuple[str, ...]: ...
+
+    def bars(self, assets: Sequence[str], end: datetime, hours: int) -> Bars: ...
+
+    def latest(self, assets: Sequence[str], now: datetime) -> Snapshot: ...
+
+    def asset_kind(self, asset: str) -> str: ...
+
+
+@runtime_checkable
+class Forecaster(Protocol):
+    """Turns a window of hourly log returns (T × N, oldest first) into a one-hour-ahead Forecast."""
+
+    name: str
+
+    def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast: ...
+
+
+@runtime_checkable
+class Optimizer(Protocol):
+    """Turns a Forecast and bounds into target weights (Σw ≤ 1, the rest in cash)."""
+
+    name: str
+
+    def optimize(
+        self,
+        forecast: Forecast,
+        *,
+        upper: np.ndarray,
+        lower: np.ndarray,
+        current: np.ndarray,
+    ) -> Target: ...
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Decides how far to move from the current weights toward the target this cycle."""
+
+    name: str
+
+    def decide(self, current: np.ndarray, target: Target, forecast: Forecast) -> Decision: ...
+
+
+@runtime_checkable
+class Venue(Protocol):
+    """Where orders go. Every call may raise VenueError; place_order must be idempotent per
+    client id (a second call with the same client id returns the existing order's state)."""
+
+    name: str
+
+    def market(self, asset: str) -> MarketInfo: ...
+
+    def quote(self, asset: str) -> Quote: ...
+
+    def balances(self) -> Balances: ...
+
+    def place_order(self, order: Order) -> OrderState: ...
+
+    def fetch_order(self, client_id: str) -> OrderState | None: ...
+
+    def cancel_order(self, client_id: str) -> OrderState: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ComponentContext:
+    """What a factory receives besides its options: shared services, never globals."""
+
+    clock: Clock
+    state_dir: Path
+    assets: tuple[str, ...]
+    emit: Callable[[RiskEvent], None]
+    data: DataSource | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+ConfigT = TypeVar("ConfigT", bound=ComponentConfig)
+Factory = Callable[[Any, ComponentContext], Any]
+
+
+class Register(Protocol):
+    """The callback a registration hook receives: ``register(name, factory, config_model)``."""
+
+    def __call__(self, name: str, factory: Factory, config_model: type[ComponentConfig] = NoOptions) -> None: ...

@@ -1,0 +1,151 @@
+"""The configuration file: a strict, frozen model of the TOML under ``config/``.
+
+Every section rejects unknown keys and wrong types at start, with the file, the key and the reason,
+because a typo in a risk limit must never be silently replaced by a default. Component options are
+validated by the component's own model when the plugin is built (``Registry.build``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bot.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class PluginSection(Section):
+    """``plugin`` names a registered component; ``options`` go to its config model."""
+
+    plugin: str = Field(min_length=1)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class BotSection(Section):
+    name: str = "rwabot"
+    mode: Literal["paper", "live"] = "paper"
+    ledger: str = Field(default="var/rwabot-paper.sqlite", min_length=1)
+    quote: str = "USD"
+
+
+class ClockSection(Section):
+    """``real`` follows the wall clock; ``simulated`` starts at ``start`` and runs ``speed`` times
+    faster than real time, or as fast as the cycles allow when ``speed`` is 0."""
+
+    kind: Literal["real", "simulated"] = "real"
+    start: datetime | None = None
+    speed: float = Field(default=0.0, ge=0)
+
+    @field_validator("start")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            raise ValueError("must carry a timezone, e.g. 2026-01-05T00:00:00Z")
+        return v.astimezone(UTC) if v is not None else None
+
+
+class ScheduleSection(Section):
+    cycle_minute: int = Field(default=0, ge=0, le=59, description="minute past each hour the cycle runs")
+    monitor_minutes: int = Field(default=5, ge=1, le=60)
+    plan_ttl_minutes: int = Field(
+        default=30, ge=1, le=180, description="unsent legs of an older plan are abandoned, never sent late"
+    )
+
+
+class RiskSection(Section):
+    history_hours: int = Field(default=720, ge=24, le=24 * 365 * 5)
+    participation: float = Field(default=0.10, gt=0, le=1)
+    liquidity_lookback_hours: int = Field(default=24, ge=1, le=24 * 30)
+    max_price_age_minutes: float = Field(default=90.0, gt=0)
+    vol_threshold_annual: float = Field(default=0.25, gt=0)
+    cash_buffer: float = Field(default=0.01, ge=0, lt=0.5)
+
+
+class AssetSection(Section):
+    venue: str = Field(min_length=1)
+    lower: float = Field(default=0.0, ge=0, le=1)
+    upper: float = Field(default=1.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AssetSection:
+        if self.lower > self.upper:
+            raise ValueError(f"lower ({self.lower}) exceeds upper ({self.upper})")
+        return self
+
+
+class Config(Section):
+    bot: BotSection = Field(default_factory=BotSection)
+    clock: ClockSection = Field(default_factory=ClockSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    risk: RiskSection = Field(default_factory=RiskSection)
+    strategy: PluginSection | None = None
+    data: PluginSection
+    forecaster: PluginSection | None = None
+    optimizer: PluginSection | None = None
+    policy: PluginSection | None = None
+    venues: dict[str, PluginSection]
+    assets: dict[str, AssetSection]
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        if not self.assets:
+            raise ValueError("assets: at least one asset is required")
+        if not self.venues:
+            raise ValueError("venues: at least one venue is required")
+        for name, a in self.assets.items():
+            if a.venue not in self.venues:
+                raise ValueError(f"assets.{name}.venue: unknown venue {a.venue!r} (known: {sorted(self.venues)})")
+        if self.bot.mode == "live":
+            paper = [v for v, s in self.venues.items() if s.plugin == "paper"]
+            if paper:
+                raise ValueError(f"bot.mode is live but venues {paper} use the paper plugin")
+        if sum(a.lower for a in self.assets.values()) > 1:
+            raise ValueError("assets: the lower bounds add up to more than 1")
+        return self
+
+    @property
+    def asset_names(self) -> tuple[str, ...]:
+        return tuple(self.assets)
+
+    def with_overrides(self, **sections: Any) -> Config:
+        """A copy with whole sections replaced (used by the CLI's --ledger and by backtests)."""
+        data = self.model_dump()
+        for k, v in sections.items():
+            data[k] = {**data[k], **v} if isinstance(data.get(k), dict) else v
+        return Config.model_validate(data, strict=False)
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        parts.append(f"{source}: {loc}: {err['msg']}")
+    return "\n".join(parts)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config; every problem names the file and the key."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, str(p))

@@ -1,0 +1,609 @@
+"""One rebalancing cycle: bars → returns → Σ → target → policy → legs → venues → fills → ledger.
+
+The arithmetic (``plan_orders`` and everything in ``bot.riskmath``) is pure; ``Engine`` is the edge
+that talks to plugins, venues and the ledger. A cycle is identified by a key that is unique per
+scheduled hour (``2026-11-25T07:00Z``) or per risk trigger (``2026-11-25T07:15Z/risk``), so a
+retried or restarted cycle finds its own plan in the ledger and resumes it instead of planning
+twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from bot.clock import RealClock, SimulatedClock, floor_hour
+from bot.components import ComponentContext, DataSource, Forecaster, Optimizer, Policy, Venue
+from bot.config import Config
+from bot.domain import (
+    CycleInfo,
+    CycleReport,
+    Forecast,
+    MarketInfo,
+    Order,
+    OrderState,
+    OrderStatus,
+    RiskEvent,
+    Severity,
+    Target,
+    check_prices,
+)
+from bot.errors import (
+    ConfigError,
+    DataError,
+    ForecastError,
+    InfeasibleBoundsError,
+    InsufficientFunds,
+    InvalidOrder,
+    OptimizerError,
+    PluginError,
+    VenueError,
+)
+from bot.ledger import CycleRow, Ledger, PlannedLeg, SnapshotRow, TargetRow, utc
+from bot.plugins import Registry, make_plugin_manager
+from bot.riskmath import annualise_sigma, liquidity_limits, log_returns, portfolio_sigma, rc_dispersion, risk_contributions
+
+log = logging.getLogger("rwabot.cycle")
+
+TERMINAL_CYCLE = ("done", "failed", "expired")
+
+
+# -- pure planning ---------------------------------------------------------------------------------
+
+
+def client_order_id(cycle_key: str, asset: str, attempt: int = 0) -> str:
+    """Deterministic per (cycle, asset, attempt), short enough for every exchange's limit (≤ 32)."""
+    digest = hashlib.blake2b(f"{cycle_key}|{asset}|{attempt}".encode(), digest_size=12).hexdigest()
+    return f"rw{digest}"
+
+
+def floor_to_step(qty: float, step: float) -> float:
+    if step <= 0:
+        return qty
+    return math.floor(qty / step * (1 + 1e-12)) * step
+
+
+@dataclass(frozen=True)
+class Skip:
+    asset: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything ``plan_orders`` needs, as plain numbers."""
+
+    cycle_key: str
+    assets: tuple[str, ...]
+    venue_of: Mapping[str, str]
+    prices: np.ndarray  # decision prices (mid), quote currency
+    positions: np.ndarray  # units held
+    cash_by_venue: Mapping[str, float]
+    nav: float
+    decided: np.ndarray  # weights of NAV to move to
+    markets: Mapping[str, MarketInfo]
+    last_hour_volume: np.ndarray  # units traded in the last closed hour
+    participation: float
+    cost_margin: float = 0.01  # extra cash kept aside per buy for spread and impact
+
+
+@dataclass
+class Plan:
+    legs: list[PlannedLeg] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    shortfalls: dict[str, float] = field(default_factory=dict)
+
+
+def plan_orders(p: PlanInputs) -> Plan:
+    """Turn decided weights into venue legs: sells first, buys scaled to each venue's cash.
+
+    Rules: no order exceeds ``participation ×`` the last hour's traded volume; quantities are
+    floored to the venue's step; dust below the venue's minimum quantity or notional is skipped;
+    a sell never exceeds the position; buys on a venue are scaled down together when that venue's
+    cash plus its sells' proceeds cannot pay for them (cash does not move between venues).
+    """
+    plan = Plan()
+    sells: list[tuple[str, float]] = []
+    buys: dict[str, list[tuple[str, float]]] = {}
+    for i, a in enumerate(p.assets):
+        price = float(p.prices[i])
+        delta_value = float(p.decided[i]) * p.nav - float(p.positions[i]) * price
+        qty = abs(delta_value) / price
+        side = "buy" if delta_value > 0 else "sell"
+        if side == "sell":
+            qty = min(qty, max(float(p.positions[i]), 0.0))
+        cap = p.participation * max(float(p.last_hour_volume[i]), 0.0)
+        if qty > cap:
+            plan.skips.append(Skip(a, f"{side} {qty:.6g} clipped to {cap:.6g} (participation of last hour's volume)"))
+            qty = cap
+        m = p.markets[a]
+        qty = floor_to_step(qty, m.qty_step)
+        if qty <= 0 or qty < m.min_qty or qty * price < m.min_notional:
+            if abs(delta_value) > 0:
+                plan.skips.append(Skip(a, f"dust: {side} {qty:.6g} ({qty * price:.2f}) below venue minimum"))
+            continue
+        if side == "sell":
+            sells.append((a, qty))
+        else:
+            buys.setdefault(p.venue_of[a], []).append((a, qty))
+    idx = {a: i for i, a in enumerate(p.assets)}
+    leg = 0
+    for a, qty in sells:
+        order = Order(client_order_id(p.cycle_key, a), p.cycle_key, p.venue_of[a], a, "sell", qty, float(p.prices[idx[a]]))
+        plan.legs.append(PlannedLeg(order, leg))
+        leg += 1
+    for venue, items in sorted(buys.items()):
+        fee = max((p.markets[a].taker_fee for a, _ in items), default=0.0)
+        proceeds = sum(
+            q * float(p.prices[idx[a]]) * (1 - p.markets[a].taker_fee - p.cost_margin)
+            for a, q in sells
+            if p.venue_of[a] == venue
+        )
+        available = max(p.cash_by_venue.get(venue, 0.0) + proceeds, 0.0)
+        cost = sum(q * float(p.prices[idx[a]]) for a, q in items) * (1 + fee + p.cost_margin)
+        scale = 1.0
+        if cost > available:
+            scale = available / cost if cost > 0 else 0.0
+            plan.shortfalls[venue] = cost - available
+        for a, q in items:
+            m = p.markets[a]
+            q2 = floor_to_step(q * scale, m.qty_step)
+            price = float(p.prices[idx[a]])
+            if q2 <= 0 or q2 < m.min_qty or q2 * price < m.min_notional:
+                plan.skips.append(Skip(a, f"buy {q:.6g} dropped: venue {venue} lacks cash"))
+                continue
+            order = Order(client_order_id(p.cycle_key, a), p.cycle_key, venue, a, "buy", q2, price)
+            plan.legs.append(PlannedLeg(order, leg))
+            leg += 1
+    return plan
+
+
+def cycle_key(when: datetime, trigger: str) -> str:
+    when = when.astimezone(UTC)
+    if trigger == "scheduled":
+        return floor_hour(when).strftime("%Y-%m-%dT%H:00Z")
+    return when.strftime("%Y-%m-%dT%H:%MZ") + f"/{trigger}"
+
+
+# -- the edge ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Components:
+    data: DataSource
+    forecaster: Forecaster
+    optimizer: Optimizer
+    policy: Policy
+    venues: dict[str, Venue]
+
+
+def make_clock(cfg: Config) -> RealClock | SimulatedClock:
+    if cfg.clock.kind == "real":
+        return RealClock()
+    start = cfg.clock.start or datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=60)
+    return SimulatedClock(start, cfg.clock.speed)
+
+
+def build_components(cfg: Config, registry: Registry, ctx: ComponentContext) -> tuple[Components, dict[str, str]]:
+    """Build every configured plugin; a strategy fills the sections the config leaves out."""
+    sections: dict[str, Any] = {
+        "forecaster": cfg.forecaster.model_dump() if cfg.forecaster else None,
+        "optimizer": cfg.optimizer.model_dump() if cfg.optimizer else None,
+        "policy": cfg.policy.model_dump() if cfg.policy else None,
+    }
+    if cfg.strategy is not None:
+        preset = registry.get("strategy", cfg.strategy.plugin).build(cfg.strategy.options, ctx, where="strategy.options")
+        for k in sections:
+            if sections[k] is None and k in preset:
+                sections[k] = preset[k]
+    missing = [k for k, v in sections.items() if v is None]
+    if missing:
+        raise ConfigError(f"sections {missing} are missing and no strategy provides them")
+    data = registry.get("data", cfg.data.plugin).build(cfg.data.options, ctx, where="data.options")
+    known = set(data.assets())
+    unknown = [a for a in cfg.asset_names if a not in known]
+    if unknown:
+        raise ConfigError(f"assets {unknown}: data source {cfg.data.plugin!r} does not know them (it has {sorted(known)})")
+    built = {}
+    names = {"data": cfg.data.plugin}
+    for k, sec in sections.items():
+        built[k] = registry.get(k, sec["plugin"]).build(sec.get("options", {}), ctx, where=f"{k}.options")
+        names[k] = sec["plugin"]
+    venues: dict[str, Venue] = {}
+    for vname, vsec in cfg.venues.items():
+        vctx = ComponentContext(ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname})
+        venues[vname] = registry.get("venue", vsec.plugin).build(vsec.options, vctx, where=f"venues.{vname}.options")
+    return Components(data, built["forecaster"], built["optimizer"], built["policy"], venues), names
+
+
+class Engine:
+    """Owns the components, the ledger and the clock; runs cycles and the risk monitor."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        pm: pluggy.PluginManager | None = None,
+        clock: RealClock | SimulatedClock | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.pm = pm if pm is not None else make_plugin_manager()
+        self.registry = Registry(self.pm)
+        self.ledger = Ledger(cfg.bot.ledger)
+        self.clock = clock if clock is not None else make_clock(cfg)
+        if clock is None and isinstance(self.clock, SimulatedClock):
+            # a restarted simulated daemon continues where its ledger stopped, not at clock.start
+            last = self.ledger.last_cycle()
+            if last is not None and utc(last.scheduled_for) >= self.clock.now():  # type: ignore[operator]
+                self.clock = SimulatedClock(utc(last.scheduled_for) + timedelta(seconds=1), cfg.clock.speed)  # type: ignore[operator]
+        state_dir = Path(str(Path(cfg.bot.ledger).with_suffix("")) + ".state")
+        self.assets = cfg.asset_names
+        self.venue_of = {a: s.venue for a, s in cfg.assets.items()}
+        ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit)
+        try:
+            self.c, self.names = build_components(cfg, self.registry, ctx)
+        except Exception:
+            self.ledger.close()
+            raise
+        self._above_threshold = False
+
+    def close(self) -> None:
+        for v in self.c.venues.values():
+            try:
+                v.close()
+            except Exception:  # closing must not hide the error that brought us here
+                log.exception("closing venue failed")
+        self.ledger.close()
+
+    # -- events -----------------------------------------------------------------------------------------
+
+    def emit(self, event: RiskEvent, *, store: bool = True) -> None:
+        level = {Severity.INFO: logging.INFO, Severity.WARNING: logging.WARNING}.get(event.severity, logging.ERROR)
+        log.log(level, "risk event %s at %s: %s", event.kind, event.where, event.message)
+        if store:
+            self.ledger.record_event(event)
+        self._notify("rwabot_risk_event", event=event)
+
+    def _event(self, kind: str, where: str, message: str, key: str | None, sev: Severity = Severity.WARNING, **data: Any) -> RiskEvent:
+        return RiskEvent(kind, sev, where, message, self.clock.now(), key, data)
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        try:
+            getattr(self.pm.hook, hook)(**kwargs)
+        except Exception as exc:  # a listener must never stop a cycle that moves money
+            log.exception("plugin hook %s failed", hook)
+            if hook != "rwabot_risk_event":
+                self.ledger.record_event(self._event("plugin_error", f"hook:{hook}", repr(exc), None))
+
+    # -- portfolio ----------------------------------------------------------------------------------------
+
+    def _holdings(self) -> tuple[np.ndarray, dict[str, float]]:
+        positions = np.zeros(len(self.assets))
+        cash: dict[str, float] = {}
+        for vname, venue in self.c.venues.items():
+            bal = venue.balances()
+            cash[vname] = float(bal.cash)
+            for i, a in enumerate(self.assets):
+                if self.venue_of[a] == vname:
+                    positions[i] = float(bal.positions.get(a, 0.0))
+        return positions, cash
+
+    def _mids(self) -> np.ndarray:
+        mids = np.array([self.c.venues[self.venue_of[a]].quote(a).mid for a in self.assets])
+        check_prices(self.assets, mids, "venue quotes")
+        return mids
+
+    def _snapshot(self, now: datetime, fallback_prices: np.ndarray | None) -> SnapshotRow:
+        positions, cash = self._holdings()
+        try:
+            prices = self._mids()
+        except (VenueError, DataError):
+            if fallback_prices is None:
+                raise
+            prices = fallback_prices
+        nav = float(sum(cash.values()) + positions @ prices)
+        return SnapshotRow(
+            time=now,
+            nav=nav,
+            cash=float(sum(cash.values())),
+            cash_by_venue=cash,
+            positions={a: float(q) for a, q in zip(self.assets, positions)},
+            prices={a: float(p) for a, p in zip(self.assets, prices)},
+        )
+
+    def _history(self, now: datetime, key: str | None) -> tuple[np.ndarray, Any]:
+        bars = self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1)
+        if len(bars.times) < 3:
+            raise DataError(f"data {self.names['data']}: only {len(bars.times)} bars before {now.isoformat()}")
+        age = now - bars.times[-1]
+        if age > timedelta(minutes=self.cfg.risk.max_price_age_minutes):
+            raise DataError(
+                f"data {self.names['data']}: last bar closed at {bars.times[-1].isoformat()}, "
+                f"{age} before {now.isoformat()} (max {self.cfg.risk.max_price_age_minutes} min)"
+            )
+        bad = [a for a, ok in zip(self.assets, (np.isfinite(bars.close) & (bars.close > 0)).all(axis=0)) if not ok]
+        if bad:
+            raise DataError(f"data {self.names['data']}: NaN or non-positive prices for {bad}")
+        return log_returns(bars.close), bars
+
+    # -- the cycle ----------------------------------------------------------------------------------------
+
+    def run_cycle(self, now: datetime | None = None, trigger: str = "scheduled") -> CycleReport:
+        now = now or self.clock.now()
+        key = cycle_key(now, trigger)
+        info = CycleInfo(key, trigger, floor_hour(now) if trigger == "scheduled" else now)
+        self.reconcile(exclude=key)
+        existing = self.ledger.get_cycle(key)
+        if existing is not None and existing.status in TERMINAL_CYCLE:
+            log.info("cycle %s already %s; nothing to do", key, existing.status)
+            return self._report_from_row(existing, "already ran")
+        self._notify("rwabot_cycle_started", cycle=info)
+        if existing is None:
+            try:
+                existing, forecast = self._plan(info, now)
+            except (DataError, ForecastError, OptimizerError, VenueError, PluginError) as exc:
+                kind = type(exc).__name__
+                ev = self._event("cycle_failed", "cycle", f"{kind}: {exc}", key, Severity.CRITICAL)
+                self.ledger.record_failed_cycle(
+                    CycleRow(key=key, trigger=trigger, scheduled_for=info.scheduled_for, started_at=now, status="failed", message=str(exc)[:2000]),
+                    ev,
+                )
+                self.emit(ev, store=False)
+                report = self._report_from_row(self.ledger.get_cycle(key), str(exc))  # type: ignore[arg-type]
+                self._notify("rwabot_cycle_finished", cycle=info, report=report)
+                return report
+        else:
+            forecast = None
+        report = self._execute(existing, info, forecast)
+        self._notify("rwabot_cycle_finished", cycle=info, report=report)
+        return report
+
+    def _plan(self, info: CycleInfo, now: datetime) -> tuple[CycleRow, Forecast]:
+        key = info.key
+        returns, bars = self._history(now, key)
+        forecast = self.c.forecaster.forecast(self.assets, returns)
+        forecast.validate()
+        prices = self._mids()
+        positions, cash = self._holdings()
+        nav = float(sum(cash.values()) + positions @ prices)
+        if nav <= 0:
+            raise DataError(f"portfolio NAV is {nav:.2f}: nothing to allocate")
+        w0 = positions * prices / nav
+        risk = self.cfg.risk
+        tv = bars.traded_value[-risk.liquidity_lookback_hours :]
+        liq = liquidity_limits(tv, risk.participation, nav)
+        upper = np.minimum(np.array([self.cfg.assets[a].upper for a in self.assets]), liq)
+        lower = np.minimum(np.array([self.cfg.assets[a].lower for a in self.assets]), upper)
+        invest = 1.0 - risk.cash_buffer
+        events: list[RiskEvent] = []
+        try:
+            target = self.c.optimizer.optimize(forecast, upper=upper / invest, lower=lower / invest, current=w0 / invest)
+            weights = target.weights * invest
+            target = Target(target.assets, weights, target.risk_contributions, portfolio_sigma(weights, forecast.cov), target.capped, target.diagnostics)
+        except InfeasibleBoundsError as exc:
+            weights = upper.copy()
+            rc, sp = risk_contributions(weights, forecast.cov)
+            target = Target(self.assets, weights, rc / sp if sp > 0 else rc, sp, np.ones(len(weights), bool), {"infeasible": str(exc)})
+            events.append(
+                self._event(
+                    "liquidity_cap",
+                    "optimizer",
+                    f"caps allow only {weights.sum():.2%} invested; the rest stays in cash ({exc})",
+                    key,
+                    invested=float(weights.sum()),
+                )
+            )
+        if np.any(target.weights > upper + 1e-9) or np.any(target.weights < -1e-12) or target.weights.sum() > 1 + 1e-9:
+            raise OptimizerError(f"optimizer {self.names['optimizer']} broke its bounds: {target.weights}")
+        decision = self.c.policy.decide(w0, target, forecast)
+        decided = np.clip(decision.weights, 0.0, upper)
+        if decided.sum() > 1.0:
+            decided = decided / decided.sum()
+        markets = {a: self.c.venues[self.venue_of[a]].market(a) for a in self.assets}
+        plan = Plan()
+        if decision.trade:
+            plan = plan_orders(
+                PlanInputs(
+                    key, self.assets, self.venue_of, prices, positions, cash, nav, decided, markets,
+                    bars.volume[-1], risk.participation,
+                )
+            )
+        for s in plan.skips:
+            events.append(self._event("order_skipped", f"venue:{self.venue_of[s.asset]}", f"{s.asset}: {s.reason}", key, Severity.INFO))
+        for v, amount in plan.shortfalls.items():
+            events.append(self._event("cash_shortfall", f"venue:{v}", f"buys scaled down: {amount:.2f} more cash needed", key, shortfall=amount))
+        sigma_ann = annualise_sigma(portfolio_sigma(w0, forecast.cov))
+        free = ~np.asarray(target.capped, bool) & (target.weights > 0)
+        row = CycleRow(
+            key=key,
+            trigger=info.trigger,
+            scheduled_for=info.scheduled_for,
+            started_at=now,
+            status="executing",
+            nav_before=nav,
+            sigma_p_annual=sigma_ann,
+            rc_dispersion_target=rc_dispersion(target.weights, forecast.cov, free) if free.any() else None,
+            forecaster=self.names["forecaster"],
+            optimizer=self.names["optimizer"],
+            policy=self.names["policy"],
+            decision=decision.reason,
+        )
+        rc_frac = np.asarray(target.risk_contributions, dtype=float)
+        targets = [
+            TargetRow(
+                cycle_id=0,
+                asset=a,
+                venue=self.venue_of[a],
+                price=float(prices[i]),
+                upper=float(upper[i]),
+                current_weight=float(w0[i]),
+                target_weight=float(target.weights[i]),
+                decided_weight=float(decided[i]),
+                risk_contribution=float(rc_frac[i]),
+                capped=bool(target.capped[i]),
+            )
+            for i, a in enumerate(self.assets)
+        ]
+        row = self.ledger.create_plan(row, targets, plan.legs, events)
+        for e in events:
+            self.emit(e, store=False)
+        return row, forecast
+
+    def _execute(self, row: CycleRow, info: CycleInfo, forecast: Forecast | None) -> CycleReport:
+        assert row.id is not None
+        now = self.clock.now()
+        ttl = timedelta(minutes=self.cfg.schedule.plan_ttl_minutes)
+        fresh = now - (utc(row.started_at) or now) <= ttl
+        failed_venues: dict[str, str] = {}
+        for o in self.ledger.orders_of(row.id):
+            status = OrderStatus(o.status)
+            if status.terminal:
+                continue
+            if o.venue in failed_venues:
+                if status is OrderStatus.PLANNED:
+                    self.ledger.close_order(o.client_id, OrderStatus.CANCELED, f"not sent: venue failed ({failed_venues[o.venue]})")
+                continue
+            venue = self.c.venues[o.venue]
+            order = o.to_order(row.key)
+            try:
+                state: OrderState | None = None
+                if status is not OrderStatus.PLANNED:
+                    state = venue.fetch_order(o.client_id)  # sent before a crash? ask before sending again
+                if state is None:
+                    if not fresh:
+                        self.ledger.close_order(o.client_id, OrderStatus.CANCELED, "not sent: plan expired before it was executed")
+                        continue
+                    qty = self._affordable(venue, order) if order.side == "buy" else order.qty
+                    if qty <= 0:
+                        self.ledger.close_order(o.client_id, OrderStatus.CANCELED, "not sent: venue lacks cash at execution")
+                        self.emit(self._event("cash_shortfall", f"venue:{o.venue}", f"{o.asset}: buy dropped at execution", row.key))
+                        continue
+                    order = Order(order.client_id, order.cycle_key, order.venue, order.asset, order.side, qty, order.decision_price)
+                    self.ledger.mark_sending(o.client_id, qty)
+                    self._notify("rwabot_order_placed", order=order)
+                    state = venue.place_order(order)
+                new = self.ledger.record_order_state(state)
+                for f in new:
+                    self._notify("rwabot_fill", fill=f)
+            except (InsufficientFunds, InvalidOrder) as exc:
+                state = venue.fetch_order(o.client_id) if isinstance(exc, InsufficientFunds) else None
+                if state is not None:
+                    self.ledger.record_order_state(state)
+                else:
+                    self.ledger.close_order(o.client_id, OrderStatus.REJECTED, str(exc))
+                self.emit(self._event("order_rejected", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id))
+            except VenueError as exc:
+                failed_venues[o.venue] = str(exc)
+                self.emit(self._event("venue_failed", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id))
+        status = "done" if fresh else "expired"
+        message = "; ".join(f"venue {v} failed: {m}" for v, m in failed_venues.items())
+        snapshot = self._snapshot(now, None)
+        held = None
+        if forecast is not None and snapshot.nav > 0:
+            w = np.array([snapshot.positions[a] * snapshot.prices[a] for a in self.assets]) / snapshot.nav
+            held = rc_dispersion(w, forecast.cov) if (w > 0).any() else None
+        self.ledger.finish_cycle(row.key, status, snapshot=snapshot, message=message, rc_dispersion_held=held)
+        return self._report_from_row(self.ledger.get_cycle(row.key), message)  # type: ignore[arg-type]
+
+    def _affordable(self, venue: Venue, order: Order) -> float:
+        """The largest quantity of a buy the venue's free cash pays for now (fee and a margin)."""
+        cash = venue.balances().cash
+        q = venue.quote(order.asset)
+        m = venue.market(order.asset)
+        unit = q.ask * (1 + m.taker_fee) * 1.01
+        qty = min(order.qty, floor_to_step(max(cash, 0.0) / unit, m.qty_step))
+        if qty < m.min_qty or qty * q.ask < m.min_notional:
+            return 0.0
+        return qty
+
+    def reconcile(self, exclude: str | None = None) -> None:
+        """Resolve legs left in flight by an earlier run: ask the venue, never resend blindly."""
+        for row in self.ledger.unfinished_cycles():
+            if row.key == exclude:
+                continue
+            self._execute(row, CycleInfo(row.key, row.trigger, utc(row.scheduled_for)), None)  # type: ignore[arg-type]
+
+    def _report_from_row(self, row: CycleRow, message: str) -> CycleReport:
+        targets = self.ledger.targets_of(row.id) if row.id is not None else []
+        orders = self.ledger.orders_of(row.id) if row.id is not None else []
+        ids = {o.client_id for o in orders}
+        fills = [f for f in self.ledger.fills() if f.client_id in ids]
+        arr = lambda attr: np.array([getattr(t, attr) for t in targets])  # noqa: E731
+        return CycleReport(
+            key=row.key,
+            status=row.status,
+            nav=float(row.nav_after or row.nav_before or 0.0),
+            sigma_p_annual=float(row.sigma_p_annual or 0.0),
+            assets=tuple(t.asset for t in targets),
+            current=arr("current_weight"),
+            target=arr("target_weight"),
+            decided=arr("decided_weight"),
+            orders=len(orders),
+            fills=len(fills),
+            fees=float(sum(f.fee for f in fills)),
+            slippage=float(sum(f.slippage for f in fills)),
+            message=message or row.message,
+        )
+
+    # -- the risk monitor -------------------------------------------------------------------------------
+
+    def forecast_sigma(self, now: datetime | None = None) -> float:
+        """Annualised forecast σ_p of the current holdings, using prices from inside the hour."""
+        now = now or self.clock.now()
+        bars = self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1)
+        close = bars.close
+        snap = self.c.data.latest(self.assets, now)
+        check_prices(self.assets, snap.prices, f"data {self.names['data']} latest")
+        if max(snap.times) > bars.times[-1]:
+            close = np.vstack([close, snap.prices])
+        forecast = self.c.forecaster.forecast(self.assets, log_returns(close))
+        forecast.validate()
+        positions, cash = self._holdings()
+        nav = float(sum(cash.values()) + positions @ snap.prices)
+        w = positions * snap.prices / nav if nav > 0 else np.zeros(len(self.assets))
+        return annualise_sigma(portfolio_sigma(w, forecast.cov))
+
+    def monitor(self, now: datetime | None = None) -> CycleReport | None:
+        """Trigger an immediate rebalance when forecast σ_p crosses the threshold from below.
+
+        The trigger re-arms once σ_p falls back under 90% of the threshold, so a volatile
+        afternoon gives one emergency rebalance, not one every few minutes.
+        """
+        now = now or self.clock.now()
+        threshold = self.cfg.risk.vol_threshold_annual
+        try:
+            sigma = self.forecast_sigma(now)
+        except (DataError, ForecastError, VenueError) as exc:
+            self.emit(self._event("monitor_failed", "monitor", str(exc), None))
+            return None
+        if sigma > threshold and not self._above_threshold:
+            self._above_threshold = True
+            self.emit(
+                self._event(
+                    "vol_breach", "monitor", f"forecast σ_p {sigma:.2%} crossed threshold {threshold:.2%}; rebalancing now",
+                    None, Severity.WARNING, sigma=sigma, threshold=threshold,
+                )
+            )
+            return self.run_cycle(now, trigger="risk")
+        if sigma < 0.9 * threshold:
+            self._above_threshold = False
+        return None
+
+    def last_cycle_time(self) -> datetime | None:
+        row = self.ledger.last_cycle(statuses=TERMINAL_CYCLE)
+        return utc(row.scheduled_for) if row is not None else None
+
+
+def assets_weights(snapshot: SnapshotRow, assets: Sequence[str]) -> np.ndarray:
+    if snapshot.nav <= 0:
+        return np.zeros(len(assets))
+    return np.array([snapshot.positions.get(a, 0.0) * snapshot.prices.get(a, 0.0) for a in assets]) / snapshot.nav

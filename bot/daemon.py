@@ -1,0 +1,187 @@
+"""The long-lived daemon: APScheduler runs the hourly cycle and the risk monitor.
+
+Jobs run on the scheduler's own thread (APScheduler's synchronous ``DebugExecutor``), so a cycle
+and a monitor run can never overlap and SIGTERM lets the job in flight finish before the ledger is
+closed. The scheduler reads time through the configured clock, so the same daemon runs on the wall
+clock live and on a simulated clock for demos, tests and backtests.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.schedulers import base as aps_base
+from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.clock import RealClock, SimulatedClock
+from bot.cycle import Engine
+from bot.ledger import DaemonLock
+
+log = logging.getLogger("rwabot.daemon")
+
+
+@contextmanager
+def scheduler_clock(clock: RealClock | SimulatedClock) -> Iterator[None]:
+    """Make APScheduler 3 read "now" from our clock.
+
+    APScheduler 3 calls ``datetime.now`` in its scheduler module and offers no clock hook; this
+    swaps that module's ``datetime`` name for a subclass whose ``now`` asks our clock, and puts it
+    back afterwards. Only the scheduler module is affected.
+    """
+    if isinstance(clock, RealClock):
+        yield
+        return
+    original = aps_base.datetime
+
+    class _ClockedDatetime(original):  # type: ignore[misc, valid-type]
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN001, ANN206
+            n = clock.now()
+            return n.astimezone(tz) if tz is not None else n
+
+    aps_base.datetime = _ClockedDatetime  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        aps_base.datetime = original  # type: ignore[misc]
+
+
+class ClockedScheduler(BaseScheduler):
+    """A blocking scheduler whose waits go through the clock (and so can be simulated)."""
+
+    def __init__(self, clock: RealClock | SimulatedClock, until: datetime | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.clock = clock
+        self.until = until
+        self._event = threading.Event()
+        self.stop_requested = False
+
+    def start(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+        super().start(*args, **kwargs)
+        self._main_loop()
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+        self._event.set()
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: the loop exits after the job in flight."""
+        self.stop_requested = True
+        self._event.set()
+
+    def wakeup(self) -> None:
+        self._event.set()
+
+    def _main_loop(self) -> None:
+        while self.state != STATE_STOPPED and not self.stop_requested:
+            wait = self._process_jobs()
+            if self.stop_requested:
+                break
+            now = self.clock.now()
+            if self.until is not None and now >= self.until:
+                break
+            if wait is None:
+                wait = 3600.0
+            if self.until is not None:
+                wait = min(wait, max((self.until - now).total_seconds(), 0.0))
+            self._event.clear()
+            self.clock.sleep(wait, self._event)
+        if self.state != STATE_STOPPED:
+            super().shutdown(wait=False)
+
+
+class Daemon:
+    """Runs an Engine under the scheduler until stopped (or until ``until`` in simulated time)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        until: datetime | None = None,
+        on_cycle: Callable[[object], None] | None = None,
+        catch_up: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.until = until
+        self.on_cycle = on_cycle
+        self.catch_up = catch_up
+        self.lock = DaemonLock(engine.cfg.bot.ledger)
+        self.scheduler: ClockedScheduler | None = None
+
+    def _cycle_job(self) -> None:
+        report = self.engine.run_cycle(self.engine.clock.now(), "scheduled")
+        if self.on_cycle is not None:
+            self.on_cycle(report)
+
+    def _monitor_job(self) -> None:
+        report = self.engine.monitor(self.engine.clock.now())
+        if report is not None and self.on_cycle is not None:
+            self.on_cycle(report)
+
+    def _guard(self, job: Callable[[], None], name: str) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                job()
+            except Exception as exc:  # the daemon outlives one bad hour; the ledger records why
+                log.exception("%s job failed", name)
+                try:
+                    self.engine.emit(self.engine._event("job_failed", f"daemon:{name}", repr(exc), None))
+                except Exception:
+                    log.exception("could not record the failure of %s", name)
+
+        return run
+
+    def run(self) -> int:
+        """Block until SIGINT/SIGTERM (or ``until``); returns the process exit code."""
+        self.lock.acquire()
+        cfg = self.engine.cfg
+        clock = self.engine.clock
+        sched = ClockedScheduler(clock, self.until, timezone=UTC, executors={"default": DebugExecutor()})
+        self.scheduler = sched
+        previous = {}
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing the job in flight, then stopping", signal.Signals(signum).name)
+            sched.request_stop()
+
+        in_main = threading.current_thread() is threading.main_thread()
+        if in_main:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                previous[s] = signal.signal(s, on_signal)
+        try:
+            with scheduler_clock(clock):
+                now = clock.now()
+                defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+                sched.add_job(
+                    self._guard(self._cycle_job, "cycle"),
+                    CronTrigger(minute=cfg.schedule.cycle_minute, timezone=UTC),
+                    id="cycle",
+                    **defaults,
+                )
+                sched.add_job(
+                    self._guard(self._monitor_job, "monitor"),
+                    IntervalTrigger(minutes=cfg.schedule.monitor_minutes, start_date=now, timezone=UTC),
+                    id="monitor",
+                    **defaults,
+                )
+                last = self.engine.last_cycle_time()
+                if self.catch_up and (last is None or now - last > timedelta(hours=1)):
+                    log.info("last cycle %s is over an hour old: running one now", last)
+                    sched.add_job(self._guard(self._cycle_job, "cycle"), "date", run_date=now, id="catch-up", **defaults)
+                sched.start()
+        finally:
+            if in_main:
+                for s, h in previous.items():
+                    signal.signal(s, h)
+            self.engine.close()
+            self.lock.release()
+        return 0

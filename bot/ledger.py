@@ -1,0 +1,442 @@
+"""The ledger: every cycle, target, order, fill, snapshot and risk event, in one SQLite file.
+
+SQLite in WAL mode so that ``rwabot status`` can read while the daemon writes. A cycle's plan
+(the cycle row, its targets and all its legs) commits in one transaction; each leg's intent is
+committed *before* it is sent and its result after, so a crash between the two is resolved on
+restart by looking the order up at the venue by its client id, never by sending it again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Column, UniqueConstraint, event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, func, select
+
+from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent
+from bot.errors import LedgerError
+
+SCHEMA_VERSION = 1
+
+
+def _naive(dt: datetime) -> datetime:
+    """Every time in the ledger is UTC; SQLModel stores it with its offset."""
+    return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def utc(dt: datetime | None) -> datetime | None:
+    return dt.replace(tzinfo=UTC) if dt is not None and dt.tzinfo is None else dt
+
+
+class MetaRow(SQLModel, table=True):
+    __tablename__ = "meta"
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class CycleRow(SQLModel, table=True):
+    __tablename__ = "cycle"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, index=True)
+    trigger: str
+    scheduled_for: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = Field(index=True)
+    nav_before: float | None = None
+    nav_after: float | None = None
+    sigma_p_annual: float | None = None
+    rc_dispersion_target: float | None = None
+    rc_dispersion_held: float | None = None
+    forecaster: str = ""
+    optimizer: str = ""
+    policy: str = ""
+    decision: str = ""
+    message: str = ""
+
+
+class TargetRow(SQLModel, table=True):
+    __tablename__ = "target"
+    id: int | None = Field(default=None, primary_key=True)
+    cycle_id: int = Field(foreign_key="cycle.id", index=True)
+    asset: str
+    venue: str
+    price: float
+    upper: float
+    current_weight: float
+    target_weight: float
+    decided_weight: float
+    risk_contribution: float
+    capped: bool = False
+
+
+class OrderRow(SQLModel, table=True):
+    __tablename__ = "orders"
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str = Field(unique=True, index=True)
+    cycle_id: int = Field(foreign_key="cycle.id", index=True)
+    leg: int
+    venue: str
+    asset: str
+    side: str
+    qty: float
+    decision_price: float
+    status: str = Field(index=True)
+    filled_qty: float = 0.0
+    venue_order_id: str | None = None
+    message: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+    def to_order(self, cycle_key: str) -> Order:
+        return Order(self.client_id, cycle_key, self.venue, self.asset, self.side, self.qty, self.decision_price)  # type: ignore[arg-type]
+
+
+class FillRow(SQLModel, table=True):
+    __tablename__ = "fill"
+    __table_args__ = (UniqueConstraint("venue", "fill_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    fill_id: str
+    venue: str
+    client_id: str = Field(index=True)
+    asset: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    slippage: float
+    gas: float = 0.0
+    time: datetime
+
+
+class SnapshotRow(SQLModel, table=True):
+    __tablename__ = "snapshot"
+    id: int | None = Field(default=None, primary_key=True)
+    cycle_id: int | None = Field(default=None, foreign_key="cycle.id", index=True)
+    time: datetime = Field(index=True)
+    nav: float
+    cash: float
+    cash_by_venue: dict[str, float] = Field(sa_column=Column(JSON))
+    positions: dict[str, float] = Field(sa_column=Column(JSON))
+    prices: dict[str, float] = Field(sa_column=Column(JSON))
+
+
+class RiskEventRow(SQLModel, table=True):
+    __tablename__ = "risk_event"
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(index=True)
+    cycle_key: str | None = None
+    kind: str = Field(index=True)
+    severity: str
+    where: str
+    message: str
+    data: dict[str, Any] = Field(sa_column=Column(JSON))
+
+
+@dataclass(frozen=True)
+class PlannedLeg:
+    order: Order
+    leg: int
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(path: str | Path) -> Engine:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(f"sqlite:///{p}", connect_args={"check_same_thread": False})
+    event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+class Ledger:
+    """Owns the SQLite file; every method is one transaction."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.engine = make_engine(self.path)
+        SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in _TABLES])  # type: ignore[attr-defined]
+        with Session(self.engine) as s:
+            row = s.get(MetaRow, "schema_version")
+            if row is None:
+                s.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+                s.commit()
+            elif int(row.value) > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"{self.path}: ledger schema version {row.value} is newer than this rwabot "
+                    f"({SCHEMA_VERSION}); upgrade rwabot"
+                )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    # -- cycles -----------------------------------------------------------------------------------
+
+    def get_cycle(self, key: str) -> CycleRow | None:
+        with self.session() as s:
+            return s.exec(select(CycleRow).where(CycleRow.key == key)).first()
+
+    def last_cycle(self, *, statuses: Sequence[str] | None = None) -> CycleRow | None:
+        with self.session() as s:
+            q = select(CycleRow)
+            if statuses:
+                q = q.where(CycleRow.status.in_(statuses))  # type: ignore[attr-defined]
+            return s.exec(q.order_by(CycleRow.scheduled_for.desc(), CycleRow.id.desc())).first()  # type: ignore[attr-defined, union-attr]
+
+    def unfinished_cycles(self) -> list[CycleRow]:
+        with self.session() as s:
+            q = select(CycleRow).where(CycleRow.status == "executing").order_by(CycleRow.id)  # type: ignore[arg-type]
+            return list(s.exec(q))
+
+    def create_plan(
+        self,
+        cycle: CycleRow,
+        targets: Sequence[TargetRow],
+        legs: Sequence[PlannedLeg],
+        events: Sequence[RiskEvent] = (),
+    ) -> CycleRow:
+        """Write a cycle, its targets, its legs and the events of its planning in one transaction."""
+        now = _naive(datetime.now(UTC))
+        with self.session() as s:
+            cycle.scheduled_for = _naive(cycle.scheduled_for)
+            cycle.started_at = _naive(cycle.started_at)
+            s.add(cycle)
+            s.flush()
+            assert cycle.id is not None
+            for t in targets:
+                t.cycle_id = cycle.id
+                s.add(t)
+            for leg in legs:
+                o = leg.order
+                s.add(
+                    OrderRow(
+                        client_id=o.client_id,
+                        cycle_id=cycle.id,
+                        leg=leg.leg,
+                        venue=o.venue,
+                        asset=o.asset,
+                        side=o.side,
+                        qty=o.qty,
+                        decision_price=o.decision_price,
+                        status=OrderStatus.PLANNED.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            for e in events:
+                s.add(_event_row(e))
+            s.commit()
+        return cycle
+
+    def orders_of(self, cycle_id: int) -> list[OrderRow]:
+        with self.session() as s:
+            q = select(OrderRow).where(OrderRow.cycle_id == cycle_id).order_by(OrderRow.leg)  # type: ignore[arg-type]
+            return list(s.exec(q))
+
+    def mark_sending(self, client_id: str, qty: float) -> None:
+        """Commit the intent to send (with the final quantity) before the venue sees the order."""
+        with self.session() as s:
+            row = s.exec(select(OrderRow).where(OrderRow.client_id == client_id)).one()
+            row.status = OrderStatus.SENDING.value
+            row.qty = qty
+            row.updated_at = _naive(datetime.now(UTC))
+            s.add(row)
+            s.commit()
+
+    def close_order(self, client_id: str, status: OrderStatus, message: str) -> None:
+        with self.session() as s:
+            row = s.exec(select(OrderRow).where(OrderRow.client_id == client_id)).one()
+            row.status = status.value
+            row.message = message[:500]
+            row.updated_at = _naive(datetime.now(UTC))
+            s.add(row)
+            s.commit()
+
+    def record_order_state(self, state: OrderState) -> list[Fill]:
+        """Store what the venue says of an order; returns the fills that were new to the ledger."""
+        new: list[Fill] = []
+        with self.session() as s:
+            row = s.exec(select(OrderRow).where(OrderRow.client_id == state.client_id)).one()
+            for f in state.fills:
+                exists = s.exec(
+                    select(FillRow.id).where(FillRow.venue == f.venue, FillRow.fill_id == f.fill_id)
+                ).first()
+                if exists is None:
+                    s.add(
+                        FillRow(
+                            fill_id=f.fill_id,
+                            venue=f.venue,
+                            client_id=f.client_id,
+                            asset=f.asset,
+                            side=f.side,
+                            qty=f.qty,
+                            price=f.price,
+                            fee=f.fee,
+                            slippage=f.slippage,
+                            gas=f.gas,
+                            time=_naive(f.time),
+                        )
+                    )
+                    new.append(f)
+            row.status = state.status.value
+            row.filled_qty = state.filled_qty
+            row.venue_order_id = state.venue_order_id
+            if state.message:
+                row.message = state.message[:500]
+            row.updated_at = _naive(datetime.now(UTC))
+            s.add(row)
+            s.commit()
+        return new
+
+    def finish_cycle(
+        self,
+        key: str,
+        status: str,
+        *,
+        snapshot: SnapshotRow | None,
+        message: str = "",
+        rc_dispersion_held: float | None = None,
+    ) -> None:
+        with self.session() as s:
+            row = s.exec(select(CycleRow).where(CycleRow.key == key)).one()
+            row.status = status
+            row.finished_at = _naive(datetime.now(UTC))
+            if message:
+                row.message = (row.message + "; " + message if row.message else message)[:2000]
+            if snapshot is not None:
+                snapshot.cycle_id = row.id
+                snapshot.time = _naive(snapshot.time)
+                row.nav_after = snapshot.nav
+                s.add(snapshot)
+            if rc_dispersion_held is not None:
+                row.rc_dispersion_held = rc_dispersion_held
+            s.add(row)
+            s.commit()
+
+    def record_failed_cycle(self, cycle: CycleRow, event: RiskEvent) -> None:
+        """A cycle that could not plan: its row and the reason, together."""
+        with self.session() as s:
+            existing = s.exec(select(CycleRow).where(CycleRow.key == cycle.key)).first()
+            if existing is None:
+                cycle.scheduled_for = _naive(cycle.scheduled_for)
+                cycle.started_at = _naive(cycle.started_at)
+                cycle.finished_at = _naive(datetime.now(UTC))
+                s.add(cycle)
+            s.add(_event_row(event))
+            s.commit()
+
+    # -- events and snapshots -----------------------------------------------------------------------
+
+    def record_event(self, e: RiskEvent) -> None:
+        with self.session() as s:
+            s.add(_event_row(e))
+            s.commit()
+
+    def events(self, kind: str | None = None, limit: int | None = None) -> list[RiskEventRow]:
+        with self.session() as s:
+            q = select(RiskEventRow)
+            if kind:
+                q = q.where(RiskEventRow.kind == kind)
+            q = q.order_by(RiskEventRow.id.desc())  # type: ignore[union-attr]
+            if limit:
+                q = q.limit(limit)
+            return list(s.exec(q))
+
+    def snapshots(self) -> list[SnapshotRow]:
+        with self.session() as s:
+            return list(s.exec(select(SnapshotRow).order_by(SnapshotRow.time, SnapshotRow.id)))  # type: ignore[arg-type]
+
+    def cycles(self) -> list[CycleRow]:
+        with self.session() as s:
+            return list(s.exec(select(CycleRow).order_by(CycleRow.scheduled_for, CycleRow.id)))  # type: ignore[arg-type]
+
+    def targets_of(self, cycle_id: int) -> list[TargetRow]:
+        with self.session() as s:
+            return list(s.exec(select(TargetRow).where(TargetRow.cycle_id == cycle_id).order_by(TargetRow.id)))  # type: ignore[arg-type]
+
+    def fills(self) -> list[FillRow]:
+        with self.session() as s:
+            return list(s.exec(select(FillRow).order_by(FillRow.id)))  # type: ignore[arg-type]
+
+    def all_orders(self) -> list[OrderRow]:
+        with self.session() as s:
+            return list(s.exec(select(OrderRow).order_by(OrderRow.id)))  # type: ignore[arg-type]
+
+    def cost_totals(self) -> dict[str, float]:
+        with self.session() as s:
+            fee, slip, gas, notional = s.exec(
+                select(
+                    func.coalesce(func.sum(FillRow.fee), 0.0),
+                    func.coalesce(func.sum(FillRow.slippage), 0.0),
+                    func.coalesce(func.sum(FillRow.gas), 0.0),
+                    func.coalesce(func.sum(FillRow.qty * FillRow.price), 0.0),
+                )
+            ).one()
+        return {"fees": float(fee), "slippage": float(slip), "gas": float(gas), "traded": float(notional)}
+
+
+_TABLES = (MetaRow, CycleRow, TargetRow, OrderRow, FillRow, SnapshotRow, RiskEventRow)
+
+
+def _event_row(e: RiskEvent) -> RiskEventRow:
+    return RiskEventRow(
+        time=_naive(e.time),
+        cycle_key=e.cycle_key,
+        kind=e.kind,
+        severity=e.severity.value,
+        where=e.where,
+        message=e.message,
+        data=json.loads(json.dumps(dict(e.data), default=str)),
+    )
+
+
+class DaemonLock:
+    """One daemon per ledger: an exclusive flock on ``<ledger>.lock`` that dies with the process."""
+
+    def __init__(self, ledger_path: str | Path) -> None:
+        self.path = Path(str(ledger_path) + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LedgerError(
+                f"another rwabot daemon (pid {holder}) is running on ledger {str(self.path)[:-5]}; "
+                "stop it first or use another ledger"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

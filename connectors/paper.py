@@ -1,0 +1,203 @@
+"""Paper venue: real quotes from the configured data source, simulated fills, a durable book.
+
+It behaves like an exchange account the bot does not control: its cash, positions and orders live
+in their own SQLite file (under the ledger's state directory) and survive restarts, and an order is
+looked up by its client id. That way the cycle's crash recovery is exercised in paper mode exactly
+as it would be against a real venue.
+
+Fill model: a buy fills at ``ask × (1 + impact)``, a sell at ``bid × (1 − impact)`` with
+``impact = impact_coef × (qty / hourly_volume) ** impact_exponent`` (the square-root law by
+default); the quote's half-spread is configured per asset kind. The fee is ``fee_bps`` of notional.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import Field
+
+from bot.components import ComponentConfig, ComponentContext, DataSource
+from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, check_prices
+from bot.errors import DataError, InsufficientFunds, InvalidOrder, VenueError
+from bot.hookspecs import hookimpl
+
+CASH = "__cash__"
+
+
+class PaperConfig(ComponentConfig):
+    initial_cash: float = Field(default=1_000_000.0, ge=0)
+    fee_bps: float = Field(default=5.0, ge=0, le=1000)
+    half_spread_bps: dict[str, float] = Field(
+        default_factory=lambda: {"traditional": 1.0, "tokenized": 10.0},
+        description="by asset kind or asset name (a name wins)",
+    )
+    impact_coef: float = Field(default=0.1, ge=0)
+    impact_exponent: float = Field(default=0.5, gt=0, le=2)
+    qty_step: float = Field(default=1e-6, gt=0)
+    min_notional: float = Field(default=10.0, ge=0)
+    max_quote_age_minutes: float = Field(default=90.0, gt=0)
+
+
+class PaperVenue:
+    """A simulated account on top of a data source's prices."""
+
+    def __init__(self, name: str, cfg: PaperConfig, ctx: ComponentContext) -> None:
+        if ctx.data is None:
+            raise VenueError(name, "the paper venue needs a data source for its quotes")
+        self.name = name
+        self.cfg = cfg
+        self.clock = ctx.clock
+        self.data: DataSource = ctx.data
+        self.path = Path(ctx.state_dir) / f"paper-{name}.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS balance (asset TEXT PRIMARY KEY, qty REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_order (
+                client_id TEXT PRIMARY KEY, asset TEXT, side TEXT, qty REAL, status TEXT,
+                filled_qty REAL, price REAL, fee REAL, slippage REAL, time TEXT, message TEXT);
+            """
+        )
+        with self._tx():
+            if self._db.execute("SELECT 1 FROM balance WHERE asset=?", (CASH,)).fetchone() is None:
+                self._db.execute("INSERT INTO balance VALUES (?, ?)", (CASH, cfg.initial_cash))
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _tx(self):
+        venue = self
+
+        class _Tx:
+            def __enter__(self_inner):
+                venue._lock.acquire()
+                venue._db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, exc, tb):
+                try:
+                    venue._db.execute("ROLLBACK" if exc_type else "COMMIT")
+                finally:
+                    venue._lock.release()
+                return False
+
+        return _Tx()
+
+    def _half_spread(self, asset: str) -> float:
+        hs = self.cfg.half_spread_bps
+        if asset in hs:
+            return hs[asset] / 1e4
+        return hs.get(self.data.asset_kind(asset), 0.0) / 1e4
+
+    # -- Venue protocol -------------------------------------------------------------------------------
+
+    def market(self, asset: str) -> MarketInfo:
+        return MarketInfo(asset, self.cfg.qty_step, self.cfg.qty_step, self.cfg.min_notional, 1e-8, self.cfg.fee_bps / 1e4)
+
+    def quote(self, asset: str) -> Quote:
+        now = self.clock.now()
+        try:
+            snap = self.data.latest([asset], now)
+            bars = self.data.bars([asset], now, 1)
+        except DataError as exc:
+            raise VenueError(self.name, f"no quote for {asset}: {exc}") from exc
+        check_prices([asset], snap.prices, f"venue {self.name} quote")
+        age = now - snap.times[0]
+        if age > timedelta(minutes=self.cfg.max_quote_age_minutes):
+            raise VenueError(self.name, f"quote for {asset} is stale ({age} old)")
+        mid = float(snap.prices[0])
+        hs = self._half_spread(asset)
+        return Quote(asset, mid * (1 - hs), mid * (1 + hs), snap.times[0], float(bars.volume[-1, 0]))
+
+    def balances(self) -> Balances:
+        rows = self._db.execute("SELECT asset, qty FROM balance").fetchall()
+        cash = next((q for a, q in rows if a == CASH), 0.0)
+        return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
+
+    def fetch_order(self, client_id: str) -> OrderState | None:
+        row = self._db.execute(
+            "SELECT asset, side, qty, status, filled_qty, price, fee, slippage, time, message "
+            "FROM paper_order WHERE client_id=?",
+            (client_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        asset, side, qty, status, filled, price, fee, slip, time, message = row
+        fills: tuple[Fill, ...] = ()
+        if filled > 0:
+            fills = (
+                Fill(f"{client_id}-1", client_id, self.name, asset, side, filled, price, fee, slip, datetime.fromisoformat(time)),
+            )
+        return OrderState(client_id, OrderStatus(status), filled, fills, venue_order_id=f"paper-{client_id}", message=message)
+
+    def place_order(self, order: Order) -> OrderState:
+        existing = self.fetch_order(order.client_id)
+        if existing is not None:
+            return existing
+        if order.qty <= 0 or not math.isfinite(order.qty):
+            raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
+        q = self.quote(order.asset)
+        vol = max(q.hourly_volume, 1e-12)
+        impact = self.cfg.impact_coef * (order.qty / vol) ** self.cfg.impact_exponent
+        if order.side == "buy":
+            price = q.ask * (1 + impact)
+            slip = (price - order.decision_price) * order.qty
+        else:
+            price = q.bid * (1 - impact)
+            slip = (order.decision_price - price) * order.qty
+        notional = price * order.qty
+        fee = notional * self.cfg.fee_bps / 1e4
+        now = self.clock.now().astimezone(UTC).isoformat()
+        with self._tx():
+            cash = self._db.execute("SELECT qty FROM balance WHERE asset=?", (CASH,)).fetchone()[0]
+            pos_row = self._db.execute("SELECT qty FROM balance WHERE asset=?", (order.asset,)).fetchone()
+            pos = pos_row[0] if pos_row else 0.0
+            reject = ""
+            if order.side == "buy" and cash < notional + fee:
+                reject = f"insufficient cash: need {notional + fee:.2f}, have {cash:.2f}"
+            elif order.side == "sell" and pos < order.qty * (1 - 1e-12):
+                reject = f"insufficient {order.asset}: need {order.qty}, have {pos}"
+            if reject:
+                self._db.execute(
+                    "INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (order.client_id, order.asset, order.side, order.qty, "rejected", 0.0, 0.0, 0.0, 0.0, now, reject),
+                )
+            else:
+                sign = 1.0 if order.side == "buy" else -1.0
+                self._db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (sign * notional + fee, CASH))
+                self._db.execute(
+                    "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
+                    (order.asset, sign * order.qty),
+                )
+                self._db.execute(
+                    "INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (order.client_id, order.asset, order.side, order.qty, "filled", order.qty, price, fee, slip, now, ""),
+                )
+        state = self.fetch_order(order.client_id)
+        assert state is not None
+        if state.status is OrderStatus.REJECTED:
+            raise InsufficientFunds(self.name, f"order {order.client_id} rejected: {state.message}")
+        return state
+
+    def cancel_order(self, client_id: str) -> OrderState:
+        state = self.fetch_order(client_id)
+        if state is None:
+            raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
+        return state  # paper orders fill or reject at once; nothing is ever left open
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@hookimpl
+def rwabot_register_venues(register) -> None:
+    def make(cfg: PaperConfig, ctx: ComponentContext) -> PaperVenue:
+        return PaperVenue(ctx.extra.get("venue_name", "paper"), cfg, ctx)
+
+    register("paper", make, PaperConfig)

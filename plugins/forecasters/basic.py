@@ -1,0 +1,105 @@
+"""Sample and EWMA covariance forecasters.
+
+Both are the classical baselines every other forecaster must beat; they are cheap enough to run
+inside the risk monitor every few minutes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import Field
+
+from bot.components import ComponentConfig, ComponentContext
+from bot.domain import Forecast
+from bot.errors import ForecastError
+from bot.hookspecs import hookimpl
+
+
+def _check_returns(assets: Sequence[str], returns: np.ndarray, model: str, min_obs: int) -> np.ndarray:
+    r = np.asarray(returns, dtype=float)
+    if r.ndim != 2 or r.shape[1] != len(assets):
+        raise ForecastError(f"{model}: returns shape {r.shape} does not match {len(assets)} assets")
+    if r.shape[0] < min_obs:
+        raise ForecastError(f"{model}: need at least {min_obs} hourly returns, got {r.shape[0]}")
+    bad = [a for a, ok in zip(assets, np.isfinite(r).all(axis=0)) if not ok]
+    if bad:
+        raise ForecastError(f"{model}: returns contain NaN or inf for {bad}")
+    return r
+
+
+def sample_cov(returns: np.ndarray, demean: bool = True) -> np.ndarray:
+    """Unbiased sample covariance (ddof=1) of the rows of ``returns``."""
+    r = returns - returns.mean(axis=0) if demean else returns
+    return r.T @ r / max(r.shape[0] - (1 if demean else 0), 1)
+
+
+def ewma_cov(returns: np.ndarray, half_life: float, demean: bool = False) -> np.ndarray:
+    """Exponentially weighted covariance with weights ∝ 0.5**(age/half_life), normalised to 1.
+
+    RiskMetrics does not demean: at an hourly horizon the mean is noise next to the variance.
+    """
+    t = returns.shape[0]
+    age = np.arange(t - 1, -1, -1, dtype=float)
+    w = 0.5 ** (age / half_life)
+    w /= w.sum()
+    r = returns - (w @ returns) if demean else returns
+    return (r * w[:, None]).T @ r
+
+
+class SampleConfig(ComponentConfig):
+    window_hours: int | None = Field(default=None, ge=2, description="use only the last N returns")
+
+
+class SampleForecaster:
+    name = "sample"
+
+    def __init__(self, cfg: SampleConfig) -> None:
+        self.cfg = cfg
+
+    def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast:
+        r = _check_returns(assets, returns, self.name, 2)
+        if self.cfg.window_hours:
+            r = r[-self.cfg.window_hours :]
+        return Forecast.from_cov(
+            assets, sample_cov(r), self.name, mu=r.mean(axis=0), diagnostics={"observations": r.shape[0]}
+        )
+
+
+class EwmaConfig(ComponentConfig):
+    half_life_hours: float = Field(default=72.0, gt=0)
+    demean: bool = False
+
+
+class EwmaForecaster:
+    name = "ewma"
+
+    def __init__(self, cfg: EwmaConfig) -> None:
+        self.cfg = cfg
+
+    def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast:
+        r = _check_returns(assets, returns, self.name, 2)
+        cov = ewma_cov(r, self.cfg.half_life_hours, self.cfg.demean)
+        age = np.arange(r.shape[0] - 1, -1, -1, dtype=float)
+        w = 0.5 ** (age / self.cfg.half_life_hours)
+        w /= w.sum()
+        return Forecast.from_cov(
+            assets,
+            cov,
+            self.name,
+            mu=w @ r,
+            diagnostics={"observations": r.shape[0], "half_life_hours": self.cfg.half_life_hours},
+        )
+
+
+@hookimpl
+def rwabot_register_forecasters(register) -> None:
+    def make_sample(cfg: SampleConfig, ctx: ComponentContext) -> SampleForecaster:
+        return SampleForecaster(cfg)
+
+    def make_ewma(cfg: EwmaConfig, ctx: ComponentContext) -> EwmaForecaster:
+        return EwmaForecaster(cfg)
+
+    register("sample", make_sample, SampleConfig)
+    register("ewma", make_ewma, EwmaConfig)

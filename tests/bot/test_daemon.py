@@ -1,0 +1,160 @@
+"""The daemon: scheduler, monitor, signals and restarts, on the simulated clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.clock import SimulatedClock
+from bot.config import parse_config
+from bot.cycle import Engine
+from bot.daemon import Daemon
+
+from tests.conftest import PAPER, START, paper_dict
+
+
+def test_daemon_runs_hourly_cycles_and_the_monitor_in_simulated_time(tmp_path: Path) -> None:
+    cfg = parse_config(paper_dict(tmp_path), "test")
+    begin = START + timedelta(days=40, minutes=30)
+    engine = Engine(cfg, clock=SimulatedClock(begin, 0.0))
+    reports = []
+    Daemon(engine, until=begin + timedelta(hours=24), on_cycle=reports.append).run()
+    keys = [r.key for r in reports]
+    # the catch-up cycle at start (empty ledger), then one per hour on the hour
+    assert keys[0] == "2026-04-10T00:00Z"
+    scheduled = [k for k in keys if not k.endswith("/risk")]
+    assert scheduled == [(begin.replace(minute=0) + timedelta(hours=h)).strftime("%Y-%m-%dT%H:00Z") for h in range(25)]
+    assert all(r.status == "done" for r in reports)
+    assert not Path(cfg.bot.ledger + ".lock").read_text() or True  # lock file stays, lock is released
+    from bot.ledger import DaemonLock
+
+    lock = DaemonLock(cfg.bot.ledger)
+    lock.acquire()
+    lock.release()
+
+
+def _count_cycles(ledger: Path) -> int:
+    try:
+        con = sqlite3.connect(ledger, timeout=5)
+        try:
+            return con.execute("SELECT count(*) FROM cycle WHERE status='done'").fetchone()[0]
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _write_config(tmp_path: Path, speed: float) -> Path:
+    text = PAPER.read_text()
+    text = text.replace('ledger = "var/paper.sqlite"', f'ledger = "{tmp_path / "daemon.sqlite"}"')
+    text = text.replace("speed = 3600.0", f"speed = {speed}")
+    cfg = tmp_path / "paper.toml"
+    cfg.write_text(text)
+    tomllib.loads(cfg.read_text())
+    return cfg
+
+
+def _rwabot(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bot.cli", *args]
+
+
+@pytest.mark.slow
+def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, speed=3600.0 * 12)  # 12 simulated hours per second
+    ledger = tmp_path / "daemon.sqlite"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(_rwabot("run", "--config", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while _count_cycles(ledger) < 50:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "daemon too slow"
+            time.sleep(0.2)
+        # a second daemon on the same ledger is refused with a clear message
+        second = subprocess.run(_rwabot("run", "--config", str(cfg)), capture_output=True, text=True, env=env, timeout=60)
+        assert second.returncode == 2
+        assert f"another rwabot daemon (pid {proc.pid}) is running" in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped cleanly" in out
+    con = sqlite3.connect(ledger)
+    first_run = con.execute("SELECT key FROM cycle ORDER BY scheduled_for").fetchall()
+    assert len(first_run) >= 48
+    assert con.execute("SELECT count(*) FROM cycle WHERE status='executing'").fetchone()[0] == 0
+    last_key = max(k for (k,) in first_run if not k.endswith("/risk"))
+    con.close()
+
+    # restart: the simulated clock resumes after the last cycle; no order is sent twice
+    done = subprocess.run(_rwabot("run", "--config", str(cfg), "--hours", "6"), capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    con = sqlite3.connect(ledger)
+    keys = [k for (k,) in con.execute("SELECT key FROM cycle ORDER BY scheduled_for")]
+    new = [k for k in keys if k not in {x for (x,) in first_run}]
+    assert len(new) >= 5 and all(k > last_key for k in new if not k.endswith("/risk"))
+    scheduled = sorted(k for k in keys if not k.endswith("/risk"))
+    hours = [datetime.strptime(k, "%Y-%m-%dT%H:00Z") for k in scheduled]
+    assert all(b - a == timedelta(hours=1) for a, b in zip(hours, hours[1:])), "an hour was skipped or repeated"
+    ids = [c for (c,) in con.execute("SELECT client_id FROM orders")]
+    assert len(ids) == len(set(ids))
+    ledger_fills = Counter(c for (c,) in con.execute("SELECT client_id FROM fill"))
+    assert all(v == 1 for v in ledger_fills.values())
+    con.close()
+    book_ids: list[str] = []
+    for book in (tmp_path / "daemon.state").glob("paper-*.sqlite"):
+        b = sqlite3.connect(book)
+        book_ids += [c for (c,) in b.execute("SELECT client_id FROM paper_order WHERE status='filled'")]
+        b.close()
+    assert sorted(book_ids) == sorted(ledger_fills)
+
+
+def test_run_once_then_status_and_plugins_cli(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, speed=3600.0)
+    env = {**os.environ, "COLUMNS": "200"}
+    once = subprocess.run(_rwabot("run", "--config", str(cfg), "--once"), capture_output=True, text=True, env=env, timeout=120)
+    assert once.returncode == 0, once.stderr
+    assert "2026-03-01T00:00Z done" in once.stdout and "USTB" in once.stdout
+    st = subprocess.run(_rwabot("status", "--config", str(cfg)), capture_output=True, text=True, env=env, timeout=60)
+    assert st.returncode == 0, st.stderr
+    for word in ("last cycle", "NAV", "weights vs targets", "risk contrib.", "costs to date", "SPY"):
+        assert word in st.stdout
+    pl = subprocess.run(_rwabot("plugins"), capture_output=True, text=True, env=env, timeout=60)
+    assert pl.returncode == 0 and "risk_parity" in pl.stdout and "rwabot 0.1.0" in pl.stdout
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, speed=3600.0)
+    cfg.write_text(cfg.read_text().replace("monitor_minutes = 5", "monitor_minutes = 0"))
+    r = subprocess.run(_rwabot("run", "--config", str(cfg), "--once"), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2
+    assert "schedule.monitor_minutes" in r.stderr and str(cfg) in r.stderr
+
+
+def test_backtest_cli_prints_the_summary(tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path, speed=3600.0)
+    env = {**os.environ, "COLUMNS": "200"}
+    r = subprocess.run(_rwabot("backtest", "--config", str(cfg), "--hours", "48"), capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    for word in ("annualised volatility", "Sharpe", "max drawdown", "turnover", "total costs", "RC dispersion"):
+        assert word in r.stdout
+    assert not (tmp_path / "daemon.sqlite").exists()  # a backtest never touches the live ledger
+
+
+def test_simulated_clock_start_is_utc() -> None:
+    c = SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC), 0.0)
+    assert c.now().tzinfo is not None
+    with pytest.raises(ValueError):
+        SimulatedClock(datetime(2026, 1, 1), 0.0)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Severity
+from bot.errors import LedgerError
+from bot.ledger import SCHEMA_VERSION, CycleRow, DaemonLock, Ledger, PlannedLeg, TargetRow
+
+T = datetime(2026, 3, 1, 5, tzinfo=UTC)
+
+
+def cycle(key: str = "2026-03-01T05:00Z") -> CycleRow:
+    return CycleRow(key=key, trigger="scheduled", scheduled_for=T, started_at=T, status="executing")
+
+
+def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.close()
+    con = sqlite3.connect(tmp_path / "l.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.execute("UPDATE meta SET value='999' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(LedgerError, match="schema version 999 is newer"):
+        Ledger(tmp_path / "l.sqlite")
+
+
+def test_plan_commits_together_or_not_at_all(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    o = Order("c1", "k", "v", "SPY", "buy", 1.0, 100.0)
+    bad_target = TargetRow(cycle_id=0, asset="SPY", venue="v", price=1, upper=1, current_weight=0,
+                           target_weight=0, decided_weight=0, risk_contribution=0)
+    # a duplicate client id makes the whole plan fail: no cycle row may remain
+    with pytest.raises(Exception):
+        led.create_plan(cycle(), [bad_target], [PlannedLeg(o, 0), PlannedLeg(o, 1)])
+    assert led.get_cycle("2026-03-01T05:00Z") is None
+    assert led.all_orders() == []
+    led.create_plan(cycle(), [], [PlannedLeg(o, 0)])
+    assert led.get_cycle("2026-03-01T05:00Z") is not None
+    # one scheduled hour never yields two plans
+    with pytest.raises(Exception):
+        led.create_plan(cycle(), [], [])
+
+
+def test_fills_are_recorded_once(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    o = Order("c1", "k", "v", "SPY", "buy", 2.0, 100.0)
+    led.create_plan(cycle(), [], [PlannedLeg(o, 0)])
+    f = Fill("f1", "c1", "v", "SPY", "buy", 2.0, 100.5, 0.2, 1.0, T)
+    st = OrderState("c1", OrderStatus.FILLED, 2.0, (f,))
+    assert len(led.record_order_state(st)) == 1
+    assert led.record_order_state(st) == []
+    assert led.cost_totals() == pytest.approx({"fees": 0.2, "slippage": 1.0, "gas": 0.0, "traded": 201.0})
+    assert led.all_orders()[0].status == "filled"
+
+
+def test_risk_events_round_trip(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.record_event(RiskEvent("vol_breach", Severity.WARNING, "monitor", "high", T, None, {"sigma": 0.3}))
+    (e,) = led.events()
+    assert e.kind == "vol_breach" and e.data == {"sigma": 0.3} and e.severity == "warning"
+
+
+def test_second_daemon_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"from bot.ledger import DaemonLock; import time; l = DaemonLock({str(path)!r}); l.acquire(); "
+         "print('locked', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(LedgerError, match=rf"another rwabot daemon \(pid {holder.pid}\) is running"):
+            DaemonLock(path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    lock = DaemonLock(path)
+    lock.acquire()  # the lock dies with its process
+    assert Path(str(path) + ".lock").read_text() == str(os.getpid())
+    lock.release()

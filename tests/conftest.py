@@ -1,0 +1,33 @@
+"""Shared fixtures: configs pointing at temporary ledgers, engines on a simulated clock."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "config" / "paper.toml"
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def paper_dict(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    data = tomllib.loads(PAPER.read_text())
+    data["bot"]["ledger"] = str(tmp_path / "ledger.sqlite")
+    data["clock"] = {"kind": "simulated", "start": START, "speed": 0.0}
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k] = {**data[k], **v}
+        else:
+            data[k] = v
+    return data
+
+
+@pytest.fixture
+def paper_config(tmp_path: Path) -> Config:
+    return parse_config(paper_dict(tmp_path), "test")
