@@ -68,7 +68,12 @@ def print_report(report: Any, detail: bool = False) -> None:
         t = Table("asset", "current", "target", "decided", title=f"cycle {report.key}")
         for a, c, tg, d in zip(report.assets, report.current, report.target, report.decided):
             t.add_row(a, _pct(c), _pct(tg), _pct(d))
-        t.add_row("cash", _pct(1 - float(np.sum(report.current))), _pct(1 - float(np.sum(report.target))), _pct(1 - float(np.sum(report.decided))))
+        t.add_row(
+            "cash",
+            _pct(1 - float(np.sum(report.current))),
+            _pct(1 - float(np.sum(report.target))),
+            _pct(1 - float(np.sum(report.decided))),
+        )
         console.print(t)
 
 
@@ -81,7 +86,8 @@ def run(
         float | None, typer.Option(help="simulated clock only: stop after this many simulated hours")
     ] = None,
     speed: Annotated[
-        float | None, typer.Option(help="simulated clock only: simulated seconds per real second (0 = as fast as possible)")
+        float | None,
+        typer.Option(help="simulated clock only: simulated seconds per real second (0 = as fast as possible)"),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -97,7 +103,7 @@ def run(
             clock_over["speed"] = speed
         cfg = _load(config, ledger, clock=clock_over)
         if hours is not None and cfg.clock.kind != "simulated":
-            raise RwabotError("--hours needs a simulated clock (clock.kind = \"simulated\")")
+            raise RwabotError('--hours needs a simulated clock (clock.kind = "simulated")')
         engine = Engine(cfg)
         if once:
             lock = DaemonLock(cfg.bot.ledger)
@@ -150,8 +156,12 @@ def backtest(
         cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})
         begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
         with Progress(
-            TextColumn("[bold]backtest"), BarColumn(), TextColumn("{task.completed}/{task.total} h"),
-            TimeElapsedColumn(), console=err, transient=True,
+            TextColumn("[bold]backtest"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} h"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
         ) as progress:
             task = progress.add_task("hours", total=hours)
 
@@ -177,7 +187,10 @@ def backtest(
         ("traded", f"{s.traded:,.2f}"),
         ("total costs (fees + slippage + gas)", f"{s.costs:,.2f} ({s.fees:,.2f} + {s.slippage:,.2f} + {s.gas:,.2f})"),
         ("RC dispersion of targets, median (free assets)", f"{s.rc_dispersion_target_median:.2e}"),
-        ("RC dispersion of holdings, median / p90", f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}"),
+        (
+            "RC dispersion of holdings, median / p90",
+            f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}",
+        ),
         ("risk events", ", ".join(f"{k} {v}" for k, v in sorted(s.risk_events.items())) or "none"),
     ]
     for r in rows:
@@ -210,17 +223,32 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
             highlight=False,
         )
         if snap is not None:
-            console.print(f"NAV {snap.nav:,.2f} {cfg.bot.quote} at {snap.time.isoformat()}; cash {snap.cash:,.2f}", highlight=False)
+            console.print(
+                f"NAV {snap.nav:,.2f} {cfg.bot.quote} at {snap.time.isoformat()}; cash {snap.cash:,.2f}",
+                highlight=False,
+            )
         targets = led.targets_of(last.id) if last.id is not None else []
         if targets:
             t = Table("asset", "venue", "weight", "target", "risk contrib.", "cap", title="weights vs targets")
             for tr in targets:
-                w = (snap.positions.get(tr.asset, 0.0) * snap.prices.get(tr.asset, 0.0) / snap.nav) if snap and snap.nav else 0.0
-                t.add_row(tr.asset, tr.venue, _pct(w), _pct(tr.target_weight), _pct(tr.risk_contribution), _pct(tr.upper) + (" *" if tr.capped else ""))
+                w = (
+                    (snap.positions.get(tr.asset, 0.0) * snap.prices.get(tr.asset, 0.0) / snap.nav)
+                    if snap and snap.nav
+                    else 0.0
+                )
+                t.add_row(
+                    tr.asset,
+                    tr.venue,
+                    _pct(w),
+                    _pct(tr.target_weight),
+                    _pct(tr.risk_contribution),
+                    _pct(tr.upper) + (" *" if tr.capped else ""),
+                )
             console.print(t)
         c = led.cost_totals()
         console.print(
-            f"costs to date: fees {c['fees']:,.2f}, slippage {c['slippage']:,.2f}, gas {c['gas']:,.2f} on {c['traded']:,.2f} traded; "
+            f"costs to date: fees {c['fees']:,.2f}, slippage {c['slippage']:,.2f}, gas {c['gas']:,.2f} "
+            f"on {c['traded']:,.2f} traded; "
             f"{len(led.cycles())} cycles",
             highlight=False,
         )
@@ -228,7 +256,9 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
         if events:
             console.print("recent risk events:")
             for e in events:
-                console.print(f"  {e.time.isoformat()} {e.severity:8} {e.kind} at {e.where}: {e.message[:140]}", highlight=False)
+                console.print(
+                    f"  {e.time.isoformat()} {e.severity:8} {e.kind} at {e.where}: {e.message[:140]}", highlight=False
+                )
     finally:
         led.close()
 

@@ -50,7 +50,14 @@ from bot.errors import (
 )
 from bot.ledger import CycleRow, Ledger, PlannedLeg, SnapshotRow, TargetRow, utc
 from bot.plugins import Registry, make_plugin_manager
-from bot.riskmath import annualise_sigma, liquidity_limits, log_returns, portfolio_sigma, rc_dispersion, risk_contributions
+from bot.riskmath import (
+    annualise_sigma,
+    liquidity_limits,
+    log_returns,
+    portfolio_sigma,
+    rc_dispersion,
+    risk_contributions,
+)
 
 log = logging.getLogger("rwabot.cycle")
 
@@ -138,7 +145,9 @@ def plan_orders(p: PlanInputs) -> Plan:
     idx = {a: i for i, a in enumerate(p.assets)}
     leg = 0
     for a, qty in sells:
-        order = Order(client_order_id(p.cycle_key, a), p.cycle_key, p.venue_of[a], a, "sell", qty, float(p.prices[idx[a]]))
+        order = Order(
+            client_order_id(p.cycle_key, a), p.cycle_key, p.venue_of[a], a, "sell", qty, float(p.prices[idx[a]])
+        )
         plan.legs.append(PlannedLeg(order, leg))
         leg += 1
     for venue, items in sorted(buys.items()):
@@ -201,7 +210,9 @@ def build_components(cfg: Config, registry: Registry, ctx: ComponentContext) -> 
         "policy": cfg.policy.model_dump() if cfg.policy else None,
     }
     if cfg.strategy is not None:
-        preset = registry.get("strategy", cfg.strategy.plugin).build(cfg.strategy.options, ctx, where="strategy.options")
+        preset = registry.get("strategy", cfg.strategy.plugin).build(
+            cfg.strategy.options, ctx, where="strategy.options"
+        )
         for k in sections:
             if sections[k] is None and k in preset:
                 sections[k] = preset[k]
@@ -212,7 +223,9 @@ def build_components(cfg: Config, registry: Registry, ctx: ComponentContext) -> 
     known = set(data.assets())
     unknown = [a for a in cfg.asset_names if a not in known]
     if unknown:
-        raise ConfigError(f"assets {unknown}: data source {cfg.data.plugin!r} does not know them (it has {sorted(known)})")
+        raise ConfigError(
+            f"assets {unknown}: data source {cfg.data.plugin!r} does not know them (it has {sorted(known)})"
+        )
     built = {}
     names = {"data": cfg.data.plugin}
     for k, sec in sections.items():
@@ -220,7 +233,9 @@ def build_components(cfg: Config, registry: Registry, ctx: ComponentContext) -> 
         names[k] = sec["plugin"]
     venues: dict[str, Venue] = {}
     for vname, vsec in cfg.venues.items():
-        vctx = ComponentContext(ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname})
+        vctx = ComponentContext(
+            ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname}
+        )
         venues[vname] = registry.get("venue", vsec.plugin).build(vsec.options, vctx, where=f"venues.{vname}.options")
     return Components(data, built["forecaster"], built["optimizer"], built["policy"], venues), names
 
@@ -273,7 +288,9 @@ class Engine:
             self.ledger.record_event(event)
         self._notify("rwabot_risk_event", event=event)
 
-    def _event(self, kind: str, where: str, message: str, key: str | None, sev: Severity = Severity.WARNING, **data: Any) -> RiskEvent:
+    def _event(
+        self, kind: str, where: str, message: str, key: str | None, sev: Severity = Severity.WARNING, **data: Any
+    ) -> RiskEvent:
         return RiskEvent(kind, sev, where, message, self.clock.now(), key, data)
 
     def _notify(self, hook: str, **kwargs: Any) -> None:
@@ -354,7 +371,14 @@ class Engine:
                 kind = type(exc).__name__
                 ev = self._event("cycle_failed", "cycle", f"{kind}: {exc}", key, Severity.CRITICAL)
                 self.ledger.record_failed_cycle(
-                    CycleRow(key=key, trigger=trigger, scheduled_for=info.scheduled_for, started_at=now, status="failed", message=str(exc)[:2000]),
+                    CycleRow(
+                        key=key,
+                        trigger=trigger,
+                        scheduled_for=info.scheduled_for,
+                        started_at=now,
+                        status="failed",
+                        message=str(exc)[:2000],
+                    ),
                     ev,
                 )
                 self.emit(ev, store=False)
@@ -386,13 +410,29 @@ class Engine:
         invest = 1.0 - risk.cash_buffer
         events: list[RiskEvent] = []
         try:
-            target = self.c.optimizer.optimize(forecast, upper=upper / invest, lower=lower / invest, current=w0 / invest)
+            target = self.c.optimizer.optimize(
+                forecast, upper=upper / invest, lower=lower / invest, current=w0 / invest
+            )
             weights = target.weights * invest
-            target = Target(target.assets, weights, target.risk_contributions, portfolio_sigma(weights, forecast.cov), target.capped, target.diagnostics)
+            target = Target(
+                target.assets,
+                weights,
+                target.risk_contributions,
+                portfolio_sigma(weights, forecast.cov),
+                target.capped,
+                target.diagnostics,
+            )
         except InfeasibleBoundsError as exc:
             weights = upper.copy()
             rc, sp = risk_contributions(weights, forecast.cov)
-            target = Target(self.assets, weights, rc / sp if sp > 0 else rc, sp, np.ones(len(weights), bool), {"infeasible": str(exc)})
+            target = Target(
+                self.assets,
+                weights,
+                rc / sp if sp > 0 else rc,
+                sp,
+                np.ones(len(weights), bool),
+                {"infeasible": str(exc)},
+            )
             events.append(
                 self._event(
                     "liquidity_cap",
@@ -413,14 +453,35 @@ class Engine:
         if decision.trade:
             plan = plan_orders(
                 PlanInputs(
-                    key, self.assets, self.venue_of, prices, positions, cash, nav, decided, markets,
-                    bars.volume[-1], risk.participation,
+                    key,
+                    self.assets,
+                    self.venue_of,
+                    prices,
+                    positions,
+                    cash,
+                    nav,
+                    decided,
+                    markets,
+                    bars.volume[-1],
+                    risk.participation,
                 )
             )
         for s in plan.skips:
-            events.append(self._event("order_skipped", f"venue:{self.venue_of[s.asset]}", f"{s.asset}: {s.reason}", key, Severity.INFO))
+            events.append(
+                self._event(
+                    "order_skipped", f"venue:{self.venue_of[s.asset]}", f"{s.asset}: {s.reason}", key, Severity.INFO
+                )
+            )
         for v, amount in plan.shortfalls.items():
-            events.append(self._event("cash_shortfall", f"venue:{v}", f"buys scaled down: {amount:.2f} more cash needed", key, shortfall=amount))
+            events.append(
+                self._event(
+                    "cash_shortfall",
+                    f"venue:{v}",
+                    f"buys scaled down: {amount:.2f} more cash needed",
+                    key,
+                    shortfall=amount,
+                )
+            )
         sigma_ann = annualise_sigma(portfolio_sigma(w0, forecast.cov))
         free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         row = CycleRow(
@@ -470,7 +531,9 @@ class Engine:
                 continue
             if o.venue in failed_venues:
                 if status is OrderStatus.PLANNED:
-                    self.ledger.close_order(o.client_id, OrderStatus.CANCELED, f"not sent: venue failed ({failed_venues[o.venue]})")
+                    self.ledger.close_order(
+                        o.client_id, OrderStatus.CANCELED, f"not sent: venue failed ({failed_venues[o.venue]})"
+                    )
                 continue
             venue = self.c.venues[o.venue]
             order = o.to_order(row.key)
@@ -480,14 +543,30 @@ class Engine:
                     state = venue.fetch_order(o.client_id)  # sent before a crash? ask before sending again
                 if state is None:
                     if not fresh:
-                        self.ledger.close_order(o.client_id, OrderStatus.CANCELED, "not sent: plan expired before it was executed")
+                        self.ledger.close_order(
+                            o.client_id, OrderStatus.CANCELED, "not sent: plan expired before it was executed"
+                        )
                         continue
                     qty = self._affordable(venue, order) if order.side == "buy" else order.qty
                     if qty <= 0:
-                        self.ledger.close_order(o.client_id, OrderStatus.CANCELED, "not sent: venue lacks cash at execution")
-                        self.emit(self._event("cash_shortfall", f"venue:{o.venue}", f"{o.asset}: buy dropped at execution", row.key))
+                        self.ledger.close_order(
+                            o.client_id, OrderStatus.CANCELED, "not sent: venue lacks cash at execution"
+                        )
+                        self.emit(
+                            self._event(
+                                "cash_shortfall", f"venue:{o.venue}", f"{o.asset}: buy dropped at execution", row.key
+                            )
+                        )
                         continue
-                    order = Order(order.client_id, order.cycle_key, order.venue, order.asset, order.side, qty, order.decision_price)
+                    order = Order(
+                        order.client_id,
+                        order.cycle_key,
+                        order.venue,
+                        order.asset,
+                        order.side,
+                        qty,
+                        order.decision_price,
+                    )
                     self.ledger.mark_sending(o.client_id, qty)
                     self._notify("rwabot_order_placed", order=order)
                     state = venue.place_order(order)
@@ -500,10 +579,23 @@ class Engine:
                     self.ledger.record_order_state(state)
                 else:
                     self.ledger.close_order(o.client_id, OrderStatus.REJECTED, str(exc))
-                self.emit(self._event("order_rejected", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id))
+                self.emit(
+                    self._event(
+                        "order_rejected",
+                        f"venue:{o.venue}",
+                        str(exc),
+                        row.key,
+                        Severity.CRITICAL,
+                        client_id=o.client_id,
+                    )
+                )
             except VenueError as exc:
                 failed_venues[o.venue] = str(exc)
-                self.emit(self._event("venue_failed", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id))
+                self.emit(
+                    self._event(
+                        "venue_failed", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id
+                    )
+                )
         status = "done" if fresh else "expired"
         message = "; ".join(f"venue {v} failed: {m}" for v, m in failed_venues.items())
         snapshot = self._snapshot(now, None)
@@ -589,8 +681,13 @@ class Engine:
             self._above_threshold = True
             self.emit(
                 self._event(
-                    "vol_breach", "monitor", f"forecast σ_p {sigma:.2%} crossed threshold {threshold:.2%}; rebalancing now",
-                    None, Severity.WARNING, sigma=sigma, threshold=threshold,
+                    "vol_breach",
+                    "monitor",
+                    f"forecast σ_p {sigma:.2%} crossed threshold {threshold:.2%}; rebalancing now",
+                    None,
+                    Severity.WARNING,
+                    sigma=sigma,
+                    threshold=threshold,
                 )
             )
             return self.run_cycle(now, trigger="risk")

@@ -176,7 +176,9 @@ class Daemon:
                 last = self.engine.last_cycle_time()
                 if self.catch_up and (last is None or now - last > timedelta(hours=1)):
                     log.info("last cycle %s is over an hour old: running one now", last)
-                    sched.add_job(self._guard(self._cycle_job, "cycle"), "date", run_date=now, id="catch-up", **defaults)
+                    sched.add_job(
+                        self._guard(self._cycle_job, "cycle"), "date", run_date=now, id="catch-up", **defaults
+                    )
                 sched.start()
         finally:
             if in_main:

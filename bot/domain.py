@@ -40,8 +40,7 @@ class Bars:
         n, t = len(self.assets), len(self.times)
         if self.close.shape != (t, n) or self.volume.shape != (t, n):
             raise DataError(
-                f"bars: close {self.close.shape} and volume {self.volume.shape} must both be "
-                f"({t} times, {n} assets)"
+                f"bars: close {self.close.shape} and volume {self.volume.shape} must both be ({t} times, {n} assets)"
             )
 
     @property

@@ -115,9 +115,7 @@ class Registry:
                     key = (_family, name)
                     if key in self._items:
                         other = self._items[key]
-                        raise PluginError(
-                            f"{_family} {name!r} registered twice: by {other.plugin} and by {_plugin}"
-                        )
+                        raise PluginError(f"{_family} {name!r} registered twice: by {other.plugin} and by {_plugin}")
                     if not (isinstance(config_model, type) and issubclass(config_model, ComponentConfig)):
                         raise PluginError(
                             f"{_family} {name!r} from {_plugin}: config_model must subclass "

@@ -98,7 +98,9 @@ class PaperVenue:
     # -- Venue protocol -------------------------------------------------------------------------------
 
     def market(self, asset: str) -> MarketInfo:
-        return MarketInfo(asset, self.cfg.qty_step, self.cfg.qty_step, self.cfg.min_notional, 1e-8, self.cfg.fee_bps / 1e4)
+        return MarketInfo(
+            asset, self.cfg.qty_step, self.cfg.qty_step, self.cfg.min_notional, 1e-8, self.cfg.fee_bps / 1e4
+        )
 
     def quote(self, asset: str) -> Quote:
         now = self.clock.now()
@@ -132,9 +134,22 @@ class PaperVenue:
         fills: tuple[Fill, ...] = ()
         if filled > 0:
             fills = (
-                Fill(f"{client_id}-1", client_id, self.name, asset, side, filled, price, fee, slip, datetime.fromisoformat(time)),
+                Fill(
+                    f"{client_id}-1",
+                    client_id,
+                    self.name,
+                    asset,
+                    side,
+                    filled,
+                    price,
+                    fee,
+                    slip,
+                    datetime.fromisoformat(time),
+                ),
             )
-        return OrderState(client_id, OrderStatus(status), filled, fills, venue_order_id=f"paper-{client_id}", message=message)
+        return OrderState(
+            client_id, OrderStatus(status), filled, fills, venue_order_id=f"paper-{client_id}", message=message
+        )
 
     def place_order(self, order: Order) -> OrderState:
         existing = self.fetch_order(order.client_id)
@@ -177,7 +192,19 @@ class PaperVenue:
                 )
                 self._db.execute(
                     "INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (order.client_id, order.asset, order.side, order.qty, "filled", order.qty, price, fee, slip, now, ""),
+                    (
+                        order.client_id,
+                        order.asset,
+                        order.side,
+                        order.qty,
+                        "filled",
+                        order.qty,
+                        price,
+                        fee,
+                        slip,
+                        now,
+                        "",
+                    ),
                 )
         state = self.fetch_order(order.client_id)
         assert state is not None

@@ -119,8 +119,8 @@ DEFAULT_UNIVERSE: tuple[SimAsset, ...] = (
     SimAsset(
         name="REALT", kind="tokenized", price=52.0, annual_vol=0.06, annual_drift=0.07,
         mean_hourly_volume=400.0, jump_rate_per_year=0.5, jump_mean=-0.10, jump_vol=0.05,
-        factor_loading=0.2, stress_loading=0.7, smoothing_hours=168.0, noise_bps=40.0,
-        noise_half_life_hours=12.0,
+        factor_loading=0.2, stress_loading=0.7, smoothing_hours=168.0, noise_bps=10.0,
+        noise_half_life_hours=24.0,
     ),
     SimAsset(
         name="CREDIT", kind="tokenized", price=1.0, annual_vol=0.02, annual_drift=0.09,
@@ -284,7 +284,9 @@ class SimulatedMarket:
 
     def _columns(self, assets: Sequence[str], what: str) -> list[int]:
         if isinstance(assets, str):
-            raise DataError(f"simulated: {what}: assets must be a sequence of names, not the string {assets!r}")
+            raise DataError(
+                f"simulated: {what}: assets must be a sequence of names, not the string {assets!r}"
+            )
         unknown = [a for a in assets if a not in self._index]
         if unknown:
             raise DataError(f"simulated: {what}: unknown asset(s) {unknown} (known: {list(self._names)})")
@@ -299,7 +301,8 @@ class SimulatedMarket:
         if lo < 1:
             first = self.start + lo * HOUR
             raise DataError(
-                f"simulated: {what}: {hours} bars ending {end.isoformat()} would start at {first.isoformat()}, "
+                f"simulated: {what}: {hours} bars ending {end.isoformat()} would start at "
+                f"{first.isoformat()}, "
                 f"before the first bar ({(self.start + HOUR).isoformat()}); no data exists before "
                 f"{self.start.isoformat()}"
             )

@@ -6,7 +6,6 @@ import pytest
 
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError
-
 from tests.conftest import PAPER, paper_dict
 
 

@@ -17,7 +17,6 @@ from bot.domain import MarketInfo
 from bot.hookspecs import hookimpl
 from bot.plugins import make_plugin_manager
 from bot.riskmath import rc_dispersion
-
 from tests.conftest import START, paper_dict
 
 NOW = START + timedelta(days=45)
@@ -125,10 +124,12 @@ def crashing_venue_plugin(after_orders: int, *, before_send: bool) -> object:
 @pytest.mark.parametrize("before_send", [False, True])
 def test_crash_mid_plan_resumes_without_duplicates(tmp_path: Path, before_send: bool) -> None:
     pm = make_plugin_manager(plugins=[crashing_venue_plugin(3, before_send=before_send)])
-    overrides = {"venues": {
-        "exchange": {"plugin": "crashing_paper", "options": {"initial_cash": 600000.0, "fee_bps": 2.0}},
-        "wallet": {"plugin": "crashing_paper", "options": {"initial_cash": 400000.0, "fee_bps": 10.0}},
-    }}
+    overrides = {
+        "venues": {
+            "exchange": {"plugin": "crashing_paper", "options": {"initial_cash": 600000.0, "fee_bps": 2.0}},
+            "wallet": {"plugin": "crashing_paper", "options": {"initial_cash": 400000.0, "fee_bps": 10.0}},
+        }
+    }
     e = engine(tmp_path, pm=pm, **overrides)
     with pytest.raises(Crash):
         e.run_cycle(NOW)
@@ -136,10 +137,16 @@ def test_crash_mid_plan_resumes_without_duplicates(tmp_path: Path, before_send: 
     assert statuses["sending"] == 1 and statuses["filled"] == 2
     e.close()
     # restart: a new engine on the same ledger and books resumes the plan within its time-to-live
-    e2 = engine(tmp_path, pm=make_plugin_manager(), **{"venues": {
-        "exchange": {"plugin": "paper", "options": {"initial_cash": 600000.0, "fee_bps": 2.0}},
-        "wallet": {"plugin": "paper", "options": {"initial_cash": 400000.0, "fee_bps": 10.0}},
-    }})
+    e2 = engine(
+        tmp_path,
+        pm=make_plugin_manager(),
+        **{
+            "venues": {
+                "exchange": {"plugin": "paper", "options": {"initial_cash": 600000.0, "fee_bps": 2.0}},
+                "wallet": {"plugin": "paper", "options": {"initial_cash": 400000.0, "fee_bps": 10.0}},
+            }
+        },
+    )
     r = e2.run_cycle(NOW + timedelta(minutes=5))
     assert r.status == "done"
     orders = e2.ledger.all_orders()
@@ -201,9 +208,13 @@ class Corrupt:
         register("corrupt", lambda cfg, ctx: Bad(cfg), SimulatedMarketConfig)
 
 
-@pytest.mark.parametrize(("mode", "message"), [("nan", r"NaN or non-positive prices for \['GLD'\]"), ("stale", "last bar closed at")])
+@pytest.mark.parametrize(
+    ("mode", "message"), [("nan", r"NaN or non-positive prices for \['GLD'\]"), ("stale", "last bar closed at")]
+)
 def test_bad_data_fails_the_cycle_cleanly(tmp_path: Path, mode: str, message: str) -> None:
-    e = engine(tmp_path, pm=make_plugin_manager(plugins=[Corrupt(mode)]), data={"plugin": "corrupt", "options": {"seed": 7}})
+    e = engine(
+        tmp_path, pm=make_plugin_manager(plugins=[Corrupt(mode)]), data={"plugin": "corrupt", "options": {"seed": 7}}
+    )
     r = e.run_cycle(NOW)
     assert r.status == "failed"
     import re
@@ -304,9 +315,17 @@ def test_plan_orders_pure_rules() -> None:
     assets = ("A", "B")
     m = {a: MarketInfo(a, 0.01, 0.01, 5.0, 0.01, 0.001) for a in assets}
     p = PlanInputs(
-        cycle_key="k", assets=assets, venue_of={"A": "v", "B": "v"}, prices=np.array([10.0, 20.0]),
-        positions=np.array([100.0, 0.0]), cash_by_venue={"v": 0.0}, nav=1000.0,
-        decided=np.array([0.5, 0.5]), markets=m, last_hour_volume=np.array([1e6, 1e6]), participation=0.1,
+        cycle_key="k",
+        assets=assets,
+        venue_of={"A": "v", "B": "v"},
+        prices=np.array([10.0, 20.0]),
+        positions=np.array([100.0, 0.0]),
+        cash_by_venue={"v": 0.0},
+        nav=1000.0,
+        decided=np.array([0.5, 0.5]),
+        markets=m,
+        last_hour_volume=np.array([1e6, 1e6]),
+        participation=0.1,
     )
     plan = plan_orders(p)
     sides = [(leg.order.asset, leg.order.side) for leg in plan.legs]

@@ -19,7 +19,6 @@ from bot.clock import SimulatedClock
 from bot.config import parse_config
 from bot.cycle import Engine
 from bot.daemon import Daemon
-
 from tests.conftest import PAPER, START, paper_dict
 
 
@@ -73,7 +72,9 @@ def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path
     cfg = _write_config(tmp_path, speed=3600.0 * 12)  # 12 simulated hours per second
     ledger = tmp_path / "daemon.sqlite"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(_rwabot("run", "--config", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        _rwabot("run", "--config", str(cfg)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     try:
         deadline = time.monotonic() + 120
         while _count_cycles(ledger) < 50:
@@ -81,7 +82,9 @@ def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path
             assert time.monotonic() < deadline, "daemon too slow"
             time.sleep(0.2)
         # a second daemon on the same ledger is refused with a clear message
-        second = subprocess.run(_rwabot("run", "--config", str(cfg)), capture_output=True, text=True, env=env, timeout=60)
+        second = subprocess.run(
+            _rwabot("run", "--config", str(cfg)), capture_output=True, text=True, env=env, timeout=60
+        )
         assert second.returncode == 2
         assert f"another rwabot daemon (pid {proc.pid}) is running" in second.stderr
         proc.send_signal(signal.SIGTERM)
@@ -99,7 +102,9 @@ def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path
     con.close()
 
     # restart: the simulated clock resumes after the last cycle; no order is sent twice
-    done = subprocess.run(_rwabot("run", "--config", str(cfg), "--hours", "6"), capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run(
+        _rwabot("run", "--config", str(cfg), "--hours", "6"), capture_output=True, text=True, env=env, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     con = sqlite3.connect(ledger)
     keys = [k for (k,) in con.execute("SELECT key FROM cycle ORDER BY scheduled_for")]
@@ -124,7 +129,9 @@ def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path
 def test_run_once_then_status_and_plugins_cli(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, speed=3600.0)
     env = {**os.environ, "COLUMNS": "200"}
-    once = subprocess.run(_rwabot("run", "--config", str(cfg), "--once"), capture_output=True, text=True, env=env, timeout=120)
+    once = subprocess.run(
+        _rwabot("run", "--config", str(cfg), "--once"), capture_output=True, text=True, env=env, timeout=120
+    )
     assert once.returncode == 0, once.stderr
     assert "2026-03-01T00:00Z done" in once.stdout and "USTB" in once.stdout
     st = subprocess.run(_rwabot("status", "--config", str(cfg)), capture_output=True, text=True, env=env, timeout=60)
@@ -146,7 +153,9 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
 def test_backtest_cli_prints_the_summary(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, speed=3600.0)
     env = {**os.environ, "COLUMNS": "200"}
-    r = subprocess.run(_rwabot("backtest", "--config", str(cfg), "--hours", "48"), capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        _rwabot("backtest", "--config", str(cfg), "--hours", "48"), capture_output=True, text=True, env=env, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     for word in ("annualised volatility", "Sharpe", "max drawdown", "turnover", "total costs", "RC dispersion"):
         assert word in r.stdout

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Severity
 from bot.errors import LedgerError
@@ -36,17 +37,26 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
 def test_plan_commits_together_or_not_at_all(tmp_path: Path) -> None:
     led = Ledger(tmp_path / "l.sqlite")
     o = Order("c1", "k", "v", "SPY", "buy", 1.0, 100.0)
-    bad_target = TargetRow(cycle_id=0, asset="SPY", venue="v", price=1, upper=1, current_weight=0,
-                           target_weight=0, decided_weight=0, risk_contribution=0)
+    bad_target = TargetRow(
+        cycle_id=0,
+        asset="SPY",
+        venue="v",
+        price=1,
+        upper=1,
+        current_weight=0,
+        target_weight=0,
+        decided_weight=0,
+        risk_contribution=0,
+    )
     # a duplicate client id makes the whole plan fail: no cycle row may remain
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         led.create_plan(cycle(), [bad_target], [PlannedLeg(o, 0), PlannedLeg(o, 1)])
     assert led.get_cycle("2026-03-01T05:00Z") is None
     assert led.all_orders() == []
     led.create_plan(cycle(), [], [PlannedLeg(o, 0)])
     assert led.get_cycle("2026-03-01T05:00Z") is not None
     # one scheduled hour never yields two plans
-    with pytest.raises(Exception):
+    with pytest.raises(IntegrityError):
         led.create_plan(cycle(), [], [])
 
 
@@ -72,10 +82,14 @@ def test_risk_events_round_trip(tmp_path: Path) -> None:
 def test_second_daemon_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "l.sqlite"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         f"from bot.ledger import DaemonLock; import time; l = DaemonLock({str(path)!r}); l.acquire(); "
-         "print('locked', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            f"from bot.ledger import DaemonLock; import time; l = DaemonLock({str(path)!r}); l.acquire(); "
+            "print('locked', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"

@@ -29,8 +29,16 @@ def test_every_hook_has_a_docstring_and_a_section_in_the_docs() -> None:
 def test_builtins_come_from_entry_points() -> None:
     reg = Registry(make_plugin_manager())
     names = {(r.family, r.name) for r in reg}
-    for expected in [("data", "simulated"), ("forecaster", "ewma"), ("forecaster", "sample"), ("optimizer", "erc"),
-                     ("policy", "full"), ("policy", "band"), ("venue", "paper"), ("strategy", "risk_parity")]:
+    for expected in [
+        ("data", "simulated"),
+        ("forecaster", "ewma"),
+        ("forecaster", "sample"),
+        ("optimizer", "erc"),
+        ("policy", "full"),
+        ("policy", "band"),
+        ("venue", "paper"),
+        ("strategy", "risk_parity"),
+    ]:
         assert expected in names
     for r in reg:
         assert r.distribution.startswith("rwabot "), r
@@ -98,7 +106,9 @@ def test_broken_plugin_names_its_distribution(tmp_path: Path, monkeypatch: pytes
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[rwabot]\nbroken = rwabot_broken\n")
     monkeypatch.syspath_prepend(str(site))
-    with pytest.raises(PluginError, match="plugin 'broken' .* from distribution broken failed to load: RuntimeError: boom"):
+    with pytest.raises(
+        PluginError, match="plugin 'broken' .* from distribution broken failed to load: RuntimeError: boom"
+    ):
         make_plugin_manager()
 
 

@@ -11,7 +11,6 @@ from bot.domain import Order, OrderStatus
 from bot.errors import InsufficientFunds, InvalidOrder, VenueError
 from connectors.paper import PaperConfig, PaperVenue
 from plugins.data.simulated import SimulatedMarket, SimulatedMarketConfig
-
 from tests.conftest import START
 
 NOW = START + timedelta(days=10)
@@ -79,3 +78,16 @@ def test_rejections_are_recorded_and_raised(tmp_path: Path) -> None:
 def test_unknown_asset_is_a_venue_error(tmp_path: Path) -> None:
     with pytest.raises(VenueError, match="no quote for NOPE"):
         venue(tmp_path).quote("NOPE")
+
+
+from bot.testing import VenueContract  # noqa: E402
+
+
+class TestPaperVenueContract(VenueContract):
+    @pytest.fixture
+    def venue(self, tmp_path: Path) -> PaperVenue:
+        return venue(tmp_path)
+
+    @pytest.fixture
+    def venue_asset(self) -> str:
+        return "REALT"

@@ -12,8 +12,8 @@ ASSETS = ("A", "B", "C")
 
 def returns(t: int = 400, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    l = np.array([[0.01, 0, 0], [0.004, 0.008, 0], [-0.002, 0.001, 0.005]])
-    return rng.normal(size=(t, 3)) @ l.T
+    chol = np.array([[0.01, 0, 0], [0.004, 0.008, 0], [-0.002, 0.001, 0.005]])
+    return rng.normal(size=(t, 3)) @ chol.T
 
 
 def test_sample_matches_numpy() -> None:
