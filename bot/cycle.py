@@ -482,7 +482,7 @@ class Engine:
                     shortfall=amount,
                 )
             )
-        sigma_ann = annualise_sigma(portfolio_sigma(w0, forecast.cov))
+        sigma_ann = annualise_sigma(portfolio_sigma(decided, forecast.cov))
         free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         row = CycleRow(
             key=key,

@@ -6,8 +6,10 @@ looked up by its client id. That way the cycle's crash recovery is exercised in 
 as it would be against a real venue.
 
 Fill model: a buy fills at ``ask × (1 + impact)``, a sell at ``bid × (1 − impact)`` with
-``impact = impact_coef × (qty / hourly_volume) ** impact_exponent`` (the square-root law by
-default); the quote's half-spread is configured per asset kind. The fee is ``fee_bps`` of notional.
+``impact = impact_coef × σ_h × (qty / hourly_volume) ** impact_exponent``: the square-root law
+(Almgren et al. 2005; Tóth et al. 2011, where the coefficient is of order 1) with σ_h the asset's
+hourly volatility over the last ``vol_lookback_hours`` bars. The quote's half-spread is configured
+per asset kind. The fee is ``fee_bps`` of notional.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
 
 from bot.components import ComponentConfig, ComponentContext, DataSource
@@ -35,7 +38,8 @@ class PaperConfig(ComponentConfig):
         default_factory=lambda: {"traditional": 1.0, "tokenized": 10.0},
         description="by asset kind or asset name (a name wins)",
     )
-    impact_coef: float = Field(default=0.1, ge=0)
+    impact_coef: float = Field(default=1.0, ge=0)
+    vol_lookback_hours: int = Field(default=24, ge=2, le=24 * 30)
     impact_exponent: float = Field(default=0.5, gt=0, le=2)
     qty_step: float = Field(default=1e-6, gt=0)
     min_notional: float = Field(default=10.0, ge=0)
@@ -102,6 +106,13 @@ class PaperVenue:
             asset, self.cfg.qty_step, self.cfg.qty_step, self.cfg.min_notional, 1e-8, self.cfg.fee_bps / 1e4
         )
 
+    def impact(self, asset: str, qty: float, hourly_volume: float) -> float:
+        """Price impact as a fraction of the quote for ``qty`` units."""
+        bars = self.data.bars([asset], self.clock.now(), self.cfg.vol_lookback_hours + 1)
+        r = np.diff(np.log(bars.close[:, 0]))
+        sigma_h = float(r.std(ddof=1)) if len(r) > 1 else 0.0
+        return self.cfg.impact_coef * sigma_h * (qty / max(hourly_volume, 1e-12)) ** self.cfg.impact_exponent
+
     def quote(self, asset: str) -> Quote:
         now = self.clock.now()
         try:
@@ -158,8 +169,7 @@ class PaperVenue:
         if order.qty <= 0 or not math.isfinite(order.qty):
             raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
         q = self.quote(order.asset)
-        vol = max(q.hourly_volume, 1e-12)
-        impact = self.cfg.impact_coef * (order.qty / vol) ** self.cfg.impact_exponent
+        impact = self.impact(order.asset, order.qty, q.hourly_volume)
         if order.side == "buy":
             price = q.ask * (1 + impact)
             slip = (price - order.decision_price) * order.qty

@@ -61,7 +61,7 @@ def test_first_cycle_invests_at_erc_and_accounts_for_every_cent(tmp_path: Path) 
     for vname, venue in e.c.venues.items():
         fills = [f for f in e.ledger.fills() if f.venue == vname]
         spent = sum((f.price * f.qty if f.side == "buy" else -f.price * f.qty) + f.fee for f in fills)
-        initial = 600000.0 if vname == "exchange" else 400000.0
+        initial = 250000.0 if vname == "exchange" else 750000.0
         assert venue.balances().cash == pytest.approx(initial - spent, rel=1e-12)
     e.close()
 
@@ -229,7 +229,7 @@ def test_bad_data_fails_the_cycle_cleanly(tmp_path: Path, mode: str, message: st
 
 
 def test_liquidity_caps_bind_and_leave_cash(tmp_path: Path) -> None:
-    e = engine(tmp_path, risk={"participation": 0.0005})
+    e = engine(tmp_path, risk={"participation": 1e-6})
     r = e.run_cycle(NOW)
     row = e.ledger.get_cycle(r.key)
     targets = e.ledger.targets_of(row.id)
@@ -278,7 +278,7 @@ def test_lifecycle_hooks_are_called(tmp_path: Path) -> None:
         def rwabot_risk_event(self, event):  # noqa: ANN001, ANN201
             seen[f"event:{event.kind}"] += 1
 
-    e = engine(tmp_path, pm=make_plugin_manager(plugins=[Recorder()]), risk={"participation": 0.0005})
+    e = engine(tmp_path, pm=make_plugin_manager(plugins=[Recorder()]), risk={"participation": 1e-6})
     r = e.run_cycle(NOW)
     assert seen["started"] == 1 and seen["finished"] == 1 and seen["status:done"] == 1
     assert seen["placed"] == r.orders and seen["fill"] == r.fills > 0

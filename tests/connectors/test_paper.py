@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.clock import SimulatedClock
@@ -37,7 +38,9 @@ def test_fill_price_fee_and_slippage_follow_the_model(tmp_path: Path) -> None:
     qty = 0.01 * q.hourly_volume
     st = v.place_order(Order("c1", "k", "v", "SPY", "buy", qty, q.mid))
     (f,) = st.fills
-    expected = q.ask * (1 + 0.2 * 0.01**0.5)
+    bars = v.data.bars(["SPY"], NOW, 25)
+    sigma_h = np.diff(np.log(bars.close[:, 0])).std(ddof=1)
+    expected = q.ask * (1 + 0.2 * sigma_h * 0.01**0.5)
     assert f.price == pytest.approx(expected, rel=1e-12)
     assert f.fee == pytest.approx(expected * qty * 1e-3, rel=1e-12)
     assert f.slippage == pytest.approx((expected - q.mid) * qty, rel=1e-12)
