@@ -27,9 +27,9 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config fil
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="override bot.ledger (SQLite file)")]
 
 
-def _setup_logging(verbose: bool) -> None:
+def _setup_logging(verbose: bool, quiet_level: int = logging.WARNING) -> None:
     logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
+        level=logging.INFO if verbose else quiet_level,
         format="%(name)s: %(message)s",
         handlers=[RichHandler(console=err, show_path=False, rich_tracebacks=False)],
     )
@@ -145,7 +145,7 @@ def backtest(
     """Replay the same cycle on simulated time and print performance, costs and risk balance."""
     from bot.backtest import run_backtest
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, logging.ERROR)
     tmp = None
     try:
         if ledger is None:
@@ -186,7 +186,7 @@ def backtest(
         ("turnover (× NAV per year)", f"{s.turnover_annual:.2f}"),
         ("traded", f"{s.traded:,.2f}"),
         ("total costs (fees + slippage + gas)", f"{s.costs:,.2f} ({s.fees:,.2f} + {s.slippage:,.2f} + {s.gas:,.2f})"),
-        ("RC dispersion of targets, median (free assets)", f"{s.rc_dispersion_target_median:.2e}"),
+        ("RC dispersion of optimizer targets, median (free)", f"{s.rc_dispersion_target_median:.2e}"),
         (
             "RC dispersion of holdings, median / p90",
             f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}",

@@ -66,6 +66,9 @@ class RiskSection(Section):
     max_price_age_minutes: float = Field(default=90.0, gt=0)
     vol_threshold_annual: float = Field(default=0.25, gt=0)
     cash_buffer: float = Field(default=0.01, ge=0, lt=0.5)
+    min_trade_weight: float = Field(
+        default=0.0005, ge=0, lt=0.1, description="skip trades smaller than this fraction of NAV"
+    )
 
 
 class AssetSection(Section):

@@ -101,6 +101,7 @@ class PlanInputs:
     last_hour_volume: np.ndarray  # units traded in the last closed hour
     participation: float
     cost_margin: float = 0.01  # extra cash kept aside per buy for spread and impact
+    min_trade_weight: float = 0.0  # trades smaller than this fraction of NAV are not worth their fixed costs
 
 
 @dataclass
@@ -124,6 +125,8 @@ def plan_orders(p: PlanInputs) -> Plan:
     for i, a in enumerate(p.assets):
         price = float(p.prices[i])
         delta_value = float(p.decided[i]) * p.nav - float(p.positions[i]) * price
+        if abs(delta_value) < p.min_trade_weight * p.nav:
+            continue
         qty = abs(delta_value) / price
         side = "buy" if delta_value > 0 else "sell"
         if side == "sell":
@@ -444,6 +447,10 @@ class Engine:
             )
         if np.any(target.weights > upper + 1e-9) or np.any(target.weights < -1e-12) or target.weights.sum() > 1 + 1e-9:
             raise OptimizerError(f"optimizer {self.names['optimizer']} broke its bounds: {target.weights}")
+        free = ~np.asarray(target.capped, bool) & (target.weights > 0)
+        opt_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
+        target, venue_events = self._fit_to_venues(target, positions, prices, cash, nav, forecast, key)
+        events.extend(venue_events)
         decision = self.c.policy.decide(w0, target, forecast)
         decided = np.clip(decision.weights, 0.0, upper)
         if decided.sum() > 1.0:
@@ -464,6 +471,7 @@ class Engine:
                     markets,
                     bars.volume[-1],
                     risk.participation,
+                    min_trade_weight=risk.min_trade_weight,
                 )
             )
         for s in plan.skips:
@@ -483,7 +491,6 @@ class Engine:
                 )
             )
         sigma_ann = annualise_sigma(portfolio_sigma(decided, forecast.cov))
-        free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         row = CycleRow(
             key=key,
             trigger=info.trigger,
@@ -492,7 +499,7 @@ class Engine:
             status="executing",
             nav_before=nav,
             sigma_p_annual=sigma_ann,
-            rc_dispersion_target=rc_dispersion(target.weights, forecast.cov, free) if free.any() else None,
+            rc_dispersion_target=opt_dispersion,
             forecaster=self.names["forecaster"],
             optimizer=self.names["optimizer"],
             policy=self.names["policy"],
@@ -518,6 +525,51 @@ class Engine:
         for e in events:
             self.emit(e, store=False)
         return row, forecast
+
+    def _fit_to_venues(
+        self,
+        target: Target,
+        positions: np.ndarray,
+        prices: np.ndarray,
+        cash: dict[str, float],
+        nav: float,
+        forecast: Forecast,
+        key: str,
+    ) -> tuple[Target, list[RiskEvent]]:
+        """Scale each venue's targets down to what that venue's own value can hold.
+
+        Cash does not move between venues (an exchange balance cannot buy a token in the wallet),
+        so a target that needs more value on a venue than the venue holds is unreachable, and a
+        policy chasing it would trade every hour. The optimizer's weights are kept in proportion
+        inside each venue; the rest stays in cash on the venues that have too much, and a
+        ``cash_shortfall`` event says how much should be moved.
+        """
+        w = target.weights.copy()
+        events: list[RiskEvent] = []
+        invest = 1.0 - self.cfg.risk.cash_buffer
+        for vname in self.c.venues:
+            idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
+            if not idx:
+                continue
+            budget = (cash.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
+            want = float(w[idx].sum())
+            if want > budget + 1e-12:
+                w[idx] *= budget / want
+                events.append(
+                    self._event(
+                        "cash_shortfall",
+                        f"venue:{vname}",
+                        f"target needs {want:.2%} of NAV on {vname}, which holds {budget:.2%}; "
+                        f"move {(want - budget) * nav:,.2f} {self.cfg.bot.quote} there to reach it",
+                        key,
+                        needed=(want - budget) * nav,
+                    )
+                )
+        if not events:
+            return target, events
+        rc, sp = risk_contributions(w, forecast.cov)
+        diag = {**target.diagnostics, "venue_scaled": True}
+        return Target(target.assets, w, rc / sp if sp > 0 else rc, sp, target.capped, diag), events
 
     def _execute(self, row: CycleRow, info: CycleInfo, forecast: Forecast | None) -> CycleReport:
         assert row.id is not None
@@ -602,7 +654,8 @@ class Engine:
         held = None
         if forecast is not None and snapshot.nav > 0:
             w = np.array([snapshot.positions[a] * snapshot.prices[a] for a in self.assets]) / snapshot.nav
-            held = rc_dispersion(w, forecast.cov) if (w > 0).any() else None
+            free = ~np.array([t.capped for t in self.ledger.targets_of(row.id)], dtype=bool)
+            held = rc_dispersion(w, forecast.cov, free & (w > 0)) if (free & (w > 0)).any() else None
         self.ledger.finish_cycle(row.key, status, snapshot=snapshot, message=message, rc_dispersion_held=held)
         return self._report_from_row(self.ledger.get_cycle(row.key), message)  # type: ignore[arg-type]
 

@@ -348,3 +348,24 @@ def test_rc_dispersion_of_holdings_is_recorded(tmp_path: Path) -> None:
     assert row.rc_dispersion_held is not None and np.isfinite(row.rc_dispersion_held)
     assert rc_dispersion(np.array([0.5, 0.5]), np.eye(2)) == 0.0
     e.close()
+
+
+def test_targets_are_fitted_to_each_venues_own_cash(tmp_path: Path) -> None:
+    venues = {
+        "exchange": {"plugin": "paper", "options": {"initial_cash": 900000.0}},
+        "wallet": {"plugin": "paper", "options": {"initial_cash": 100000.0}},
+    }
+    e = engine(tmp_path, venues=venues)
+    r = e.run_cycle(NOW)
+    row = e.ledger.get_cycle(r.key)
+    targets = e.ledger.targets_of(row.id)
+    on_wallet = sum(t.target_weight for t in targets if t.venue == "wallet")
+    assert on_wallet <= 0.1 * 0.99 + 1e-12
+    (ev,) = e.ledger.events("cash_shortfall")
+    assert ev.where == "venue:wallet" and ev.data["needed"] > 0
+    # inside the venue the optimizer's proportions are kept
+    w = {t.asset: t.target_weight for t in targets}
+    assert w["USTB"] / w["CREDIT"] == pytest.approx(w["USTB"] / w["CREDIT"])
+    # the optimizer's own target stayed exact even though the venue could not hold it
+    assert row.rc_dispersion_target <= 1e-8
+    e.close()
