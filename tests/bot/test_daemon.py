@@ -69,7 +69,7 @@ def _rwabot(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_daemon_subprocess_sigterm_and_restart_without_duplicates(tmp_path: Path) -> None:
-    cfg = _write_config(tmp_path, speed=3600.0 * 12)  # 12 simulated hours per second
+    cfg = _write_config(tmp_path, speed=3600.0 * 5)  # 5 simulated hours per second: slow enough to never coalesce
     ledger = tmp_path / "daemon.sqlite"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
