@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pluggy
+from sqlmodel import select
 
 from bot.clock import RealClock, SimulatedClock, floor_hour
 from bot.components import ComponentContext, DataSource, Forecaster, Optimizer, Policy, Venue
@@ -48,7 +50,7 @@ from bot.errors import (
     PluginError,
     VenueError,
 )
-from bot.ledger import CycleRow, Ledger, PlannedLeg, SnapshotRow, TargetRow, utc
+from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, PlannedLeg, SnapshotRow, TargetRow, utc
 from bot.plugins import Registry, make_plugin_manager
 from bot.riskmath import (
     annualise_sigma,
@@ -273,6 +275,8 @@ class Engine:
             self.ledger.close()
             raise
         self._above_threshold = False
+        # venues with the optional ``reconcile`` hook are reconciled on start and after a failure
+        self._venues_to_reconcile: set[str] = set(self.c.venues)
 
     def close(self) -> None:
         for v in self.c.venues.values():
@@ -362,6 +366,7 @@ class Engine:
         key = cycle_key(now, trigger)
         info = CycleInfo(key, trigger, floor_hour(now) if trigger == "scheduled" else now)
         self.reconcile(exclude=key)
+        self.reconcile_venues()
         existing = self.ledger.get_cycle(key)
         if existing is not None and existing.status in TERMINAL_CYCLE:
             log.info("cycle %s already %s; nothing to do", key, existing.status)
@@ -577,8 +582,12 @@ class Engine:
         ttl = timedelta(minutes=self.cfg.schedule.plan_ttl_minutes)
         fresh = now - (utc(row.started_at) or now) <= ttl
         failed_venues: dict[str, str] = {}
+        pending: list[tuple[OrderRow, Future[OrderState]]] = []
+        pools: dict[str, ThreadPoolExecutor] = {}
         for o in self.ledger.orders_of(row.id):
             status = OrderStatus(o.status)
+            if pending and o.side != pending[0][0].side:
+                self._drain(pending, row, failed_venues)  # sells settle before any buy is sized
             if status.terminal:
                 continue
             if o.venue in failed_venues:
@@ -621,33 +630,20 @@ class Engine:
                     )
                     self.ledger.mark_sending(o.client_id, qty)
                     self._notify("rwabot_order_placed", order=order)
+                    width = int(getattr(venue, "max_concurrent_orders", 1))
+                    if width > 1:  # optional venue attribute: its legs of one side go out concurrently
+                        pool = pools.get(o.venue) or pools.setdefault(o.venue, ThreadPoolExecutor(width))
+                        pending.append((o, pool.submit(venue.place_order, order)))
+                        continue
                     state = venue.place_order(order)
                 new = self.ledger.record_order_state(state)
                 for f in new:
                     self._notify("rwabot_fill", fill=f)
-            except (InsufficientFunds, InvalidOrder) as exc:
-                state = venue.fetch_order(o.client_id) if isinstance(exc, InsufficientFunds) else None
-                if state is not None:
-                    self.ledger.record_order_state(state)
-                else:
-                    self.ledger.close_order(o.client_id, OrderStatus.REJECTED, str(exc))
-                self.emit(
-                    self._event(
-                        "order_rejected",
-                        f"venue:{o.venue}",
-                        str(exc),
-                        row.key,
-                        Severity.CRITICAL,
-                        client_id=o.client_id,
-                    )
-                )
             except VenueError as exc:
-                failed_venues[o.venue] = str(exc)
-                self.emit(
-                    self._event(
-                        "venue_failed", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id
-                    )
-                )
+                self._leg_failed(o, venue, row, exc, failed_venues)
+        self._drain(pending, row, failed_venues)
+        for pool in pools.values():
+            pool.shutdown(wait=True)
         status = "done" if fresh else "expired"
         message = "; ".join(f"venue {v} failed: {m}" for v, m in failed_venues.items())
         snapshot = self._snapshot(now, None)
@@ -658,6 +654,126 @@ class Engine:
             held = rc_dispersion(w, forecast.cov, free & (w > 0)) if (free & (w > 0)).any() else None
         self.ledger.finish_cycle(row.key, status, snapshot=snapshot, message=message, rc_dispersion_held=held)
         return self._report_from_row(self.ledger.get_cycle(row.key), message)  # type: ignore[arg-type]
+
+    def _leg_failed(
+        self, o: OrderRow, venue: Venue, row: CycleRow, exc: VenueError, failed_venues: dict[str, str]
+    ) -> None:
+        """A refused order is a rejection; any other venue error fails the venue for this cycle."""
+        if isinstance(exc, InsufficientFunds | InvalidOrder):
+            state = venue.fetch_order(o.client_id) if isinstance(exc, InsufficientFunds) else None
+            if state is not None:
+                self.ledger.record_order_state(state)
+            else:
+                self.ledger.close_order(o.client_id, OrderStatus.REJECTED, str(exc))
+            self.emit(
+                self._event(
+                    "order_rejected",
+                    f"venue:{o.venue}",
+                    str(exc),
+                    row.key,
+                    Severity.CRITICAL,
+                    client_id=o.client_id,
+                )
+            )
+            return
+        failed_venues[o.venue] = str(exc)
+        self._venues_to_reconcile.add(o.venue)
+        self.emit(
+            self._event("venue_failed", f"venue:{o.venue}", str(exc), row.key, Severity.CRITICAL, client_id=o.client_id)
+        )
+
+    def _drain(
+        self, pending: list[tuple[OrderRow, Future[OrderState]]], row: CycleRow, failed_venues: dict[str, str]
+    ) -> None:
+        """Record the legs sent concurrently, in leg order, exactly as a sequential send would."""
+        for o, fut in pending:
+            venue = self.c.venues[o.venue]
+            try:
+                for f in self.ledger.record_order_state(fut.result()):
+                    self._notify("rwabot_fill", fill=f)
+            except VenueError as exc:
+                self._leg_failed(o, venue, row, exc, failed_venues)
+        pending.clear()
+
+    def reconcile_venues(self) -> None:
+        """Optional venue hook ``reconcile(in_flight)``, on start and after the venue failed.
+
+        ``in_flight`` maps the client ids of the legs the ledger has sent on that venue but not
+        closed (``sending``, ``open``) to their assets; the venue returns ``(states, events)``: the
+        state of every one of them it has (open ones cancelled, since nobody waits for them any
+        more) and risk events for what does not match (orders that are not ours, orders open at the
+        exchange but closed in the ledger). The states are recorded; a leg the venue does not have
+        whose cycle is over is closed as cancelled (a leg of a cycle still executing is left to
+        ``_execute``). Then the venue's positions, the truth, are compared with what the ledger
+        expects (last snapshot plus the fills of later cycles) and differences become risk events.
+        """
+        for vname in sorted(self._venues_to_reconcile):
+            venue = self.c.venues[vname]
+            hook = getattr(venue, "reconcile", None)
+            if hook is None:
+                self._venues_to_reconcile.discard(vname)
+                continue
+            try:
+                with self.ledger.session() as s:
+                    rows = s.exec(
+                        select(OrderRow, CycleRow.status)
+                        .join(CycleRow, CycleRow.id == OrderRow.cycle_id)  # type: ignore[arg-type]
+                        .where(
+                            OrderRow.venue == vname,
+                            OrderRow.status.in_([OrderStatus.SENDING.value, OrderStatus.OPEN.value]),  # type: ignore[attr-defined]
+                        )
+                    ).all()
+                states, events = hook({r.client_id: r.asset for r, _ in rows})
+                for st in states:
+                    for f in self.ledger.record_order_state(st):
+                        self._notify("rwabot_fill", fill=f)
+                seen = {st.client_id for st in states}
+                for r, cycle_status in rows:
+                    if r.client_id not in seen and cycle_status in TERMINAL_CYCLE:
+                        # its cycle is over and the venue does not have it: it never reached the exchange
+                        self.ledger.close_order(r.client_id, OrderStatus.CANCELED, "not at the venue (reconciled)")
+                for e in events:
+                    self.emit(e)
+                self._check_positions(vname, venue)
+            except VenueError as exc:
+                self.emit(self._event("venue_failed", f"venue:{vname}", f"reconcile: {exc}", None, Severity.CRITICAL))
+                continue
+            self._venues_to_reconcile.discard(vname)
+
+    def _check_positions(self, vname: str, venue: Venue) -> None:
+        with self.ledger.session() as s:
+            snap = s.exec(
+                select(SnapshotRow)
+                .where(SnapshotRow.cycle_id.is_not(None))  # type: ignore[union-attr]
+                .order_by(SnapshotRow.cycle_id.desc(), SnapshotRow.id.desc())  # type: ignore[union-attr]
+            ).first()
+            if snap is None:
+                return  # nothing in the ledger yet: whatever the venue holds is the starting point
+            later = s.exec(
+                select(FillRow.asset, FillRow.side, FillRow.qty)
+                .join(OrderRow, OrderRow.client_id == FillRow.client_id)  # type: ignore[arg-type]
+                .where(FillRow.venue == vname, OrderRow.cycle_id > snap.cycle_id)
+            ).all()
+        expected = {a: float(snap.positions.get(a, 0.0)) for a in self.assets if self.venue_of[a] == vname}
+        for asset, side, qty in later:
+            if asset in expected:
+                expected[asset] += qty if side == "buy" else -qty
+        held = venue.balances().positions
+        for a, want in expected.items():
+            have = float(held.get(a, 0.0))
+            if abs(have - want) > max(0.5 * venue.market(a).qty_step, 1e-9 * max(abs(have), abs(want))):
+                self.emit(
+                    self._event(
+                        "position_mismatch",
+                        f"venue:{vname}",
+                        f"{a}: venue holds {have:.10g}, ledger expects {want:.10g}; the venue is the truth",
+                        None,
+                        Severity.CRITICAL,
+                        asset=a,
+                        venue_qty=have,
+                        ledger_qty=want,
+                    )
+                )
 
     def _affordable(self, venue: Venue, order: Order) -> float:
         """The largest quantity of a buy the venue's free cash pays for now (fee and a margin)."""

@@ -1,0 +1,266 @@
+"""One ccxt exchange, shared by the ccxt venue and data plugins: configuration, retries, rate limit.
+
+Why a wrapper around ccxt at all: ccxt gives one API over many exchanges but leaves the policy to
+us. What to retry (only ``OperationFailed``: network errors, timeouts, 5xx, rate limits), how long
+to wait (exponential backoff with full jitter, so that many bots do not retry in lockstep), how
+fast to go (one thread-safe limiter for every thread of the process, because ccxt's own throttle is
+per instance and not thread-safe), and how errors reach the cycle (``VenueError`` with
+``retryable`` set, ``InsufficientFunds``, ``InvalidOrder``) is decided here, once.
+
+Credentials are read from the environment variables the config *names*; the values are handed to
+ccxt and never logged, stored or echoed in an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import ccxt
+from pydantic import Field
+
+from bot.components import ComponentConfig
+from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
+
+log = logging.getLogger("rwabot.ccxt")
+
+T = TypeVar("T")
+
+TRANSIENT = (ccxt.OperationFailed,)
+"""NetworkError, RequestTimeout, ExchangeNotAvailable, RateLimitExceeded, DDoSProtection and the
+exchange's own "internal error, try again" codes: the request may be sent again (after a lookup
+when it created something)."""
+
+
+class CcxtConnection(ComponentConfig):
+    """How to reach one exchange through ccxt; shared by the venue and the data plugin."""
+
+    exchange: str = Field(default="binance", min_length=1, description="ccxt exchange id")
+    quote: str = Field(default="USDT", min_length=1, description="quote currency of every symbol")
+    symbols: dict[str, str] = Field(
+        default_factory=dict, description="asset -> ccxt unified symbol; default '<asset>/<quote>'"
+    )
+    api_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="overrides of ccxt's urls['api'] by key; '*' moves every API URL to this scheme://host[:port] "
+        "(self-hosted gateways, testnets, the test emulator)",
+    )
+    timeout_ms: int = Field(default=10_000, ge=50, le=120_000)
+    rate_limit_per_s: float | None = Field(default=None, gt=0, description="default: 1000 / ccxt's rateLimit")
+    max_retries: int = Field(default=4, ge=0, le=20, description="retries of a transient fault per request")
+    backoff_base_s: float = Field(default=0.25, ge=0, le=60)
+    backoff_max_s: float = Field(default=8.0, ge=0, le=600)
+    max_workers: int = Field(default=8, ge=1, le=64, description="concurrent requests (assets) per plugin")
+    exchange_options: dict[str, Any] = Field(default_factory=dict, description="merged into ccxt's options")
+
+
+class RateLimiter:
+    """Spaces requests ``1 / per_second`` apart across every thread that shares it."""
+
+    def __init__(self, per_second: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval = 1.0 / per_second
+        self._next = 0.0
+        self._lock = threading.Lock()
+        self._sleep = sleep
+
+    def acquire(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next)
+            self._next = slot + self.interval
+        if slot > now:
+            self._sleep(slot - now)
+
+
+def override_urls(api: Any, overrides: Mapping[str, str]) -> Any:
+    """ccxt's ``urls['api']`` with ``overrides`` applied ('*' re-hosts every URL, keeping its path)."""
+    star = overrides.get("*")
+
+    def rehost(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: rehost(x) for k, x in v.items()}
+        if isinstance(v, str) and star and "://" in v:
+            parts = urlsplit(v)
+            return star.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
+        return v
+
+    out = rehost(api) if not isinstance(api, str) else (rehost(api) if star else api)
+    if isinstance(out, dict):
+        out = {**out, **{k: v for k, v in overrides.items() if k != "*"}}
+    return out
+
+
+class _Redact(logging.Filter):
+    """ccxt logs every request's headers at DEBUG, API key included: blank out every credential."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.values:
+            msg = record.getMessage()
+            for v in self.values:
+                msg = msg.replace(v, "***")
+            record.msg, record.args = msg, None
+        return True
+
+
+_REDACT = _Redact()
+logging.getLogger("ccxt").addFilter(_REDACT)
+logging.getLogger("ccxt.base.exchange").addFilter(_REDACT)
+
+
+def read_credentials(env: Mapping[str, str | None], where: str) -> dict[str, str]:
+    """{ccxt field: value} from the named environment variables; a missing one is a config error
+    that names the variable, never its value."""
+    creds: dict[str, str] = {}
+    for field_name, var in env.items():
+        if var is None:
+            continue
+        value = os.environ.get(var)
+        if not value:
+            raise ConfigError(f"{where}: environment variable {var} (the {field_name}) is not set")
+        creds[field_name] = value
+    return creds
+
+
+class CcxtClient:
+    """A ccxt exchange per thread (same markets, one rate limiter) and the retry policy.
+
+    ``call`` runs a function of the exchange with bounded retries of transient faults and maps
+    ccxt's errors onto rwabot's. Callers that *create* something must not use ``call``'s retry
+    blindly: see ``CcxtVenue._create``, which looks an order up by client id before any resend.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cfg: CcxtConnection,
+        *,
+        credentials: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        if cfg.exchange not in ccxt.exchanges:
+            raise ConfigError(f"venue {name}: ccxt has no exchange {cfg.exchange!r}")
+        self.name = name
+        self.cfg = cfg
+        self._credentials = dict(credentials or {})
+        _REDACT.values.update(v for v in self._credentials.values() if len(v) >= 4)
+        self.sleep = sleep
+        self._rng = rng or random.Random()
+        self._local = threading.local()
+        self._markets_lock = threading.Lock()
+        self._markets: dict[str, Any] | None = None
+        self._currencies: dict[str, Any] | None = None
+        proto = self._new()
+        per_s = cfg.rate_limit_per_s or 1000.0 / max(float(proto.rateLimit or 50), 1.0)
+        self.limiter = RateLimiter(per_s, sleep)
+        self._local.ex = proto
+        self.has = dict(proto.has)
+
+    def __repr__(self) -> str:  # never show the exchange object: it carries the credentials
+        return f"CcxtClient({self.name!r}, {self.cfg.exchange!r})"
+
+    # -- exchange instances --------------------------------------------------------------------------
+
+    def _new(self) -> ccxt.Exchange:
+        cls = getattr(ccxt, self.cfg.exchange)
+        options: dict[str, Any] = {
+            # spot only: do not load futures/options markets we never trade (and never need to reach)
+            "fetchMarkets": {"types": ["spot"]},
+            "fetchCurrencies": False,
+            "fetchMargins": False,
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
+            "fetchOpenOrders": {"warnWithoutSymbol": False},
+            **self.cfg.exchange_options,
+        }
+        ex: ccxt.Exchange = cls(
+            {"enableRateLimit": False, "timeout": self.cfg.timeout_ms, "options": options, **self._credentials}
+        )
+        if self.cfg.api_urls:
+            ex.urls["api"] = override_urls(ex.urls["api"], self.cfg.api_urls)
+        if self._markets is not None:
+            ex.set_markets(self._markets, self._currencies)
+        return ex
+
+    @property
+    def ex(self) -> ccxt.Exchange:
+        """This thread's exchange (ccxt's sync instances keep per-request state; one per thread)."""
+        ex = getattr(self._local, "ex", None)
+        if ex is None:
+            ex = self._new()
+            self._local.ex = ex
+        if ex.markets is None and self._markets is not None:
+            ex.set_markets(self._markets, self._currencies)
+        return ex
+
+    def markets(self) -> dict[str, Any]:
+        """Load markets once per process (retried like any read)."""
+        if self._markets is None:
+            with self._markets_lock:
+                if self._markets is None:
+                    markets = self.call("load markets", lambda ex: ex.load_markets())
+                    self._currencies = self.ex.currencies
+                    self._markets = markets
+        return self._markets
+
+    def market(self, symbol: str) -> dict[str, Any]:
+        m = self.markets().get(symbol)
+        if m is None:
+            raise VenueError(self.name, f"{self.cfg.exchange} has no market {symbol}", retryable=False)
+        return m
+
+    # -- retries ---------------------------------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max, base·2^attempt)] (AWS architecture blog, 2015)."""
+        cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2**attempt))
+        return self._rng.uniform(0.0, cap)
+
+    def call(self, what: str, fn: Callable[[ccxt.Exchange], T], *, retries: int | None = None) -> T:
+        """``fn(exchange)`` with retries of transient faults; ccxt errors become rwabot errors."""
+        n = self.cfg.max_retries if retries is None else retries
+        attempt = 0
+        while True:
+            self.limiter.acquire()
+            try:
+                return fn(self.ex)
+            except TRANSIENT as exc:
+                if attempt >= n:
+                    raise VenueError(
+                        self.name, f"{what}: {type(exc).__name__} after {attempt + 1} attempts: {short(exc)}",
+                        retryable=True,
+                    ) from exc  # fmt: skip
+                delay = self.backoff(attempt)
+                log.warning("venue %s: %s: %s; retry %d/%d in %.2fs", self.name, what, type(exc).__name__,
+                            attempt + 1, n, delay)  # fmt: skip
+                self.sleep(delay)
+                attempt += 1
+            except ccxt.BaseError as exc:
+                raise self.map_error(what, exc) from exc
+
+    def map_error(self, what: str, exc: BaseException) -> VenueError:
+        """Non-transient ccxt errors: never retried."""
+        msg = f"{what}: {type(exc).__name__}: {short(exc)}"
+        if isinstance(exc, ccxt.InsufficientFunds):
+            return InsufficientFunds(self.name, msg)
+        if isinstance(exc, ccxt.InvalidOrder | ccxt.BadRequest | ccxt.BadSymbol):
+            return InvalidOrder(self.name, msg)
+        if isinstance(exc, ccxt.AuthenticationError):
+            return VenueError(self.name, f"{msg} (check the API key, its permissions and the clock)", retryable=False)
+        if isinstance(exc, TRANSIENT):
+            return VenueError(self.name, msg, retryable=True)
+        return VenueError(self.name, msg, retryable=False)
+
+
+def short(exc: BaseException, limit: int = 300) -> str:
+    s = str(exc)
+    return s if len(s) <= limit else s[:limit] + "…"

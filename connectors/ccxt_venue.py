@@ -1,0 +1,741 @@
+"""CEX venue and market data through ccxt: any exchange ccxt supports, configured by its id.
+
+Registered twice: as the venue ``ccxt`` and as the data source ``ccxt``.
+
+Venue, live. An order is rounded with ccxt's own helpers (``amount_to_precision``,
+``price_to_precision``) and checked against the market's minimum amount and cost before anything
+is sent. It goes out as a limit at the touch ± ``limit_offset_bps`` (or a market order) with the
+cycle's deterministic client order id, is polled until filled or ``order_timeout_s``, and the rest
+is cancelled; fills come from the exchange's trades (fees converted to the quote currency,
+slippage against ``Order.decision_price``).
+
+Nothing is doubled. Each order is written to the venue's own journal (SQLite under the state dir)
+*before* it is sent, so ``fetch_order(client_id)`` knows the symbol and the decision price after a
+restart and ``None`` really means "never sent". A transient fault on creation is ambiguous (the
+exchange may have accepted the order before the connection died), so the order is looked up by
+client id before any resend, and a resend reuses the client id, which the exchange refuses to
+accept twice. Transient faults are retried a bounded number of times with jittered backoff; then
+``VenueError(retryable=True)`` marks the venue failed for the cycle. Insufficient funds, invalid
+orders and authentication errors are never retried.
+
+Venue, paper (``paper = true``). Public endpoints only, no credentials: a fill walks the real
+order book level by level up to the limit (volume-weighted price; a partial fill when the book is
+thin, the rest cancelled), with the market's taker fee. The account lives in the journal file and
+survives restarts like a real one.
+
+Data. Hourly OHLCV paged over ``since``; a missing hour is reported as a ``data_gap`` risk event
+and a ``DataError`` naming the asset, never forward-filled. Volumes are the exchange's base-asset
+volumes, which feed the cycle's liquidity limits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+import ccxt
+import numpy as np
+from pydantic import Field
+
+from bot.components import ComponentContext
+from bot.domain import (
+    Balances,
+    Bars,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderState,
+    OrderStatus,
+    Quote,
+    RiskEvent,
+    Severity,
+    Snapshot,
+)
+from bot.errors import DataError, InsufficientFunds, InvalidOrder, VenueError
+from bot.hookspecs import hookimpl
+from connectors.ccxt_client import TRANSIENT, CcxtClient, CcxtConnection, read_credentials, short
+
+log = logging.getLogger("rwabot.ccxt")
+
+HOUR = timedelta(hours=1)
+HOUR_MS = 3_600_000
+CASH = "__cash__"
+
+
+class CcxtVenueConfig(CcxtConnection):
+    """Options of the ``ccxt`` venue. Credentials are *names* of environment variables."""
+
+    paper: bool = Field(default=False, description="simulate fills on the real book; public endpoints only")
+    api_key_env: str | None = Field(default="RWABOT_CCXT_API_KEY", min_length=1)
+    secret_env: str | None = Field(default="RWABOT_CCXT_SECRET", min_length=1)
+    password_env: str | None = Field(default=None, min_length=1, description="for exchanges with a passphrase")
+    order_type: Literal["limit", "market"] = "limit"
+    limit_offset_bps: float = Field(default=5.0, ge=-100, le=1000, description="buy at ask·(1+o), sell at bid·(1−o)")
+    order_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="then the rest is cancelled")
+    poll_interval_s: float = Field(default=1.0, ge=0, le=60)
+    taker_fee: float | None = Field(default=None, ge=0, lt=0.05, description="default: the market's fee schedule")
+    max_concurrent_orders: int = Field(default=4, ge=1, le=64, description="legs of one side sent at once")
+    client_order_id_param: str = Field(default="clientOrderId", description="ccxt's unified client id parameter")
+    paper_cash: float = Field(default=1_000_000.0, ge=0, description="paper mode: initial quote balance")
+    paper_book_depth: int = Field(default=100, ge=1, le=5000, description="paper mode: order book levels walked")
+
+
+class CcxtDataConfig(CcxtConnection):
+    """Options of the ``ccxt`` data source (public endpoints; no credentials)."""
+
+    kinds: dict[str, str] = Field(default_factory=dict, description="asset -> kind; default 'traditional'")
+    ohlcv_page: int = Field(default=1000, ge=2, le=5000, description="candles per request")
+
+
+def _utc_ms(ms: int | float | None, fallback: datetime) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC) if ms else fallback
+
+
+def _step(precision: float | None, mode: int) -> float:
+    """A ccxt precision as a step (ccxt reports tick sizes, decimal places or significant digits)."""
+    if precision is None:
+        return 1e-8
+    if mode == ccxt.TICK_SIZE:
+        return float(precision)
+    if mode == ccxt.DECIMAL_PLACES:
+        return 10.0 ** -float(precision)
+    return 1e-8  # significant digits: no fixed step; ccxt's helpers still round every order
+
+
+def symbol_of(cfg: CcxtConnection, asset: str) -> str:
+    return cfg.symbols.get(asset, f"{asset}/{cfg.quote}")
+
+
+class Journal:
+    """The venue's own durable record: orders before they are sent, and the paper account."""
+
+    def __init__(self, path: Path, paper_cash: float | None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS sent (
+                client_id TEXT PRIMARY KEY, asset TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL,
+                qty REAL NOT NULL, decision_price REAL NOT NULL, created REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_balance (asset TEXT PRIMARY KEY, qty REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_order (
+                client_id TEXT PRIMARY KEY, asset TEXT, side TEXT, qty REAL, status TEXT, filled REAL,
+                time TEXT, message TEXT);
+            CREATE TABLE IF NOT EXISTS paper_fill (
+                fill_id TEXT PRIMARY KEY, client_id TEXT, price REAL, qty REAL, fee REAL, slippage REAL);
+            """
+        )
+        if paper_cash is not None:
+            with self.tx():
+                self.db.execute("INSERT OR IGNORE INTO paper_balance VALUES (?, ?)", (CASH, paper_cash))
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def record(self, order: Order, symbol: str) -> None:
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO sent VALUES (?,?,?,?,?,?,?)",
+                (order.client_id, order.asset, symbol, order.side, order.qty, order.decision_price, time.time()),
+            )
+
+    def get(self, client_id: str, venue: str) -> tuple[Order, str] | None:
+        """The order as it was sent, and its symbol; None if it was never sent."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT asset, symbol, side, qty, decision_price FROM sent WHERE client_id=?", (client_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        asset, symbol, side, qty, dp = row
+        return Order(client_id, "", venue, asset, side, qty, dp), symbol
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class CcxtVenue:
+    """A spot account on a ccxt exchange (or a paper account on its real order book)."""
+
+    def __init__(
+        self,
+        name: str,
+        cfg: CcxtVenueConfig,
+        ctx: ComponentContext,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.clock = ctx.clock
+        self.emit = ctx.emit
+        creds: dict[str, str] = {}
+        if not cfg.paper:
+            creds = read_credentials(
+                {"apiKey": cfg.api_key_env, "secret": cfg.secret_env, "password": cfg.password_env},
+                f"venues.{name}.options",
+            )
+        self.client = CcxtClient(name, cfg, credentials=creds, sleep=sleep)
+        self.max_concurrent_orders = cfg.max_concurrent_orders
+        self.journal = Journal(Path(ctx.state_dir) / f"ccxt-{name}.sqlite", cfg.paper_cash if cfg.paper else None)
+        self._assets = {symbol_of(cfg, a): a for a in ctx.assets}
+
+    def __repr__(self) -> str:
+        return f"CcxtVenue({self.name!r}, {self.cfg.exchange!r}, paper={self.cfg.paper})"
+
+    # -- market rules and quotes -----------------------------------------------------------------------
+
+    def _symbol(self, asset: str) -> str:
+        return symbol_of(self.cfg, asset)
+
+    def _fee_rate(self, m: Mapping[str, Any]) -> float:
+        if self.cfg.taker_fee is not None:
+            return self.cfg.taker_fee
+        return float(m.get("taker") or 0.0)
+
+    def market(self, asset: str) -> MarketInfo:
+        m = self.client.market(self._symbol(asset))
+        mode = self.client.ex.precisionMode
+        step = _step(m["precision"].get("amount"), mode)
+        limits = m.get("limits") or {}
+        min_qty = float((limits.get("amount") or {}).get("min") or step)
+        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
+        return MarketInfo(
+            asset, step, max(min_qty, step), min_cost, _step(m["precision"].get("price"), mode), self._fee_rate(m)
+        )
+
+    def quote(self, asset: str) -> Quote:
+        symbol = self._symbol(asset)
+        self.client.market(symbol)
+        t = self.client.call(f"ticker {symbol}", lambda ex: ex.fetch_ticker(symbol))
+        bid, ask = t.get("bid"), t.get("ask")
+        if not bid or not ask:
+            book = self.client.call(f"order book {symbol}", lambda ex: ex.fetch_order_book(symbol, 5))
+            if not book["bids"] or not book["asks"]:
+                raise VenueError(self.name, f"no two-sided quote for {asset} ({symbol})", retryable=True)
+            bid, ask = book["bids"][0][0], book["asks"][0][0]
+        bid, ask = float(bid), float(ask)
+        if not (0 < bid <= ask) or not math.isfinite(ask):
+            raise VenueError(self.name, f"crossed or invalid quote for {asset}: bid {bid}, ask {ask}", retryable=True)
+        # the 24-hour base volume spread over 24 hours: the cycle's participation limits use hourly bars
+        hourly = float(t.get("baseVolume") or 0.0) / 24.0
+        return Quote(asset, bid, ask, _utc_ms(t.get("timestamp"), self.clock.now()), hourly)
+
+    def balances(self) -> Balances:
+        if self.cfg.paper:
+            with self.journal._lock:
+                rows = self.journal.db.execute("SELECT asset, qty FROM paper_balance").fetchall()
+            cash = next((q for a, q in rows if a == CASH), 0.0)
+            return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
+        self.client.markets()
+        b = self.client.call("balance", lambda ex: ex.fetch_balance())
+        free, total = b.get("free") or {}, b.get("total") or {}
+        positions: dict[str, float] = {}
+        markets = self.client.markets()
+        for symbol, asset in self._assets.items():
+            if symbol not in markets:
+                continue  # an asset the config gives to another venue
+            base = markets[symbol]["base"]
+            qty = float(total.get(base) or 0.0)
+            if qty:
+                positions[asset] = qty
+        # free cash: what the next buy can pay with (cash locked in an open order is not spendable)
+        return Balances(float(free.get(self.cfg.quote) or 0.0), positions)
+
+    # -- orders ----------------------------------------------------------------------------------------
+
+    def _prepare(self, order: Order) -> tuple[str, float, float | None]:
+        """Symbol, amount and limit price rounded by ccxt, or InvalidOrder before anything is sent."""
+        symbol = self._symbol(order.asset)
+        m = self.client.market(symbol)
+        ex = self.client.ex
+        if not (order.qty > 0 and math.isfinite(order.qty)):
+            raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
+        try:
+            amount = float(ex.amount_to_precision(symbol, order.qty))
+        except ccxt.BaseError as exc:
+            raise InvalidOrder(self.name, f"order {order.client_id}: {order.qty} {order.asset}: {short(exc)}") from exc
+        q = self.quote(order.asset)
+        touch = q.ask if order.side == "buy" else q.bid
+        off = self.cfg.limit_offset_bps / 1e4
+        raw = touch * (1 + off) if order.side == "buy" else touch * (1 - off)
+        price = float(ex.price_to_precision(symbol, raw))
+        limits = m.get("limits") or {}
+        min_amount = float((limits.get("amount") or {}).get("min") or 0.0)
+        min_cost = float((limits.get("cost") or {}).get("min") or 0.0)
+        if amount <= 0 or amount < min_amount or amount * touch < min_cost:
+            msg = (
+                f"order {order.client_id}: {order.side} {amount} {order.asset} (~{amount * touch:.2f} "
+                f"{self.cfg.quote}) is below the market minimum (amount {min_amount}, cost {min_cost}); not sent"
+            )
+            log.warning("venue %s: %s", self.name, msg)
+            raise InvalidOrder(self.name, msg)
+        return symbol, amount, (price if self.cfg.order_type == "limit" else None)
+
+    def place_order(self, order: Order) -> OrderState:
+        """Send once per client id, wait for the fills (or the timeout), cancel the rest."""
+        if self.cfg.paper:
+            return self._paper_place(order)
+        self.client.markets()
+        known = self.journal.get(order.client_id, self.name)
+        if known is not None:
+            found = self._lookup(known[1], order.client_id)
+            if found is not None:  # sent before (this run or an earlier one): resume, never resend
+                return self._settle(known[0], known[1], found)
+        symbol, amount, price = self._prepare(order)
+        sent = Order(order.client_id, order.cycle_key, self.name, order.asset, order.side, amount, order.decision_price)
+        self.journal.record(sent, symbol)  # the intent is durable before the exchange sees anything
+        created = self._create(sent, symbol, amount, price)
+        return self._settle(sent, symbol, created)
+
+    def _create(self, order: Order, symbol: str, amount: float, price: float | None) -> dict[str, Any]:
+        cid = order.client_id
+        params = {self.cfg.client_order_id_param: cid}
+        if self.cfg.order_type == "limit":
+            params["timeInForce"] = "GTC"
+        attempt = 0
+        while True:
+            self.client.limiter.acquire()
+            try:
+                return self.client.ex.create_order(symbol, self.cfg.order_type, order.side, amount, price, params)
+            except ccxt.InsufficientFunds as exc:
+                raise InsufficientFunds(self.name, f"order {cid} refused (InsufficientFunds): {short(exc)}") from exc
+            except (ccxt.InvalidOrder, ccxt.BadRequest) as exc:
+                # a duplicate client id is an "invalid order" on most exchanges: it may be ours, accepted
+                found = self._lookup(symbol, cid)
+                if found is not None:
+                    log.warning("venue %s: order %s already at the exchange (%s); not resent", self.name, cid,
+                                type(exc).__name__)  # fmt: skip
+                    return found
+                raise InvalidOrder(self.name, f"order {cid} refused ({type(exc).__name__}): {short(exc)}") from exc
+            except TRANSIENT as exc:
+                # ambiguous: the exchange may have accepted it before the fault. Ask before any resend.
+                found = self._lookup(symbol, cid)
+                if found is not None:
+                    log.warning("venue %s: create %s failed with %s but the order exists; not resent", self.name,
+                                cid, type(exc).__name__)  # fmt: skip
+                    return found
+                if attempt >= self.cfg.max_retries:
+                    raise VenueError(
+                        self.name, f"order {cid} not placed after {attempt + 1} attempts: {type(exc).__name__}: "
+                        f"{short(exc)}", retryable=True,
+                    ) from exc  # fmt: skip
+                delay = self.client.backoff(attempt)
+                log.warning("venue %s: create %s: %s, not at the exchange; resend %d/%d in %.2fs", self.name, cid,
+                            type(exc).__name__, attempt + 1, self.cfg.max_retries, delay)  # fmt: skip
+                self.client.sleep(delay)
+                attempt += 1
+            except ccxt.BaseError as exc:
+                raise self.client.map_error(f"order {cid}", exc) from exc
+
+    def _lookup(self, symbol: str, cid: str) -> dict[str, Any] | None:
+        """The exchange's order by client id, or None if it never accepted one (retried on faults)."""
+
+        def get(ex: ccxt.Exchange) -> dict[str, Any] | None:
+            try:
+                return ex.fetch_order("", symbol, {self.cfg.client_order_id_param: cid})
+            except ccxt.OrderNotFound:
+                return None
+
+        return self.client.call(f"lookup {cid}", get)
+
+    def _cancel(self, symbol: str, cid: str) -> dict[str, Any]:
+        def cancel(ex: ccxt.Exchange) -> None:
+            try:
+                ex.cancel_order("", symbol, {self.cfg.client_order_id_param: cid})
+            except ccxt.OrderNotFound:
+                pass  # filled or cancelled meanwhile: the lookup below tells which
+
+        self.client.call(f"cancel {cid}", cancel)
+        o = self._lookup(symbol, cid)
+        if o is None:
+            raise VenueError(self.name, f"order {cid} vanished after cancel", retryable=True)
+        return o
+
+    def _settle(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
+        """Poll an accepted order until it is closed or the timeout, cancel the rest, read its fills."""
+        deadline = time.monotonic() + self.cfg.order_timeout_s
+        while o.get("status") == "open" and time.monotonic() < deadline:
+            self.client.sleep(self.cfg.poll_interval_s)
+            o = self._lookup(symbol, order.client_id) or o
+        if o.get("status") == "open":
+            log.info("venue %s: order %s not filled in %.0fs; cancelling the rest", self.name, order.client_id,
+                     self.cfg.order_timeout_s)  # fmt: skip
+            o = self._cancel(symbol, order.client_id)
+            if o.get("status") == "open":
+                raise VenueError(self.name, f"order {order.client_id} still open after cancel", retryable=True)
+        return self._state(order, symbol, o)
+
+    def _trades(self, symbol: str, o: dict[str, Any]) -> list[dict[str, Any]]:
+        oid = str(o["id"])
+        if self.client.has.get("fetchOrderTrades"):
+            trades = self.client.call(f"trades of {oid}", lambda ex: ex.fetch_order_trades(oid, symbol))
+        else:
+            trades = self.client.call(f"trades of {oid}", lambda ex: ex.fetch_my_trades(symbol, None, None))
+        return [t for t in trades if str(t.get("order")) == oid]
+
+    def _fee_in_quote(self, fee: Mapping[str, Any] | None, price: float, m: Mapping[str, Any], qty: float) -> float:
+        base = m["base"]
+        if not fee or not fee.get("cost"):
+            return 0.0
+        cost, cur = float(fee["cost"]), fee.get("currency")
+        if cur == self.cfg.quote:
+            return cost
+        if cur == base:
+            return cost * price
+        pair = f"{cur}/{self.cfg.quote}"
+        if pair in self.client.markets():
+            t = self.client.call(f"ticker {pair}", lambda ex: ex.fetch_ticker(pair))
+            return cost * float(t.get("last") or t.get("bid") or 0.0)
+        est = qty * price * self._fee_rate(m)
+        self.emit(
+            RiskEvent(
+                "fee_estimated", Severity.WARNING, f"venue:{self.name}",
+                f"fee of {cost} {cur} has no {pair} market; booked as {est:.6f} {self.cfg.quote}",
+                self.clock.now(),
+            )
+        )  # fmt: skip
+        return est
+
+    def _state(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
+        m = self.client.market(symbol)
+        base = m["base"]
+        filled = float(o.get("filled") or 0.0)
+        fills: list[Fill] = []
+        if filled > 0:
+            for _ in range(3):  # the trade list may lag the order by a moment
+                trades = self._trades(symbol, o)
+                if math.isclose(sum(float(t["amount"]) for t in trades), filled, rel_tol=1e-9, abs_tol=1e-12):
+                    break
+                self.client.sleep(max(self.cfg.poll_interval_s, 0.05))
+            else:
+                got = sum(float(t["amount"]) for t in trades)
+                raise VenueError(
+                    self.name, f"order {order.client_id} filled {filled} but its trades add up to {got}",
+                    retryable=True,
+                )  # fmt: skip
+            for t in trades:
+                price, qty = float(t["price"]), float(t["amount"])
+                fee_cur = (t.get("fee") or {}).get("currency")
+                fee_cost = float((t.get("fee") or {}).get("cost") or 0.0)
+                if fee_cur == base and fee_cost:  # paid in the asset: the position moves by the net amount
+                    qty = qty - fee_cost if order.side == "buy" else qty + fee_cost
+                fee = self._fee_in_quote(t.get("fee"), price, m, qty)
+                sign = 1.0 if order.side == "buy" else -1.0
+                fills.append(
+                    Fill(
+                        f"{symbol}:{t['id']}", order.client_id, self.name, order.asset, order.side, qty, price, fee,
+                        sign * (price - order.decision_price) * qty, _utc_ms(t.get("timestamp"), self.clock.now()),
+                    )
+                )  # fmt: skip
+        status = {
+            "open": OrderStatus.OPEN,
+            "closed": OrderStatus.FILLED,
+            "canceled": OrderStatus.CANCELED,
+            "expired": OrderStatus.CANCELED,
+            "rejected": OrderStatus.REJECTED,
+        }.get(o.get("status") or "open", OrderStatus.OPEN)
+        message = ""
+        if status is OrderStatus.CANCELED and filled > 0:
+            message = f"partially filled {filled} of {o.get('amount')}; the rest was cancelled"
+        return OrderState(
+            order.client_id, status, sum(f.qty for f in fills), tuple(fills), venue_order_id=str(o["id"]),
+            message=message,
+        )  # fmt: skip
+
+    def fetch_order(self, client_id: str) -> OrderState | None:
+        if self.cfg.paper:
+            return self._paper_state(client_id)
+        known = self.journal.get(client_id, self.name)
+        if known is None:
+            return None  # every order is journalled before it is sent: the exchange never saw this one
+        o = self._lookup(known[1], client_id)
+        return None if o is None else self._state(known[0], known[1], o)
+
+    def cancel_order(self, client_id: str) -> OrderState:
+        if self.cfg.paper:
+            state = self._paper_state(client_id)
+            if state is None:
+                raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
+            return state  # paper orders never rest
+        known = self.journal.get(client_id, self.name)
+        if known is None:
+            raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
+        order, symbol = known
+        o = self._lookup(symbol, client_id)
+        if o is None:
+            raise InvalidOrder(self.name, f"order {client_id} is not at the exchange")
+        if o.get("status") == "open":
+            o = self._cancel(symbol, client_id)
+        return self._state(order, symbol, o)
+
+    def close(self) -> None:
+        self.journal.close()
+
+    # -- reconciliation (optional venue hook, see docs/plugins.md) ------------------------------------
+
+    def reconcile(self, in_flight: Mapping[str, str]) -> tuple[list[OrderState], list[RiskEvent]]:
+        """Match the exchange's open orders to the ledger by client id, on start and after a failure.
+
+        ``in_flight`` maps the client ids the ledger sent but has not closed on this venue to their
+        assets. Our own orders still open (a crash or a failure left them resting, and nobody polls
+        them any more) are cancelled; the state of every in-flight order the exchange has is
+        returned for the ledger (one it does not return was never accepted). An open order the
+        ledger closed is cancelled too and reported; an order that is not ours is only reported.
+        Balances are compared with the ledger by the cycle.
+        """
+        if self.cfg.paper:
+            return [], []
+        self.client.markets()
+        now = self.clock.now()
+        where = f"venue:{self.name}"
+        opens = self.client.call("open orders", lambda ex: ex.fetch_open_orders())
+        states: list[OrderState] = []
+        events: list[RiskEvent] = []
+        for o in opens:
+            cid = str(o.get("clientOrderId") or "")
+            known = self.journal.get(cid, self.name) if cid else None
+            if cid in in_flight or known is not None:
+                asset = known[0].asset if known else in_flight[cid]
+                order = known[0] if known else Order(cid, "", self.name, asset, o["side"], float(o["amount"]), 0.0)
+                final = self._cancel(o["symbol"], cid)
+                state = self._state(order, o["symbol"], final)
+                if cid in in_flight:
+                    states.append(state)
+                    msg = f"order {cid} ({o['symbol']}) was left open; cancelled with {state.filled_qty} filled"
+                    events.append(RiskEvent("order_reconciled", Severity.WARNING, where, msg, now, None,
+                                            {"client_id": cid}))  # fmt: skip
+                else:
+                    msg = f"order {cid} ({o['symbol']}) was open at the exchange but closed in the ledger; cancelled"
+                    events.append(RiskEvent("order_mismatch", Severity.CRITICAL, where, msg, now, None,
+                                            {"client_id": cid, "filled": state.filled_qty}))  # fmt: skip
+            else:
+                msg = (
+                    f"open order {o.get('id')} ({o['symbol']} {o['side']} {o['amount']}, client id {cid or '-'}) "
+                    "is not rwabot's; left alone"
+                )
+                events.append(RiskEvent("unknown_open_order", Severity.WARNING, where, msg, now, None,
+                                        {"order_id": str(o.get("id"))}))  # fmt: skip
+        done = {st.client_id for st in states}
+        for cid in in_flight:
+            if cid not in done:
+                st = self.fetch_order(cid)
+                if st is not None:
+                    states.append(st)
+        return states, events
+
+    # -- paper mode -------------------------------------------------------------------------------------
+
+    def _paper_state(self, client_id: str) -> OrderState | None:
+        with self.journal._lock:
+            row = self.journal.db.execute(
+                "SELECT asset, side, status, filled, time, message FROM paper_order WHERE client_id=?", (client_id,)
+            ).fetchone()
+            fills = self.journal.db.execute(
+                "SELECT fill_id, price, qty, fee, slippage FROM paper_fill WHERE client_id=? ORDER BY fill_id",
+                (client_id,),
+            ).fetchall()
+        if row is None:
+            return None
+        asset, side, status, filled, when, message = row
+        t = datetime.fromisoformat(when)
+        fs = tuple(Fill(fid, client_id, self.name, asset, side, q, p, fee, s, t) for fid, p, q, fee, s in fills)
+        return OrderState(client_id, OrderStatus(status), filled, fs, venue_order_id=f"paper-{client_id}",
+                          message=message)  # fmt: skip
+
+    def _paper_place(self, order: Order) -> OrderState:
+        existing = self._paper_state(order.client_id)
+        if existing is not None:
+            return existing
+        symbol, amount, limit = self._prepare(order)
+        m = self.client.market(symbol)
+        book = self.client.call(
+            f"order book {symbol}", lambda ex: ex.fetch_order_book(symbol, self.cfg.paper_book_depth)
+        )
+        levels = book["asks"] if order.side == "buy" else book["bids"]
+        walked: list[tuple[float, float]] = []
+        left = amount
+        for lvl in levels:
+            price, size = float(lvl[0]), float(lvl[1])
+            if limit is not None and (
+                (order.side == "buy" and price > limit) or (order.side == "sell" and price < limit)
+            ):
+                break
+            take = min(size, left)
+            if take <= 0:
+                break
+            walked.append((price, take))
+            left -= take
+        ex = self.client.ex
+        filled = float(ex.amount_to_precision(symbol, sum(q for _, q in walked))) if walked else 0.0
+        notional = sum(p * q for p, q in walked)
+        vwap = notional / sum(q for _, q in walked) if walked else 0.0
+        fee = filled * vwap * self._fee_rate(m)
+        sign = 1.0 if order.side == "buy" else -1.0
+        now = self.clock.now().astimezone(UTC).isoformat()
+        with self.journal.tx() as db:
+            cash = db.execute("SELECT qty FROM paper_balance WHERE asset=?", (CASH,)).fetchone()[0]
+            pos_row = db.execute("SELECT qty FROM paper_balance WHERE asset=?", (order.asset,)).fetchone()
+            pos = pos_row[0] if pos_row else 0.0
+            reject = ""
+            if order.side == "buy" and cash < filled * vwap + fee:
+                reject = f"insufficient cash: need {filled * vwap + fee:.2f}, have {cash:.2f}"
+            elif order.side == "sell" and pos < amount * (1 - 1e-12):
+                reject = f"insufficient {order.asset}: need {amount}, have {pos}"
+            if reject:
+                row = (order.client_id, order.asset, order.side, amount, "rejected", 0.0, now, reject)
+                db.execute("INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?)", row)
+            else:
+                status = "filled" if filled >= amount * (1 - 1e-12) else "canceled"
+                msg = "" if status == "filled" else f"book too thin within the limit: filled {filled} of {amount}"
+                db.execute("INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?)",
+                           (order.client_id, order.asset, order.side, amount, status, filled, now, msg))  # fmt: skip
+                if filled > 0:
+                    # one fill at the volume-weighted price of the levels walked
+                    slip = sign * (vwap - order.decision_price) * filled
+                    db.execute("INSERT INTO paper_fill VALUES (?,?,?,?,?,?)",
+                               (f"paper:{order.client_id}:1", order.client_id, vwap, filled, fee, slip))  # fmt: skip
+                    db.execute(
+                        "UPDATE paper_balance SET qty = qty - ? WHERE asset=?", (sign * filled * vwap + fee, CASH)
+                    )
+                    db.execute(
+                        "INSERT INTO paper_balance VALUES (?, ?) "
+                        "ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
+                        (order.asset, sign * filled),
+                    )
+        state = self._paper_state(order.client_id)
+        assert state is not None
+        if state.status is OrderStatus.REJECTED:
+            raise InsufficientFunds(self.name, f"order {order.client_id} rejected: {state.message}")
+        return state
+
+
+class CcxtDataSource:
+    """Hourly bars and latest prices from a ccxt exchange's public endpoints."""
+
+    def __init__(self, cfg: CcxtDataConfig, ctx: ComponentContext) -> None:
+        self.cfg = cfg
+        self.emit = ctx.emit
+        self.clock = ctx.clock
+        self.client = CcxtClient("data:ccxt", cfg)
+        self._assets = tuple(dict.fromkeys([*ctx.assets, *cfg.symbols]))
+        self._pool = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="ccxt-data")
+
+    def assets(self) -> tuple[str, ...]:
+        return self._assets
+
+    def asset_kind(self, asset: str) -> str:
+        return self.cfg.kinds.get(asset, "traditional")
+
+    def _series(self, asset: str, first_open: int, last_open: int) -> dict[int, tuple[float, float]]:
+        symbol = symbol_of(self.cfg, asset)
+        try:
+            self.client.market(symbol)
+        except VenueError as exc:
+            raise DataError(f"data ccxt: {asset}: {exc}") from exc
+        out: dict[int, tuple[float, float]] = {}
+        since = first_open
+        while since <= last_open:
+            try:
+                page = self.client.call(
+                    f"ohlcv {symbol}", lambda ex, s=since: ex.fetch_ohlcv(symbol, "1h", s, self.cfg.ohlcv_page)
+                )
+            except VenueError as exc:
+                raise DataError(f"data ccxt: {asset}: {exc}") from exc
+            for ts, _o, _h, _l, c, v in page:
+                if first_open <= ts <= last_open and c is not None:
+                    out[int(ts)] = (float(c), float(v or 0.0))
+            if not page or page[-1][0] >= last_open or len(page) < self.cfg.ohlcv_page:
+                break
+            since = int(page[-1][0]) + HOUR_MS
+        return out
+
+    def bars(self, assets: Sequence[str], end: datetime, hours: int) -> Bars:
+        end = end.astimezone(UTC)
+        last_close = end.replace(minute=0, second=0, microsecond=0)
+        closes = [last_close - HOUR * k for k in range(hours - 1, -1, -1)]
+        opens_ms = [int((t - HOUR).timestamp() * 1000) for t in closes]
+        series = list(self._pool.map(lambda a: self._series(a, opens_ms[0], opens_ms[-1]), assets))
+        close = np.full((len(closes), len(assets)), np.nan)
+        volume = np.zeros((len(closes), len(assets)))
+        gaps: dict[str, list[datetime]] = {}
+        for j, (a, s) in enumerate(zip(assets, series)):
+            for k, ms in enumerate(opens_ms):
+                if ms in s:
+                    close[k, j], volume[k, j] = s[ms]
+                else:
+                    gaps.setdefault(a, []).append(closes[k])
+        if gaps:
+            parts = []
+            for a, ts in gaps.items():
+                first = ", ".join(t.strftime("%Y-%m-%dT%H:%MZ") for t in ts[:5])
+                parts.append(f"{a}: {len(ts)} missing hourly bars ({first}{', …' if len(ts) > 5 else ''})")
+                self.emit(
+                    RiskEvent(
+                        "data_gap", Severity.WARNING, "data:ccxt", parts[-1], self.clock.now(), None,
+                        {"asset": a, "missing": len(ts)},
+                    )
+                )  # fmt: skip
+            raise DataError(f"data ccxt: gaps in hourly bars, not forward-filled: {'; '.join(parts)}")
+        return Bars(tuple(assets), tuple(closes), close, volume)
+
+    def latest(self, assets: Sequence[str], now: datetime) -> Snapshot:
+        symbols = [symbol_of(self.cfg, a) for a in assets]
+        try:
+            for s in symbols:
+                self.client.market(s)
+            if self.client.has.get("fetchTickers"):
+                tickers = self.client.call("tickers", lambda ex: ex.fetch_tickers(symbols))
+            else:
+                tickers = dict(zip(symbols, self._pool.map(
+                    lambda s: self.client.call(f"ticker {s}", lambda ex: ex.fetch_ticker(s)), symbols)))  # fmt: skip
+        except VenueError as exc:
+            raise DataError(f"data ccxt: latest prices: {exc}") from exc
+        prices, times = [], []
+        for a, s in zip(assets, symbols):
+            t = tickers.get(s)
+            price = (t or {}).get("last") or (
+                0.5 * (t["bid"] + t["ask"]) if t and t.get("bid") and t.get("ask") else None
+            )
+            if price is None:
+                raise DataError(f"data ccxt: no price for {a} ({s})")
+            prices.append(float(price))
+            times.append(_utc_ms(t.get("timestamp"), now))
+        return Snapshot(tuple(assets), np.array(prices), tuple(times))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+@hookimpl
+def rwabot_register_venues(register) -> None:  # noqa: ANN001 - pluggy passes bot.components.Register
+    def make(cfg: CcxtVenueConfig, ctx: ComponentContext) -> CcxtVenue:
+        return CcxtVenue(ctx.extra.get("venue_name", "ccxt"), cfg, ctx)
+
+    register("ccxt", make, CcxtVenueConfig)
+
+
+@hookimpl
+def rwabot_register_data_sources(register) -> None:  # noqa: ANN001
+    register("ccxt", lambda cfg, ctx: CcxtDataSource(cfg, ctx), CcxtDataConfig)

@@ -1,0 +1,262 @@
+"""The ccxt connector against the Binance-spot emulator: unmodified ccxt over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.clock import SimulatedClock
+from bot.components import ComponentContext
+from bot.config import parse_config
+from bot.cycle import Engine
+from bot.domain import Order, OrderStatus, RiskEvent
+from bot.errors import ConfigError, DataError, InvalidOrder
+from bot.plugins import make_plugin_manager
+from bot.testing import VenueContract
+from connectors.ccxt_venue import CcxtDataConfig, CcxtDataSource, CcxtVenue, CcxtVenueConfig
+from tests.connectors.conftest import (
+    INITIAL_USDT,
+    KEY_ENV,
+    MARKETS,
+    NOW,
+    SECRET,
+    assert_books_agree,
+    ccxt_config,
+    ccxt_engine,
+    make_emulator,
+    venue_options,
+)
+from tests.connectors.emulator import HOUR_MS, ExchangeEmulator, Fault, MarketSpec
+
+PRIVATE = ("/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades")
+
+
+def ctx(tmp_path: Path, events: list[RiskEvent] | None = None, assets: tuple[str, ...] = tuple(MARKETS)):
+    sink = events if events is not None else []
+    return ComponentContext(SimulatedClock(NOW, 0.0), tmp_path / "state", assets, sink.append)
+
+
+def make_venue(emu: ExchangeEmulator, tmp_path: Path, name: str = "cex", **kw) -> CcxtVenue:  # noqa: ANN003
+    return CcxtVenue(name, CcxtVenueConfig.model_validate(venue_options(emu, **kw)), ctx(tmp_path))
+
+
+class TestCcxtVenueContract(VenueContract):
+    @pytest.fixture
+    def venue(self, emulator: ExchangeEmulator, creds: None, tmp_path: Path):  # noqa: ANN201
+        v = make_venue(emulator, tmp_path)
+        yield v
+        v.close()
+
+    @pytest.fixture
+    def venue_asset(self) -> str:
+        return "GLD"
+
+
+class TestCcxtPaperContract(VenueContract):
+    """Paper mode: the same contract with public endpoints only and no credentials at all."""
+
+    @pytest.fixture
+    def venue(self, emulator: ExchangeEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+        monkeypatch.delenv(KEY_ENV, raising=False)
+        v = make_venue(emulator, tmp_path, paper=True, paper_cash=100_000.0)
+        yield v
+        v.close()
+        assert not [r for r in emulator.requests if r[1] in PRIVATE], "paper mode called a private endpoint"
+
+    @pytest.fixture
+    def venue_asset(self) -> str:
+        return "SPY"
+
+
+def test_paper_fill_walks_the_book_and_is_partial_when_thin(tmp_path: Path) -> None:
+    thin = {"THN": MarketSpec("THN", price=100.0, levels=3, level_qty=10.0, level_step_bps=10.0)}
+    emu = make_emulator(thin)
+    try:
+        v = CcxtVenue(
+            "paper", CcxtVenueConfig.model_validate(venue_options(emu, paper=True, limit_offset_bps=100.0)),
+            ctx(tmp_path, assets=("THN",)),
+        )  # fmt: skip
+        bids, asks = emu.book("THNUSDT")
+        q = v.quote("THN")
+        # 25 units: 10 at the touch, 15 of the 20 at the next level (the third is beyond the 100 bps limit)
+        st = v.place_order(Order("rwpaper1", "c", "paper", "THN", "buy", 25.0, q.mid))
+        vwap = float(asks[0][0] * 10 + asks[1][0] * 15) / 25
+        assert st.status is OrderStatus.FILLED and st.fills[0].price == pytest.approx(vwap)
+        assert st.fills[0].fee == pytest.approx(25 * vwap * 0.001)  # the market's fee schedule (ccxt: 0.1%)
+        # 100 units: the book within the limit holds 10 + 20 + 30 = 60 → partial fill, the rest cancelled
+        st2 = v.place_order(Order("rwpaper2", "c", "paper", "THN", "buy", 100.0, q.mid))
+        assert st2.status is OrderStatus.CANCELED and st2.filled_qty == pytest.approx(60.0)
+        assert "thin" in st2.message
+        assert v.balances().positions["THN"] == pytest.approx(85.0)
+        assert v.fetch_order("rwpaper2") == st2  # durable and idempotent
+        v.close()
+    finally:
+        emu.stop()
+
+
+def test_credentials_come_from_named_env_vars_and_never_show(
+    emulator: ExchangeEmulator, creds: None, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:  # noqa: ANN001
+    caplog.set_level(logging.DEBUG)
+    v = make_venue(emulator, tmp_path)
+    emulator.faults.append(Fault("500", "GET", "*", 2))  # retries log their errors: still no secret
+    v.place_order(Order("rwcred1", "c", "cex", "GLD", "buy", 1.0, 200.0))
+    text = caplog.text + repr(v) + repr(v.client) + str(v.cfg.model_dump())
+    assert SECRET not in text and "emu-key" not in text
+    v.close()
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ConfigError, match=KEY_ENV) as err:
+        make_venue(emulator, tmp_path)
+    assert SECRET not in str(err.value)
+
+
+def test_wrong_secret_is_an_authentication_error_not_retried(emulator: ExchangeEmulator, tmp_path: Path, monkeypatch):  # noqa: ANN001
+    monkeypatch.setenv(KEY_ENV, "emu-key")
+    monkeypatch.setenv("RWABOT_TEST_CCXT_SECRET", "wrong")
+    v = make_venue(emulator, tmp_path)
+    from bot.errors import VenueError
+
+    with pytest.raises(VenueError, match="AuthenticationError") as err:
+        v.balances()
+    assert not err.value.retryable and emulator.count("GET", "/api/v3/account") == 1
+    v.close()
+
+
+def test_orders_are_rounded_by_ccxt_and_minimums_enforced(emulator: ExchangeEmulator, creds: None, tmp_path: Path):
+    v = make_venue(emulator, tmp_path)
+    st = v.place_order(Order("rwround1", "c", "cex", "GLD", "buy", 1.23456789, 200.0))
+    sent = emulator.by_client["rwround1"]
+    assert sent.qty == Decimal("1.234") and sent.price % Decimal("0.01") == 0  # LOT_SIZE and PRICE_FILTER
+    assert st.filled_qty == pytest.approx(1.234)
+    posts = emulator.count("POST", "/api/v3/order")
+    with pytest.raises(InvalidOrder, match="below the market minimum"):
+        v.place_order(Order("rwround2", "c", "cex", "GLD", "buy", 0.01, 200.0))  # ~2 USDT < NOTIONAL 5
+    assert emulator.count("POST", "/api/v3/order") == posts  # never sent
+    assert v.fetch_order("rwround2") is None
+    v.close()
+
+
+def test_a_resting_order_is_polled_until_filled(emulator: ExchangeEmulator, creds: None, tmp_path: Path) -> None:
+    emulator.partial_fill["*"] = 0.25
+    emulator.fill_rest_after_polls = 3
+    v = make_venue(emulator, tmp_path, order_timeout_s=5.0)
+    st = v.place_order(Order("rwpoll1", "c", "cex", "TLT", "buy", 100.0, 90.0))
+    assert st.status is OrderStatus.FILLED and st.filled_qty == pytest.approx(100.0) and len(st.fills) == 2
+    assert emulator.by_client["rwpoll1"].polls >= 3
+    assert sum(f.qty * f.price for f in st.fills) == pytest.approx(float(emulator.by_client["rwpoll1"].quote_qty))
+    v.close()
+
+
+def test_market_orders(emulator: ExchangeEmulator, creds: None, tmp_path: Path) -> None:
+    v = make_venue(emulator, tmp_path, order_type="market")
+    st = v.place_order(Order("rwmkt1", "c", "cex", "VNQ", "buy", 50.0, 85.0))
+    assert st.status is OrderStatus.FILLED and emulator.by_client["rwmkt1"].type == "MARKET"
+    f = st.fills[0]
+    assert f.slippage == pytest.approx((f.price - 85.0) * f.qty)  # against the price the cycle decided on
+    v.close()
+
+
+def test_bars_are_paged_over_since_and_match_the_exchange(emulator: ExchangeEmulator, tmp_path: Path) -> None:
+    emulator.max_klines = 100  # the exchange caps a page: 300 hours need 3 requests per asset
+    d = CcxtDataSource(
+        CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}, "ohlcv_page": 100}), ctx(tmp_path)
+    )
+    bars = d.bars(["SPY", "GLD"], NOW, 300)
+    assert len(bars.times) == 300 and bars.times[-1] == NOW.replace(minute=0)
+    assert all((b - a).total_seconds() == 3600 for a, b in zip(bars.times, bars.times[1:]))
+    assert emulator.count("GET", "/api/v3/klines") == 2 * 3
+    raw = emulator.klines("SPYUSDT", None, None, 2)  # the closed hour and the one in progress
+    assert bars.close[-1, 0] == pytest.approx(float(raw[0][4])) and bars.volume[-1, 0] == pytest.approx(
+        float(raw[0][5])
+    )
+    assert np.isfinite(bars.close).all() and (bars.volume > 0).all()
+    snap = d.latest(["SPY", "GLD"], NOW)
+    assert snap.prices[0] == pytest.approx(emulator.mid("SPYUSDT")) and snap.times[0].tzinfo is not None
+    d.close()
+
+
+def test_gaps_are_reported_never_filled(emulator: ExchangeEmulator, tmp_path: Path) -> None:
+    events: list[RiskEvent] = []
+    hole = int(NOW.replace(minute=0).timestamp() * 1000) - 5 * HOUR_MS
+    emulator.kline_gaps["GLDUSDT"] = {hole, hole - HOUR_MS}
+    d = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path, events))
+    with pytest.raises(DataError, match=r"GLD: 2 missing hourly bars"):
+        d.bars(["SPY", "GLD"], NOW, 48)
+    assert [e.kind for e in events] == ["data_gap"] and events[0].data["asset"] == "GLD"
+    d.close()
+
+
+def test_full_cycle_through_the_emulator(tmp_path: Path, creds: None) -> None:
+    emu = make_emulator()
+    try:
+        e = ccxt_engine(tmp_path, {"cex": (emu, {})})
+        r = e.run_cycle(NOW)
+        assert r.status == "done", r.message
+        assert r.orders == 4 and r.fills >= 4
+        orders = e.ledger.all_orders()
+        assert all(o.status == "filled" for o in orders)
+        assert_books_agree(e, emu, "cex")
+        # data → orders → fills → ledger: decision prices are the mids, fees the market's 0.1% taker fee
+        for f in e.ledger.fills():
+            o = next(o for o in orders if o.client_id == f.client_id)
+            assert f.slippage == pytest.approx((f.price - o.decision_price) * f.qty)
+            assert f.fee == pytest.approx(f.price * f.qty * 0.001, rel=1e-6)
+        snap = e.ledger.snapshots()[-1]
+        assert snap.nav == pytest.approx(INITIAL_USDT - e.ledger.cost_totals()["fees"] - r.slippage, rel=1e-9)
+        w = np.array([snap.positions[a] * snap.prices[a] for a in e.assets]) / snap.nav
+        assert w.sum() == pytest.approx(0.99, abs=0.01) and (w > 0.05).all()
+        # an hour later: the exchange still matches, a second cycle trades only what the band asks
+        e.close()
+        emu.set_time(NOW.replace(hour=1))
+        e2 = Engine(e.cfg, pm=make_plugin_manager(), clock=SimulatedClock(NOW.replace(hour=1), 0.0))
+        r2 = e2.run_cycle(NOW.replace(hour=1))
+        assert r2.status == "done" and not e2.ledger.events("position_mismatch")
+        assert_books_agree(e2, emu, "cex")
+        e2.close()
+    finally:
+        emu.stop()
+
+
+def test_config_example_is_valid() -> None:
+    from bot.config import load_config
+    from bot.plugins import Registry
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "config" / "ccxt-paper.toml")
+    reg = Registry(make_plugin_manager())
+    for _vname, vsec in cfg.venues.items():
+        assert reg.get("venue", vsec.plugin).config_model.model_validate(vsec.options).paper
+    reg.get("data", cfg.data.plugin).config_model.model_validate(cfg.data.options)
+
+
+def test_reconcile_reports_foreign_orders_and_cancels_our_leftovers(
+    emulator: ExchangeEmulator, creds: None, tmp_path: Path
+) -> None:
+    emulator.partial_fill["*"] = 0.5
+    v = make_venue(emulator, tmp_path, order_timeout_s=5.0)
+    # an order of ours left resting by a crash during polling
+    v.client.sleep = lambda s: (_ for _ in ()).throw(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        v.place_order(Order("rwleft1", "c", "cex", "GLD", "buy", 10.0, 200.0))
+    v.client.sleep = lambda s: None
+    with emulator.lock:  # and someone else's order on the same account
+        emulator.create_order(
+            {"symbol": "TLTUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC", "quantity": "10",
+             "price": "1.00", "newClientOrderId": "manual-1"}
+        )  # fmt: skip
+    states, events = v.reconcile({"rwleft1": "GLD"})
+    assert [s.client_id for s in states] == ["rwleft1"] and states[0].status is OrderStatus.CANCELED
+    assert states[0].filled_qty == pytest.approx(5.0)
+    assert sorted(e.kind for e in events) == ["order_reconciled", "unknown_open_order"]
+    assert [o.client_id for o in emulator.open_orders()] == ["manual-1"]
+    v.close()
+
+
+def test_cycle_config_rejects_unknown_options(tmp_path: Path, emulator: ExchangeEmulator) -> None:
+    data = ccxt_config(tmp_path, {"cex": (emulator, {"api_secret": "inline"})})
+    with pytest.raises(ConfigError, match="api_secret"):
+        Engine(parse_config(data, "test"), pm=make_plugin_manager(), clock=SimulatedClock(NOW, 0.0))
