@@ -278,6 +278,140 @@ def plugins() -> None:
     console.print(t)
 
 
+@app.command()
+def evaluate(
+    prices: Annotated[
+        Path | None, typer.Option(help="CSV: a time column, then one price column per asset")
+    ] = None,
+    simulated: Annotated[
+        int | None, typer.Option(help="instead of --prices: this many hours of the simulated market (truth known)")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of --simulated")] = 7,
+    freq: Annotated[str, typer.Option(help="1h or 1d")] = "1h",
+    forecasters: Annotated[
+        str, typer.Option(help="comma-separated NAME or LABEL=PLUGIN")
+    ] = "sample,ewma,ledoit_wolf,dcc",
+    baseline: Annotated[str, typer.Option(help="forecaster the paired differences are taken against")] = "ewma",
+    options: Annotated[
+        str, typer.Option(help='JSON options per label, e.g. \'{"dcc": {"deseasonalise": true}}\'')
+    ] = "{}",
+    assets: Annotated[str | None, typer.Option(help="comma-separated subset of the assets")] = None,
+    warmup: Annotated[int | None, typer.Option(help="periods before the first forecast (default 60 d / 250 d)")] = None,
+    refit_every: Annotated[int | None, typer.Option(help="refit period (default 168 h / 21 d)")] = None,
+    window: Annotated[int | None, typer.Option(help="rolling window in periods (default: expanding)")] = None,
+    save_forecasts: Annotated[Path | None, typer.Option(help="write every period's forecast Σ to this .npz")] = None,
+    csv: Annotated[Path | None, typer.Option(help="write the score table to this CSV")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write a PNG of cumulative QLIKE differences")] = None,
+    no_portfolios: Annotated[bool, typer.Option("--no-portfolios", help="skip GMV/ERC portfolio vols")] = False,
+) -> None:
+    """Walk-forward evaluation of covariance forecasters: QLIKE differences with block-bootstrap errors."""
+    import json
+
+    from bot import evaluate as ev
+
+    _setup_logging(False, logging.ERROR)
+    try:
+        if freq not in ("1h", "1d"):
+            raise RwabotError(f"--freq must be 1h or 1d, got {freq!r}")
+        if (prices is None) == (simulated is None):
+            raise RwabotError("give exactly one of --prices FILE.csv or --simulated HOURS")
+        if simulated is not None:
+            if freq != "1h":
+                raise RwabotError("--simulated is hourly: use --freq 1h")
+            ds = ev.simulated_dataset(simulated, seed)
+        else:
+            ds = ev.load_prices_csv(str(prices), freq)
+        if assets:
+            keep = [a.strip() for a in assets.split(",") if a.strip()]
+            unknown = [a for a in keep if a not in ds.assets]
+            if unknown:
+                raise RwabotError(f"--assets: unknown {unknown} (known: {list(ds.assets)})")
+            idx = [ds.assets.index(a) for a in keep]
+            ds = ev.Dataset(
+                tuple(keep),
+                ds.times,
+                ds.prices[:, idx],
+                ds.report,
+                None if ds.truth is None else ds.truth[:, idx][:, :, idx],
+                ds.regime,
+            )
+        for line in ds.report:
+            err.print(f"data: {line}", highlight=False)
+        specs = [s.strip() for s in forecasters.split(",") if s.strip()]
+        opts = json.loads(options)
+        with tempfile.TemporaryDirectory(prefix="rwabot-eval-") as state:
+            built = ev.build_forecasters(specs, opts, Path(state))
+            if baseline not in built:
+                raise RwabotError(f"--baseline {baseline!r} must be one of --forecasters {list(built)}")
+            n_ret = ds.prices.shape[0] - 1
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True
+            ) as progress:
+                tasks = {k: progress.add_task(k, total=n_ret + 1) for k in built}
+
+                def on_step(name: str, t: int) -> None:
+                    progress.update(tasks[name], completed=t + 1)
+
+                result = ev.evaluate_dataset(
+                    ds,
+                    built,
+                    baseline=baseline,
+                    freq=freq,
+                    warmup=warmup,
+                    refit_every=refit_every,
+                    window=window,
+                    portfolios=not no_portfolios,
+                    on_step=on_step,
+                )
+    except (RwabotError, ValueError) as exc:
+        _fail(exc)
+    console.print(result.table, highlight=False, soft_wrap=True)
+    for s in result.scores:
+        for t, msg in result.paths[s.name].failures[:3]:
+            err.print(f"{s.name}: no forecast at row {t}: {msg}", highlight=False)
+    if save_forecasts:
+        ev.save_forecasts(result, str(save_forecasts))
+        console.print(f"forecasts written to {save_forecasts}")
+    if csv:
+        ev.write_csv(result, str(csv))
+        console.print(f"scores written to {csv}")
+    if plot:
+        console.print(f"plot written to {plot}" if ev.write_plot(result, str(plot)) else "plot skipped: no matplotlib")
+
+
+@app.command()
+def optimize(
+    cov: Annotated[Path, typer.Option("--cov", help="CSV covariance, asset names as header and first column")],
+    caps: Annotated[Path | None, typer.Option("--caps", help="CSV upper bounds per asset")] = None,
+    floors: Annotated[Path | None, typer.Option("--floors", help="CSV lower bounds per asset")] = None,
+    budgets: Annotated[Path | None, typer.Option("--budgets", help="CSV risk budgets (default: equal risk)")] = None,
+    current: Annotated[Path | None, typer.Option("--current", help="CSV current weights w0")] = None,
+    costs: Annotated[Path | None, typer.Option("--costs", help="CSV cost per unit traded (decimal)")] = None,
+    mu: Annotated[Path | None, typer.Option("--mu", help="CSV expected returns, the covariance's period")] = None,
+    lam: Annotated[float, typer.Option("--lambda", help="weight of mu in the objective")] = 0.0,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+    repair_psd: Annotated[bool, typer.Option("--repair-psd", help="clip negative eigenvalues of Σ")] = False,
+    tol: Annotated[float, typer.Option(help="solver tolerance")] = 1e-12,
+    max_iter: Annotated[int, typer.Option(help="most Newton steps")] = 200,
+) -> None:
+    """Risk parity under caps (erc), or with costs and a return tilt (rp_cost), on CSV inputs."""
+    from bot import optimize_cli as oc
+
+    try:
+        report = oc.optimize_files(
+            cov, caps=caps, floors=floors, budgets=budgets, current=current, costs=costs, mu=mu, lam=lam,
+            repair_psd=repair_psd, tol=tol, max_iter=max_iter,
+        )
+    except RwabotError as exc:
+        _fail(exc)
+    if json_out:
+        typer.echo(oc.to_json(report))
+        return
+    console.print(oc.to_table(report))
+    for line in oc.summary_lines(report):
+        console.print(line, highlight=False)
+
+
 def main() -> None:
     try:
         app()

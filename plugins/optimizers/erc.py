@@ -27,28 +27,37 @@ Richard & Roncalli 2019, "Constrained risk budgeting portfolios")
     P(t):  minimise  f_t(x) = ½ xᵀΣx − t Σ_i b_i log x_i   subject to  lower ≤ x ≤ upper,
 
 whose gradient (Σx)_i − t b_i / x_i vanishes for free assets (x_i (Σx)_i = t b_i: budgets met
-exactly), is ≤ 0 at a cap and ≥ 0 at a floor. P(t) has a unique solution x(t) for every t > 0, so the
-active set is never guessed: it falls out of the optimisation. The scalar t (the common ρ* up to the
-factor σ_p) is then chosen so that Σx(t) = 1. Without binding bounds x(t) = √t · x(1), which is why
-the outer iteration works on log Σx against log t: there one Newton step is exact.
+exactly), is ≤ 0 at a cap and ≥ 0 at a floor. P(t) has a unique solution x(t) for every t > 0; the
+answer is x(t*) with t* chosen so that Σx(t*) = 1 (t* is ρ*·σ_p). So the active set is not a
+heuristic: it is the one the convex problem P(t*) picks.
+
+When no such t exists the bounds admit no risk-parity portfolio: floors on assets that others hedge
+can force Σx(t) > 1 for every t > 0 (the free assets must hold the hedge however small their risk);
+that raises ``OptimizerError`` naming the floored assets.
 
 Algorithm
 ---------
-* Inner: projected Newton (Bertsekas 1982) on P(t): assets at (or within ε of) a bound whose
-  gradient pushes outward are held by a scaled-gradient step, the rest take a Newton step with the
-  Cholesky factor of Σ_FF + t·diag(b/x²); the step is projected on the box and backtracked (Armijo)
-  so that x stays > 0 and f decreases. Convergence is quadratic once the active set settles.
-* Outer: safeguarded Newton on φ(log t) = log Σx(t), with dΣx/dt = 1ᵀ H_FF⁻¹ (b_F / x_F) from the same
-  factor; a bracket with Illinois regula falsi takes over when a step leaves it (the active set, and
-  so the slope, changes with t). Each inner solve is warm-started on the predicted path
-  x_i·exp(Δlog t · d log x_i / d log t).
-* Finally the bounded assets are set exactly at their bounds and the free block is rescaled so that
-  Σw = 1 to rounding.
-* Warm start: ``w0`` (the current weights) is clipped into the bounds and used as the first iterate;
-  ``t`` starts at the budget-weighted mean of x_i (Σx)_i over the assets not at a bound.
+* Primal-dual active-set rounds (the release rule above, applied to all assets at once): hold the
+  capped and floored assets at their bounds and solve the free block, Σw = 1 included, then bind
+  every free asset found beyond a bound and release every bound asset whose ρ_i is on the wrong side
+  of ρ* (by more than KKT_TOL). A set that reproduces itself is the KKT point of P(t*). Rounds solve
+  to ROUND_TOL until the set settles, then once more to ``tol``. A warm start at a previous solution
+  starts from its active set and usually ends in one round.
+* Each free block is a smooth system, (Σ_FF x + c)_i = t b_i / x_i with c = Σ_FB w_B and Σx = room,
+  solved by Newton on (x, t) jointly: one Cholesky factor of Σ_FF + t·diag(b/x²) per step, damped by
+  Armijo on the scaled residual so that x, t stay > 0.
+* Fallback, if the rounds cycle or a block's Newton stalls: P(t) itself by projected Newton
+  (Bertsekas 1982, ε-active sets, projected Armijo search), with t found by safeguarded Newton on
+  log Σx(t) against log t (exact in one step when nothing binds, since then x(t) = √t·x(1)), a
+  growing trust radius, and Illinois regula falsi once Σx = 1 is bracketed. Slower, but it settles
+  the active set whatever the start.
+* Finally the bound assets are set exactly at their bounds and the free block rescaled so that
+  Σw = 1 to rounding. Without ``w0`` the start is the diagonal-Σ solution √b_i/σ_i.
 
 ``iterations`` counts Newton steps (one Cholesky factorisation each); ``max_iter`` bounds their
-total. Σ is rescaled by its largest variance first; weights do not depend on the scale of Σ.
+total. Convergence stops at ``tol`` or at the rounding floor of the residual (Σx loses digits to
+cancellation, about ε·√n·(|Σ|x)_i), whichever is larger. Σ is rescaled by its largest variance
+first; weights do not depend on the scale of Σ.
 
 Input checks raise ``OptimizerError`` (non-finite, non-square, asymmetric or not positive
 semi-definite Σ, zero variance, budgets ≤ 0, NaN bounds, negative floors) and
@@ -86,8 +95,18 @@ DEV_LIMIT = 1e-8
 ARMIJO = 1e-4
 EPS_ACTIVE = 1e-4
 """Largest ε of the projected-Newton ε-active set, in weight units."""
+INNER_TOL_START = 1e-4
+INNER_TOL_RATIO = 1e-2
+"""Inner tolerance while Σx(t) is still off: INNER_TOL_RATIO · |log Σx|, at most INNER_TOL_START."""
 LOG_T_STEP = 20.0
 """Largest change of log t in one outer step (the slope can be tiny when nearly everything binds)."""
+MAX_ROUNDS = 50
+"""Active-set rounds before the nested projected-Newton method takes over."""
+ROUND_TOL = 1e-6
+"""Tolerance of the active-set rounds before the set settles (the decisions need signs, not digits)."""
+KKT_TOL = 1e-9
+"""A bound asset is released only when its ρ_i is off ρ* by more than this (relative), so that rounding
+cannot make the active-set rounds flip a degenerate asset back and forth."""
 
 
 @dataclass(frozen=True)
@@ -120,8 +139,8 @@ def _pick(labels: Sequence[str], mask: np.ndarray) -> list[str]:
     return [a for a, m in zip(labels, mask) if m]
 
 
-def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, float, list[str]]:
-    """Return Σ / scale (symmetrised), the scale (largest variance) and the asset labels."""
+def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
+    """Return Σ / (largest variance), symmetrised, and the asset labels."""
     c = np.asarray(cov, dtype=float)
     if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] == 0:
         raise OptimizerError(f"erc: covariance must be a non-empty square matrix, got shape {c.shape}")
@@ -140,7 +159,9 @@ def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, float
         raise OptimizerError(f"erc: covariance is not symmetric (max |Σ - Σᵀ| = {asym:.3e})")
     neg = diag < 0
     if neg.any():
-        raise OptimizerError(f"erc: covariance is not positive semi-definite: negative variance for {_pick(labels, neg)}")
+        raise OptimizerError(
+            f"erc: covariance is not positive semi-definite: negative variance for {_pick(labels, neg)}"
+        )
     zero = diag <= ZERO_VAR_RTOL * scale
     if zero.any():
         raise OptimizerError(f"erc: zero variance for {_pick(labels, zero)}; drop the asset or cap it at 0")
@@ -155,7 +176,7 @@ def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, float
             raise OptimizerError(
                 f"erc: covariance is not positive semi-definite (smallest eigenvalue {lam * scale:.3e})"
             ) from None
-    return s, scale, labels
+    return s, labels
 
 
 def _check_vector(v: Any, n: int, what: str, labels: Sequence[str]) -> np.ndarray:
@@ -188,7 +209,9 @@ def _check_inputs(
     hi = np.ones(n) if upper is None else _check_vector(upper, n, "upper bounds", labels)
     lo = np.zeros(n) if lower is None else _check_vector(lower, n, "lower bounds", labels)
     if (lo < 0).any():
-        raise OptimizerError(f"erc: long-only, lower bounds must be >= 0; negative for {_pick(labels, lo < 0)}")
+        raise OptimizerError(
+            f"erc: long-only, lower bounds must be >= 0; negative for {_pick(labels, lo < 0)}"
+        )
     hi = np.maximum(hi, 0.0)
     crossed = lo > hi
     if crossed.any():
@@ -213,29 +236,78 @@ def _check_inputs(
 # -- the solver ---------------------------------------------------------------------------------------
 
 
+class _NoRoot(OptimizerError):
+    """Σx(t) never reaches the target: floors (or fixed assets) force hedges the free assets cannot
+    undo. The active-set driver falls back on the nested method; the nested method reports it."""
+
+
+@dataclass
+class _Budget:
+    """Newton steps taken so far, shared by every subproblem of one solve."""
+
+    limit: int
+    used: int = 0
+
+
 @dataclass
 class _Step:
-    """What the last inner Newton step leaves behind for the outer iteration."""
+    """What an inner solve leaves behind for the outer iteration: its free and held sets and the
+    Cholesky factor of the last Hessian, with the free set it was built on (for dx/dt)."""
 
     free: np.ndarray
+    held: np.ndarray
     chol: tuple[np.ndarray, bool] | None
+    chol_free: np.ndarray | None
 
 
 class _BoxProblem:
-    """P(t) on the assets that can move: min ½xᵀSx − t Σ b log x over lo ≤ x ≤ hi (see module doc)."""
+    """P(t) restricted to some assets: min ½xᵀSx + cᵀx − t Σ b log x over lo ≤ x ≤ hi.
 
-    def __init__(self, s: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, tol: float) -> None:
-        self.s, self.b, self.lo, self.hi, self.tol = s, b, lo, hi, tol
+    ``c`` is the pull of assets held fixed outside the problem (Σ_FB w_B); it is zero for the full
+    problem. With lo = 0 and hi = ∞ no bound can bind and ``solve`` is a damped Newton method.
+    """
+
+    def __init__(
+        self,
+        s: np.ndarray,
+        b: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        budget: _Budget,
+        c: np.ndarray | None = None,
+    ) -> None:
+        self.s, self.b, self.lo, self.hi, self.budget = s, b, lo, hi, budget
+        self.c = np.zeros(len(b)) if c is None else c
+        self.linear = c is not None and bool(np.any(c != 0))
+        self.diag = np.diag(s).copy()
         self.movable = lo < hi
         width = float(np.min(hi[self.movable] - lo[self.movable])) if self.movable.any() else 1.0
         self.eps_max = min(EPS_ACTIVE, 0.25 * width)
-        self.iterations = 0
+        self._abs_s: np.ndarray | None = None
 
-    def objective(self, x: np.ndarray, sx: np.ndarray, t: float) -> tuple[float, float]:
+    def grad_part(self, x: np.ndarray) -> np.ndarray:
+        """Sx + c, the smooth part of the gradient."""
+        return self.s @ x + self.c
+
+    def objective(self, x: np.ndarray, sxc: np.ndarray, t: float) -> tuple[float, float]:
         """f_t(x) and the size of its rounding noise (for an Armijo test that cannot stall on it)."""
-        quad = 0.5 * float(x @ sx)
+        quad = 0.5 * float(x @ (sxc + self.c))
         logs = float(self.b @ np.log(x))
         return quad - t * logs, 256.0 * np.finfo(float).eps * (abs(quad) + t * abs(logs) + t)
+
+    def noise_floor(self, x: np.ndarray, t: float, free: np.ndarray) -> float:
+        """Rounding floor of the residual x_i g_i / (t b_i): (Sx)_i loses digits to cancellation, by
+        about ε·√n·(|S| x + |c|)_i. Asking for less than this would only burn Newton steps."""
+        if self._abs_s is None:
+            self._abs_s = np.abs(self.s)
+        scale = x * (self._abs_s @ x + np.abs(self.c)) / (t * self.b)
+        return 8.0 * np.finfo(float).eps * (math.sqrt(len(x)) + 1.0) * float(np.max(scale[free], initial=1.0))
+
+    def held_set(self, x: np.ndarray, g: np.ndarray, eps: float) -> np.ndarray:
+        """Bertsekas' ε-active set: at or near a bound, with the gradient pushing outward. A zero
+        floor is never held: the barrier keeps x > 0 on its own."""
+        lo, hi = self.lo, self.hi
+        return self.movable & (((x <= lo + eps) & (g > 0) & (lo > 0)) | ((x >= hi - eps) & (g < 0)))
 
     def factor(self, x: np.ndarray, t: float, free: np.ndarray) -> tuple[np.ndarray, bool] | None:
         if not free.any():
@@ -243,71 +315,281 @@ class _BoxProblem:
         idx = np.flatnonzero(free)
         h = self.s[np.ix_(idx, idx)] if len(idx) < len(x) else self.s.copy()
         h[np.diag_indices_from(h)] += t * self.b[idx] / x[idx] ** 2
-        self.iterations += 1
-        return linalg.cho_factor(h, lower=True, overwrite_a=True, check_finite=False)
+        self.budget.used += 1
+        try:
+            return linalg.cho_factor(h, lower=True, overwrite_a=True, check_finite=False)
+        except linalg.LinAlgError:  # S is PSD only to 1e-10; the barrier term makes this all but impossible
+            raise OptimizerError(
+                "erc: Newton system is not positive definite (covariance near-singular)"
+            ) from None
 
-    def solve(self, t: float, x: np.ndarray, budget: int) -> tuple[np.ndarray, bool, _Step]:
-        """Projected Newton from ``x`` (in the box, > 0); returns x(t), whether it converged, last step."""
-        s, b, lo, hi = self.s, self.b, self.lo, self.hi
-        sx = s @ x
+    def solve_joint(
+        self, x: np.ndarray, t: float, target: float, tol: float
+    ) -> tuple[np.ndarray, float] | None:
+        """Newton on x and t together for a problem without bounds: F = (Sx + c − t b/x, Σx − target)
+        = 0, from one Cholesky factor per step (the bordered system takes two back-substitutions).
+
+        Damped by Armijo on ½‖D F‖² with the row scaling D = (x/(t b), 1/target) frozen for the step,
+        for which the Newton direction is always a descent direction. Returns None when the damping
+        stalls or the system loses its slope, and the caller falls back on the nested method.
+        """
+        b = self.b
+        free = np.ones(len(x), bool)
+        last = math.inf
+        while True:
+            g = self.grad_part(x) - t * b / x
+            scale = x / (t * b)
+            resid = float(np.max(np.abs(g * scale)))
+            sum_err = abs(float(x.sum()) / target - 1.0)
+            if resid <= tol and sum_err <= tol:
+                return x, t
+            stalled = max(resid, sum_err) > 1e-3 * last
+            if stalled and resid <= self.noise_floor(x, t, free) and sum_err <= 64 * np.finfo(float).eps:
+                return x, t
+            if self.budget.used >= self.budget.limit:
+                return None
+            last = max(resid, sum_err)
+            chol = self.factor(x, t, free)
+            assert chol is not None
+            p = linalg.cho_solve(chol, g, check_finite=False)
+            q = linalg.cho_solve(chol, b / x, check_finite=False)
+            slope = float(q.sum())  # dΣx/dt: positive unless hedges dominate
+            if not slope > 0:
+                return None
+            dt = (target - float(x.sum()) + float(p.sum())) / slope
+            dx = q * dt - p
+
+            m0 = 0.5 * (_resid_sq(g, scale) + sum_err**2)
+            alpha = 1.0
+            for _ in range(40):
+                xn, tn = x + alpha * dx, t + alpha * dt
+                if tn > 0 and np.all(xn > 0):
+                    gn = self.grad_part(xn) - tn * b / xn
+                    mn = 0.5 * (_resid_sq(gn, scale) + (float(xn.sum()) / target - 1.0) ** 2)
+                    if mn <= (1.0 - 2e-4 * alpha) * m0:
+                        break
+                alpha *= 0.5
+            else:  # no descent left: done if that is rounding, else let the nested method try
+                done = resid <= self.noise_floor(x, t, free) and sum_err <= 64 * np.finfo(float).eps
+                return (x, t) if done else None
+            x, t = xn, tn
+
+    def solve(self, t: float, x: np.ndarray, tol: float) -> tuple[np.ndarray, bool, _Step]:
+        """Projected Newton from ``x`` (in the box, > 0) to x(t); returns x, whether it converged
+        (False when the Newton budget is spent or no descent is left) and the last step's data."""
+        b, lo, hi, mov = self.b, self.lo, self.hi, self.movable
+        sx = self.grad_part(x)
         f, noise = self.objective(x, sx, t)
-        step = _Step(np.zeros(len(x), bool), None)
-        stalled = 0
-        best = math.inf
+        chol, chol_free = None, None
+        last = math.inf
         while True:
             g = sx - t * b / x
-            hdiag = np.diag(s) + t * b / x**2
+            hdiag = self.diag + t * b / x**2
             pg = x - np.clip(x - g / hdiag, lo, hi)
-            eps = min(self.eps_max, float(np.max(np.abs(pg[self.movable]), initial=0.0)))
-            held = self.movable & (((x <= lo + eps) & (g > 0)) | ((x >= hi - eps) & (g < 0)))
-            free = self.movable & ~held
+            eps = min(self.eps_max, float(np.max(np.abs(pg[mov]), initial=0.0)))
+            held = self.held_set(x, g, eps)
+            free = mov & ~held
             resid = float(np.max(np.abs(x[free] * g[free]) / (t * b[free]), initial=0.0))
             at_bound = bool(np.all((x[held] == lo[held]) | (x[held] == hi[held])))
-            if at_bound and resid <= self.tol:
-                return x, True, step if step.chol is not None else _Step(free, self.factor(x, t, free))
-            # Rounding puts a floor under the residual (Σx loses digits to cancellation); stop once it
-            # stops improving well inside the accuracy we promise.
-            stalled = stalled + 1 if resid > 0.5 * best else 0
-            best = min(best, resid)
-            if at_bound and resid <= 0.01 * DEV_LIMIT and stalled >= 3:
-                return x, True, step if step.chol is not None else _Step(free, self.factor(x, t, free))
-            if self.iterations >= budget:
-                return x, False, step
-            chol = self.factor(x, t, free)
+            # Done at tol, or once rounding stops Newton's progress near its floor (see noise_floor).
+            stalled = resid > 1e-3 * last
+            if at_bound and (resid <= tol or (stalled and resid <= self.noise_floor(x, t, free))):
+                return x, True, _Step(free, held, chol, chol_free)
+            if self.budget.used >= self.budget.limit:
+                return x, False, _Step(free, held, chol, chol_free)
+            last = resid
+            chol, chol_free = self.factor(x, t, free), free
             d = np.zeros_like(x)
             d[held] = -g[held] / hdiag[held]
             if chol is not None:
                 d[free] = -linalg.cho_solve(chol, g[free], check_finite=False)
-            step = _Step(free, chol)
-            mov = self.movable
             alpha = 1.0
             for _ in range(60):
                 xn = x.copy()
                 xn[mov] = np.clip(x[mov] + alpha * d[mov], lo[mov], hi[mov])
                 if np.all(xn > 0):
-                    sxn = s @ xn
-                    fn, _ = self.objective(xn, sxn, t)
+                    sxn = self.grad_part(xn)
+                    fn, noise_n = self.objective(xn, sxn, t)
                     expect = -alpha * float(g[free] @ d[free]) + float(g[held] @ (x[held] - xn[held]))
                     if fn <= f - ARMIJO * expect or fn <= f + noise:
                         break
                 alpha *= 0.5
-            else:
-                return x, resid <= DEV_LIMIT and at_bound, step
-            x, sx, f = xn, sxn, fn
+            else:  # no descent left to find: converged to rounding, or hopeless
+                converged = at_bound and resid <= self.noise_floor(x, t, free)
+                return x, converged, _Step(free, held, chol, chol_free)
+            x, sx, f, noise = xn, sxn, fn, noise_n
 
 
-def _initial(s: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, w0: Any) -> np.ndarray:
-    """A positive point in the box: ``w0`` when usable, else the diagonal-Σ solution √b_i / σ_i."""
+def _resid_sq(g: np.ndarray, scale: np.ndarray) -> float:
+    r = g * scale
+    return float(r @ r)
+
+
+def _solve_sum(sub: _BoxProblem, x: np.ndarray, tol: float, target: float = 1.0) -> tuple[np.ndarray, float]:
+    """Find t with Σx(t) = target and return (x(t), t): safeguarded Newton on log Σx against log t.
+
+    Raises _NoRoot when Σx(t) stays above the target as t → 0, OptimizerError when the Newton
+    budget runs out.
+    """
+    b, lo, hi = sub.b, sub.lo, sub.hi
+    sx = sub.grad_part(x)
+    inside = sub.movable & (x > lo) & (x < hi)
+    inside = inside if inside.any() else np.ones(len(x), bool)
+    t = float((x * sx)[inside].sum() / b[inside].sum())
+    if not t > 0:  # hedges can make that sum negative; any positive t will do as a start
+        t = max(float(x @ sx), float(np.min(sub.diag)) / len(x) ** 2, 1e-300)
+    u = u_start = math.log(t)
+    log_target = math.log(target)
+    below: tuple[float, float] | None = None  # (log t, log Σx − log target) with Σx < target
+    above: tuple[float, float] | None = None  # the same with Σx > target
+    side = prev_side = 0
+    radius = 1.0
+    # Far from the target the inner solve need not be exact: its tolerance follows |log Σx| down to tol.
+    tol_in = max(tol, INNER_TOL_START)
+    while True:
+        x, ok, step = sub.solve(t, x, tol_in)
+        if not ok:
+            break
+        total = float(x.sum())
+        phi = math.log(total) - log_target
+        exact = tol_in <= tol
+        nothing_binds = not sub.linear and sub.movable.all() and not step.held.any()
+        if exact and abs(total - target) <= tol * target:
+            return x, t
+        if exact and nothing_binds:
+            y = x * (target / total)  # nothing binds and no fixed pull: y solves P(t·(target/Σx)²)
+            if np.all((y > lo) & (y < hi)):
+                return y, t * (target / total) ** 2
+        if not exact and (nothing_binds or abs(phi) <= 10.0 * tol_in):  # finish P(t) at this t
+            tol_in = tol
+            continue
+        if phi < 0:
+            if side == -1 and above is not None:  # Illinois: halve the stale end
+                above = (above[0], 0.5 * above[1])
+            below, side = (u, phi), -1
+        else:
+            if side == 1 and below is not None:
+                below = (below[0], 0.5 * below[1])
+            above, side = (u, phi), 1
+        if below is None and u < u_start - 60.0:
+            raise _NoRoot(f"even at vanishing risk the portfolio needs {total:.4g} of NAV")
+        reuse = step.chol is not None and np.array_equal(step.chol_free, step.free)
+        chol = step.chol if reuse else sub.factor(x, t, step.free)
+        dlog = np.zeros(len(x))  # d log x_i / d log t on the free assets, 0 on the held ones
+        if chol is not None:
+            dlog[step.free] = t * linalg.cho_solve(chol, b[step.free] / x[step.free], check_finite=False)
+            dlog[step.free] /= x[step.free]
+        slope = float((x * dlog).sum() / total)
+        # The slope holds the active set fixed; releases and captures as t moves make Σx(t) steeper,
+        # so Newton overshoots when most assets are bound. Until the target is bracketed the step stays
+        # within a radius that doubles while log Σx keeps its sign.
+        radius = min(LOG_T_STEP, 2.0 * radius) if side == prev_side else 2.0
+        prev_side = side
+        du = -phi / slope if slope > 1e-12 else math.copysign(LOG_T_STEP, -phi)
+        un = u + max(-radius, min(radius, du))
+        if below is not None and above is not None:
+            a, z = sorted((below[0], above[0]))
+            if not a < un < z:  # regula falsi on the bracket, bisection if even that falls outside
+                (ua, fa), (uz, fz) = below, above
+                un = ua - fa * (uz - ua) / (fz - fa)
+                if not a < un < z:
+                    un = 0.5 * (a + z)
+        du, u = un - u, un
+        t = math.exp(u)
+        x = np.clip(x * np.exp(np.clip(du * dlog, -50.0, 50.0)), lo, hi)
+        x = np.where(x > 0, x, np.minimum(1e-300, hi))
+        tol_in = max(tol, min(INNER_TOL_START, INNER_TOL_RATIO * abs(phi)))
+        if sub.budget.used >= sub.budget.limit:
+            break
+    raise OptimizerError(f"erc: no convergence within max_iter={sub.budget.limit} Newton steps")
+
+
+def _active_set(
+    s: np.ndarray,
+    b: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    x: np.ndarray,
+    tol: float,
+    budget: _Budget,
+    at_bound: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Primal-dual active-set rounds; returns (w, free) or None when they cycle or get stuck.
+
+    Each round holds the capped and floored assets at their bounds and solves the free block exactly,
+    Σw = 1 included: a smooth problem, min ½x_FᵀΣ_FF x_F + cᵀx_F − t Σ_F b log x_F with c = Σ_FB w_B,
+    t chosen by _solve_sum. Then every free asset beyond a bound is bound to it, and every bound asset
+    whose KKT sign is wrong (a capped asset with ρ_i > ρ*, a floored one with ρ_i < ρ*) is released, all
+    at once. A fixed active set is the solution. Many assets can change sides in one round, which a
+    projected method on P(t) would do a few at a time.
+    """
+    movable = lo < hi
+    guessed = np.zeros(len(x), bool) if at_bound is None else at_bound
+    capped = (guessed & (x >= hi)) | ~movable
+    floored = guessed & (x <= lo) & ~capped
+    seen: set[bytes] = set()
+    exact = False  # rounds solve loosely until the active set settles, then once more to tol
+    for _ in range(MAX_ROUNDS):
+        key = capped.tobytes() + floored.tobytes() + bytes([exact])
+        if key in seen:
+            return None
+        seen.add(key)
+        tol_r = tol if exact else max(tol, ROUND_TOL)
+        free = ~(capped | floored)
+        w = np.where(capped, hi, np.where(floored, lo, x))
+        room = 1.0 - float(w[~free].sum())
+        if not free.any() or room <= 0:
+            return None
+        idx = np.flatnonzero(free)
+        c = s[np.ix_(idx, np.flatnonzero(~free))] @ w[~free] if (~free).any() else None
+        block = _BoxProblem(
+            s[np.ix_(idx, idx)], b[idx], np.zeros(len(idx)), np.full(len(idx), np.inf), budget, c
+        )
+        start = np.maximum(w[idx], 1e-12)
+        start *= room / start.sum()
+        sxc = block.grad_part(start)
+        t0 = float(start @ sxc) / float(b[idx].sum())
+        if not t0 > 0:  # the fixed assets hedge the free ones: any positive start will do
+            t0 = float(start @ (block.s @ start)) / float(b[idx].sum())
+        joint = block.solve_joint(start, t0, room, tol_r)
+        if joint is None:
+            try:
+                joint = _solve_sum(block, start, tol_r, room)
+            except _NoRoot:
+                return None
+        w[idx], t = joint
+        rel = w * (s @ w) / (t * b) - 1.0  # ρ_i / ρ* − 1
+        new_capped = (free & (w > hi)) | (capped & movable & (rel <= KKT_TOL)) | ~movable
+        new_floored = ((free & (w < lo)) | (floored & (rel >= -KKT_TOL))) & ~new_capped
+        if np.array_equal(new_capped, capped) and np.array_equal(new_floored, floored):
+            if exact:
+                return w, free
+            exact = True
+        capped, floored = new_capped, new_floored
+        x = np.clip(w, lo, hi)
+    return None
+
+
+def _initial(
+    s: np.ndarray, b: np.ndarray, lo: np.ndarray, hi: np.ndarray, w0: Any
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A positive point in the box (``w0`` when usable, else the diagonal-Σ solution √b_i / σ_i) and,
+    from ``w0``, the assets it holds at a bound: a previous solution tells its active set."""
     guess = np.sqrt(b / np.diag(s))
     guess /= guess.sum()
-    x = guess
+    x, at_bound = guess, None
     if w0 is not None:
         v = np.asarray(w0, dtype=float)
         if v.shape == guess.shape and np.all(np.isfinite(v)) and np.all(v >= 0) and v.sum() > 0:
+            v = v / v.sum()
+            # Renormalising costs the last digit, hence the relative slack; such assets snap back.
+            at_hi = np.abs(v - hi) <= 1e-9 * hi
+            at_lo = (np.abs(v - lo) <= 1e-9 * lo) & (lo > 0) & ~at_hi
+            at_bound = at_hi | at_lo
             # Assets held at zero get a sliver of the default guess: Newton needs x > 0 everywhere.
-            x = np.maximum(v / v.sum(), 1e-3 * guess)
+            x = np.where(at_hi, hi, np.where(at_lo, lo, np.maximum(v, 1e-3 * guess)))
     x = np.clip(x, lo, hi)
-    return np.where(x > 0, x, np.minimum(1e-3 * guess, hi))
+    return np.where(x > 0, x, np.minimum(1e-3 * guess, hi)), at_bound
 
 
 def _dev(w: np.ndarray, cov: np.ndarray, b: np.ndarray, free: np.ndarray) -> float:
@@ -335,15 +617,17 @@ def solve_risk_budget(
 
     :param cov: N × N covariance (any consistent units; weights do not depend on its scale).
     :param budgets: N positive risk budgets (normalised to sum 1); None gives equal risk (ERC).
-    :param upper: caps, default 1; :param lower: floors, default 0.
-    :param w0: warm start (e.g. current weights); clipped into the bounds, zeros allowed.
-    :param tol: target of the free-asset residual max |ρ_i / ρ* − 1| and of |Σx − 1| before rescaling.
+    :param upper: caps, default 1 (an asset capped at 0 is held at 0).
+    :param lower: floors, default 0.
+    :param w0: warm start (e.g. the current weights); clipped into the bounds, zeros allowed.
+    :param tol: target of the free-asset residual max |ρ_i / ρ* − 1| (floored at the rounding error of
+        Σw) and of |Σw − 1| before the final rescaling.
     :param max_iter: most Newton steps (Cholesky factorisations) in total.
     :param names: asset names for error messages.
     :raises OptimizerError: unusable input, or no convergence within ``max_iter``.
     :raises InfeasibleBoundsError: bounds that admit no fully invested portfolio (names the assets).
     """
-    s, _, labels = _check_cov(cov, names)
+    s, labels = _check_cov(cov, names)
     n = s.shape[0]
     b, lo, hi = _check_inputs(n, labels, budgets, upper, lower, tol, max_iter)
     c = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
@@ -362,86 +646,40 @@ def solve_risk_budget(
     if live.sum() == 1:
         return done(live.astype(float), 0, live & (lo < hi))
     idx = np.flatnonzero(live)
-    sub = _BoxProblem(s[np.ix_(idx, idx)], b[idx] / b[idx].sum(), lo[idx], hi[idx], tol)
+    s, b_live, lo_l, hi_l = s[np.ix_(idx, idx)], b[idx] / b[idx].sum(), lo[idx], hi[idx]
     start = np.asarray(w0, dtype=float)[idx] if w0 is not None and np.shape(w0) == (n,) else None
-    x = _initial(sub.s, sub.b, sub.lo, sub.hi, start)
-    x, converged = _solve_sum(sub, x, tol, max_iter, labels=[labels[i] for i in idx])
-    if not converged:
-        raise OptimizerError(f"erc: no convergence within max_iter={max_iter} Newton steps")
-    sb = sub
-    bound = ((x >= sb.hi) | ((x <= sb.lo) & (sb.lo > 0))) | ~sb.movable
-    free_sub = ~bound
-    y = x.copy()
-    if free_sub.any():
-        room = 1.0 - float(y[bound].sum())
-        y[free_sub] = np.clip(y[free_sub] * (room / float(y[free_sub].sum())), sb.lo[free_sub], sb.hi[free_sub])
+    x0, at_bound = _initial(s, b_live, lo_l, hi_l, start)
+    budget = _Budget(max_iter)
+    found = _active_set(s, b_live, lo_l, hi_l, x0, tol, budget, at_bound)
+    if found is None and at_bound is not None and at_bound.any():  # the warm start's bounds misled
+        found = _active_set(s, b_live, lo_l, hi_l, x0, tol, budget, None)
+    if found is not None:
+        x, free_sub = found
+    else:  # the rounds cycled or stalled: P(t) by projected Newton settles the active set for sure
+        sub = _BoxProblem(s, b_live, lo_l, hi_l, budget)
+        try:
+            x, _ = _solve_sum(sub, x0, tol)
+        except _NoRoot as exc:
+            floored = [labels[i] for i, at in zip(idx, (lo_l > 0)) if at]
+            raise OptimizerError(
+                "erc: no risk-budgeting portfolio exists under these bounds: the free assets must "
+                f"hedge the floors of {floored}, and {exc}"
+            ) from None
+        free_sub = ~((x >= hi_l) | ((x <= lo_l) & (lo_l > 0)) | ~sub.movable)
+    bound = ~free_sub
+    if free_sub.any():  # bounded assets exactly at their bounds, the free block takes the rest
+        x[bound] = np.where(x[bound] >= hi_l[bound], hi_l[bound], lo_l[bound])
+        room = 1.0 - float(x[bound].sum())
+        scaled = x[free_sub] * (room / float(x[free_sub].sum()))
+        x[free_sub] = np.clip(scaled, lo_l[free_sub], hi_l[free_sub])
     w = np.zeros(n)
-    w[idx] = y
+    w[idx] = x
     free = np.zeros(n, bool)
     free[idx] = free_sub
-    result = done(w, sub.iterations, free)
+    result = done(w, budget.used, free)
     if not result.dev <= max(DEV_LIMIT, tol):
-        raise OptimizerError(f"erc: risk contributions of the free assets disperse by {result.dev:.3e} (> 1e-8)")
+        raise OptimizerError(f"erc: free-asset risk contributions disperse by {result.dev:.3e} (> 1e-8)")
     return result
-
-
-def _solve_sum(sub: _BoxProblem, x: np.ndarray, tol: float, max_iter: int, labels: Sequence[str]) -> tuple[np.ndarray, bool]:
-    """Outer iteration: find t with Σx(t) = 1 (safeguarded Newton on log Σx against log t)."""
-    b = sub.b
-    sx = sub.s @ x
-    off = sub.movable & (x > sub.lo) & (x < sub.hi)
-    off = off if off.any() else np.ones(len(x), bool)
-    t = float((x * sx)[off].sum() / b[off].sum())
-    u = math.log(t)
-    lo_u: tuple[float, float] | None = None  # (log t, log Σx) with Σx < 1
-    hi_u: tuple[float, float] | None = None  # with Σx > 1
-    side = 0
-    u_start = u
-    for _ in range(max_iter + 60):
-        x, ok, step = sub.solve(t, x, max_iter)
-        total = float(x.sum())
-        phi = math.log(total)
-        if ok and abs(total - 1.0) <= tol:
-            return x, True
-        if sub.iterations >= max_iter:
-            return x, False
-        if phi < 0:
-            lo_u = (u, phi)
-            if side == -1 and hi_u is not None:
-                hi_u = (hi_u[0], 0.5 * hi_u[1])
-            side = -1
-        else:
-            hi_u = (u, phi)
-            if side == 1 and lo_u is not None:
-                lo_u = (lo_u[0], 0.5 * lo_u[1])
-            side = 1
-        if hi_u is not None and lo_u is None and u < u_start - 60.0:
-            raise OptimizerError(
-                "erc: no risk-budgeting portfolio exists under these bounds: even at vanishing risk the "
-                f"floors force {total:.4g} of NAV (assets {list(labels)})"
-            )
-        dlog = np.zeros(len(x))
-        if step.chol is not None:
-            f = step.free
-            p = linalg.cho_solve(step.chol, b[f] / x[f], check_finite=False)
-            dlog[f] = t * p / x[f]
-        slope = float((x * dlog).sum() / total)  # d log Σx / d log t at the current active set
-        du = -phi / slope if slope > 1e-12 else (2.0 if phi < 0 else -2.0)
-        du = max(-LOG_T_STEP, min(LOG_T_STEP, du))
-        un = u + du
-        if lo_u is not None and hi_u is not None:
-            a, z = sorted((lo_u[0], hi_u[0]))
-            if not (a < un < z):
-                # Illinois regula falsi on the bracket (the halved end value keeps it from stalling).
-                (ua, fa), (uz, fz) = lo_u, hi_u
-                un = ua - fa * (uz - ua) / (fz - fa)
-                if not (a < un < z):
-                    un = 0.5 * (a + z)
-        du = un - u
-        u, t = un, math.exp(un)
-        x = np.clip(x * np.exp(np.clip(du * dlog, -50.0, 50.0)), sub.lo, sub.hi)
-        x = np.where(x > 0, x, 1e-300)
-    return x, False
 
 
 # -- the plugin ---------------------------------------------------------------------------------------
@@ -492,7 +730,9 @@ class ErcOptimizer:
     def __init__(self, cfg: ErcConfig | None = None) -> None:
         self.cfg = cfg or ErcConfig()
 
-    def optimize(self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray) -> Target:
+    def optimize(
+        self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray
+    ) -> Target:
         assets = tuple(forecast.assets)
         res = solve_risk_budget(
             forecast.cov,

@@ -1,0 +1,465 @@
+"""``lstm``: an LSTM that forecasts next hour's correlation matrix; volatilities from GARCH or EWMA.
+
+What it predicts
+----------------
+Σ_{t+1} = D R D with D = diag(σ̂_{t+1}) a univariate volatility forecast — ``vol_model = "garch"``
+(default): the GARCH(1,1) margins of the ``dcc`` forecaster, fitted with ``arch`` at every training;
+``"ewma"``: RiskMetrics with half-life ``vol_half_life_hours``. The LSTM does *not* forecast
+volatilities; R is its correlation forecast. Inputs are the last ``window_hours`` standardised
+returns z_k = r_k / σ̂_k and their squares (the squares let it see volatility surprises the
+volatility model has not absorbed yet).
+
+Why the output is valid by construction
+---------------------------------------
+The network emits a lower-triangular matrix B (strictly-lower entries free, diagonal through
+softplus so it is > 0). Each row of B is divided by its Euclidean norm, giving L whose rows have unit
+length, and R = L Lᵀ. Then R is symmetric, positive semi-definite (a Gram matrix; positive definite
+because L is triangular with a diagonal bounded away from 0, see MIN_DIAG) and R_ii = |row_i|² = 1
+exactly: no clipping or eigenvalue repair afterwards (the "normalised rows of a triangular factor"
+form of the correlation Cholesky factor, equivalent to the angle parameterisation). log det R =
+2 Σ log L_ii comes for free, and z'R⁻¹z is one triangular solve, so the Gaussian negative
+log-likelihood −log p(z_{t+1}) ∝ log det R + z'R⁻¹z is the training loss.
+The output layer starts at zero weights with a bias equal to the Cholesky factor of the training
+window's correlation, so an untrained network is the constant-correlation model and training
+only learns departures from it.
+
+Training
+--------
+Walk-forward: ``fit`` trains on the window it is given (the last ``train_hours`` returns), the last
+``validation_fraction`` of it (chronologically) is held out for early stopping (``patience`` epochs
+without improvement; the best weights are restored), and torch is seeded with ``seed`` so two fits
+on the same data give the same model. ``retrain`` = fit + an atomic checkpoint write next to the
+ledger (``ctx.state_dir / checkpoint``) with the assets, the training end time and the config.
+
+Fallback
+--------
+``forecast`` (the daemon path) uses the checkpoint. If it is missing, older than
+``max_age_hours`` (by the daemon clock), made for other assets, or the network outputs anything that
+fails ``Forecast.validate``, the cycle gets the ``ewma`` forecast instead and a ``forecast_fallback``
+risk event is emitted (once per reason until a good LSTM forecast resets it, so the 5-minute risk
+monitor does not flood the ledger). When the checkpoint is missing or older than
+``retrain_every_hours`` and ``auto_retrain`` is on, ``forecast`` starts training in a background
+thread on the returns it was given and returns at once: the hourly cycle is never blocked.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from scipy import signal
+
+from bot.components import ComponentConfig, ComponentContext
+from bot.domain import Forecast, RiskEvent, Severity
+from bot.errors import ForecastError
+from bot.hookspecs import hookimpl
+from plugins.forecasters.basic import EwmaConfig, EwmaForecaster, _check_returns
+from plugins.forecasters.classic import GarchParams, fit_garch, garch_filter
+from plugins.forecasters.seasonal import Deseasonaliser
+
+log = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 1
+MIN_DIAG = 0.05
+"""The diagonal of B gets MIN_DIAG × (norm of its row's off-diagonal part) added, so after row
+normalisation L_ii ≥ MIN_DIAG/√(1+MIN_DIAG²): det R = Π L_ii² is bounded below, so R stays strictly
+positive definite (no asset becomes an exact combination of the others) whatever the network emits."""
+
+
+class LstmConfig(ComponentConfig):
+    window_hours: int = Field(default=48, ge=2, le=2000, description="input sequence length")
+    hidden: int = Field(default=32, ge=2, le=1024)
+    vol_model: Literal["garch", "ewma"] = Field(default="garch", description="where the volatilities come from")
+    vol_half_life_hours: float = Field(default=72.0, gt=0, description="EWMA volatility half-life (vol_model=ewma)")
+    train_hours: int = Field(default=8760, ge=100, description="train on the last N returns")
+    min_train_hours: int = Field(default=400, ge=50)
+    validation_fraction: float = Field(default=0.2, gt=0, lt=0.5)
+    epochs: int = Field(default=40, ge=1, le=1000)
+    patience: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=256, ge=8)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    seed: int = Field(default=0, ge=0)
+    deseasonalise: bool = Field(default=False, description="hour-of-day scale on returns (fit window)")
+    checkpoint: str = Field(default="lstm.pt", min_length=1, description="file under the state dir")
+    retrain_every_hours: int = Field(default=24, ge=1, description="daemon retraining schedule (default daily)")
+    max_age_hours: float = Field(default=72.0, gt=0, description="older checkpoints are stale: fall back to ewma")
+    auto_retrain: bool = Field(default=True, description="start background training from forecast() when due")
+    fallback_half_life_hours: float = Field(default=72.0, gt=0)
+    threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads for training")
+
+
+# -- pure numerics (numpy side) --------------------------------------------------------------------------
+
+
+def ewma_vol_path(r: np.ndarray, half_life: float) -> np.ndarray:
+    """σ̂²_k for k = 0..T (T+1 rows): σ̂²_{k+1} = λσ̂²_k + (1−λ)r_k², σ̂²_0 = mean of the first rows' r².
+
+    σ̂_k is the forecast for row k made after row k−1; the last row is the forecast for the next hour.
+    """
+    lam = 0.5 ** (1.0 / half_life)
+    init = np.mean(r[: max(10, min(len(r), int(3 * half_life)))] ** 2, axis=0)
+    init = np.where(init > 0, init, np.maximum(np.mean(r**2, axis=0), 1e-20))
+    v = np.empty((r.shape[0] + 1, r.shape[1]))
+    v[0] = init
+    for i in range(r.shape[1]):
+        v[1:, i], _ = signal.lfilter([1.0 - lam], [1.0, -lam], r[:, i] ** 2, zi=[lam * init[i]])
+    return np.maximum(v, 1e-20)
+
+
+def features(z: np.ndarray) -> np.ndarray:
+    """Per-step inputs: clipped z and z² − 1 (T × 2N), float32."""
+    zc = np.clip(z, -8.0, 8.0)
+    return np.concatenate([zc, zc * zc - 1.0], axis=1).astype(np.float32)
+
+
+# -- the network -------------------------------------------------------------------------------------------
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def build_net(n: int, hidden: int, init_chol: np.ndarray) -> Any:
+    torch = _torch()
+    nn = torch.nn
+
+    class CorrLSTM(nn.Module):
+        """LSTM → lower-triangular B → row-normalised L → R = LLᵀ (see the module docstring)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = n
+            self.lstm = nn.LSTM(2 * n, hidden, batch_first=True)
+            self.tril = torch.tril_indices(n, n)
+            self.head = nn.Linear(hidden, self.tril.shape[1])
+            nn.init.zeros_(self.head.weight)
+            b = torch.as_tensor(init_chol, dtype=torch.float32)
+            off = torch.tril(b, -1).norm(dim=1)
+            diag = (torch.diagonal(b) - 1e-4 - MIN_DIAG * off).clamp_min(1e-3)  # forward adds these back
+            b = b.clone()
+            b[range(n), range(n)] = diag + torch.log(-torch.expm1(-diag))  # softplus⁻¹
+            with torch.no_grad():
+                self.head.bias.copy_(b[self.tril[0], self.tril[1]])
+
+        def forward(self, x: Any) -> Any:
+            """Cholesky factor L (batch × N × N) of the correlation forecast."""
+            out, _ = self.lstm(x)
+            v = self.head(out[:, -1])
+            b = x.new_zeros((x.shape[0], self.n, self.n))
+            b[:, self.tril[0], self.tril[1]] = v
+            low = torch.tril(b, -1)
+            d = torch.nn.functional.softplus(torch.diagonal(b, dim1=1, dim2=2)) + 1e-4 + MIN_DIAG * low.norm(dim=2)
+            b = low + torch.diag_embed(d)
+            return b / b.norm(dim=2, keepdim=True)
+
+    return CorrLSTM()
+
+
+def nll(chol: Any, z: Any) -> Any:
+    """Mean of log det R + zᵀR⁻¹z with R = LLᵀ (constants dropped)."""
+    torch = _torch()
+    y = torch.linalg.solve_triangular(chol, z.unsqueeze(-1), upper=False).squeeze(-1)
+    logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)
+    return (logdet + (y * y).sum(dim=1)).mean()
+
+
+def corr_cholesky(z: np.ndarray) -> np.ndarray:
+    c = np.corrcoef(z, rowvar=False) if z.shape[1] > 1 else np.ones((1, 1))
+    c = 0.9 * c + 0.1 * np.eye(len(c))  # keep the starting point well inside the PD cone
+    return np.linalg.cholesky(c)
+
+
+# -- the forecaster ------------------------------------------------------------------------------------------
+
+
+class LstmForecaster:
+    name = "lstm"
+
+    def __init__(self, cfg: LstmConfig | None = None, ctx: ComponentContext | None = None) -> None:
+        self.cfg = cfg or LstmConfig()
+        self.ctx = ctx
+        self.retrain_every_hours = self.cfg.retrain_every_hours
+        self.net: Any = None
+        self.meta: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loaded_mtime: float | None = None
+        self._fallback_reason: str | None = None
+        self._ewma = EwmaForecaster(EwmaConfig(half_life_hours=self.cfg.fallback_half_life_hours))
+        self.last_train: dict[str, Any] = {}
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        return None if self.ctx is None else Path(self.ctx.state_dir) / self.cfg.checkpoint
+
+    def _hour(self, last_hour: int | None) -> int:
+        if last_hour is not None:
+            return int(last_hour) % 24
+        if self.ctx is None:
+            raise ForecastError("lstm: deseasonalise needs the close hour of the last return (no clock)")
+        return self.ctx.clock.now().astimezone(UTC).hour
+
+    def _standardise(
+        self, r: np.ndarray, last_hour: int | None, scale: np.ndarray | None, garch: GarchParams | None
+    ) -> tuple[np.ndarray, ...]:
+        """(z rows, σ̂ of the next hour) with the stored hour-of-day scale applied if any."""
+        nxt = np.ones(r.shape[1])
+        if scale is not None:  # a local object: training may run in another thread meanwhile
+            hour = self._hour(last_hour)
+            season = Deseasonaliser()
+            season.scale = scale
+            r = season.transform(r, hour)
+            nxt = season.next_scale(hour)
+        v = garch_filter(r, garch) if garch is not None else ewma_vol_path(r, self.cfg.vol_half_life_hours)
+        z = r / np.sqrt(v[:-1])
+        return z, np.sqrt(v[-1]) * nxt
+
+    # -- walk-forward API ----------------------------------------------------------------------------
+
+    def fit(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> dict[str, Any]:
+        """Train a fresh network on the last ``train_hours`` returns (deterministic for a seed)."""
+        torch = _torch()
+        cfg = self.cfg
+        r = _check_returns(assets, returns, self.name, cfg.min_train_hours)[-cfg.train_hours :]
+        scale = None
+        if cfg.deseasonalise:
+            season = Deseasonaliser()
+            season.fit(r, self._hour(last_hour))
+            scale = season.scale
+        garch = None
+        if cfg.vol_model == "garch":
+            season = Deseasonaliser()
+            season.scale = scale
+            g_in = season.transform(r, self._hour(last_hour)) if scale is not None else r
+            try:
+                garch = fit_garch(g_in)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                raise ForecastError(f"lstm: GARCH fit failed: {exc}") from exc
+        z, _ = self._standardise(r, last_hour, scale, garch)
+        x = features(z)
+        w = cfg.window_hours
+        n_samp = len(z) - w
+        if n_samp < 20:
+            raise ForecastError(f"lstm: {len(z)} returns leave too few training samples for a {w}-hour window")
+        xs = np.lib.stride_tricks.sliding_window_view(x, (w, x.shape[1]))[:-1, 0]  # sample k: rows k..k+w−1
+        ys = z[w:].astype(np.float32)
+        n_val = max(1, int(round(cfg.validation_fraction * n_samp)))
+        t0 = time.perf_counter()
+        prev_threads = torch.get_num_threads()
+        torch.set_num_threads(cfg.threads)
+        try:
+            torch.manual_seed(cfg.seed)
+            gen = torch.Generator().manual_seed(cfg.seed)
+            net = build_net(len(assets), cfg.hidden, corr_cholesky(z[: n_samp - n_val + w]))
+            opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+            xt, yt = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(ys)
+            xtr, ytr, xva, yva = xt[:-n_val], yt[:-n_val], xt[-n_val:], yt[-n_val:]
+            best, best_state, bad, epochs = math.inf, None, 0, 0
+            with torch.no_grad():
+                base_val = float(nll(net(xva), yva))
+            for _ in range(cfg.epochs):
+                epochs += 1
+                net.train()
+                perm = torch.randperm(len(xtr), generator=gen)
+                for i in range(0, len(xtr), cfg.batch_size):
+                    idx = perm[i : i + cfg.batch_size]
+                    opt.zero_grad()
+                    loss = nll(net(xtr[idx]), ytr[idx])
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                    opt.step()
+                net.eval()
+                with torch.no_grad():
+                    val = float(nll(net(xva), yva))
+                if val < best - 1e-5:
+                    best, bad = val, 0
+                    best_state = {k: v.clone() for k, v in net.state_dict().items()}
+                else:
+                    bad += 1
+                    if bad >= cfg.patience:
+                        break
+            if best_state is not None and best < base_val:
+                net.load_state_dict(best_state)
+            else:  # training never beat the constant-correlation start: keep the start
+                net = build_net(len(assets), cfg.hidden, corr_cholesky(z[: n_samp - n_val + w]))
+                best = base_val
+            net.eval()
+        finally:
+            torch.set_num_threads(prev_threads)
+        info = {
+            "epochs": epochs,
+            "val_nll": best,
+            "val_nll_constant_corr": base_val,
+            "train_samples": n_samp - n_val,
+            "seconds": time.perf_counter() - t0,
+        }
+        with self._lock:
+            self.net = net
+            self.meta = {"assets": list(assets), "scale": scale, "garch": garch, "config": cfg.model_dump(), **info}
+        self.last_train = info
+        return info
+
+    def predict(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
+        torch = _torch()
+        with self._lock:
+            net, meta = self.net, self.meta
+        if net is None or list(assets) != meta.get("assets"):
+            raise ForecastError("lstm: no trained model for these assets")
+        r = _check_returns(assets, returns, self.name, self.cfg.window_hours + 2)
+        r = r[-(self.cfg.window_hours + 10 * int(self.cfg.vol_half_life_hours) + 1) :]  # EWMA start weight < 0.1%
+        scale = meta.get("scale")
+        z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
+        x = torch.from_numpy(features(z)[-self.cfg.window_hours :][None])
+        with torch.no_grad():
+            chol = net(x)[0].double().numpy()
+        corr = chol @ chol.T
+        corr = 0.5 * (corr + corr.T)
+        cov = corr * np.outer(sd, sd)
+        f = Forecast(
+            tuple(assets),
+            cov,
+            sd,
+            corr,
+            self.name,
+            diagnostics={k: meta.get(k) for k in ("epochs", "val_nll", "val_nll_constant_corr", "trained_until")},
+        )
+        f.validate()
+        if not np.all(np.isfinite(corr)) or np.abs(np.diag(corr) - 1).max() > 1e-5:
+            raise ForecastError("lstm: network produced an invalid correlation matrix")
+        return f
+
+    # -- daemon API ------------------------------------------------------------------------------------
+
+    def save(self, path: Path, trained_until: datetime) -> None:
+        torch = _torch()
+        with self._lock:
+            state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+            meta = dict(self.meta)
+        meta["trained_until"] = trained_until.astimezone(UTC).isoformat()
+        live_garch = meta.get("garch")
+        meta["version"] = CHECKPOINT_VERSION
+        meta["scale"] = None if meta.get("scale") is None else np.asarray(meta["scale"]).tolist()
+        g = meta.get("garch")
+        if g is not None:  # plain lists: the checkpoint loads with weights_only=True
+            meta["garch"] = {k: np.asarray(getattr(g, k)).tolist() for k in ("omega", "alpha", "beta", "backcast")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
+        torch.save({"state": state, "meta": meta}, tmp)
+        os.replace(tmp, path)  # atomic: a reader never sees half a checkpoint
+        with self._lock:
+            self.meta = {**meta, "garch": live_garch}
+            self._loaded_mtime = path.stat().st_mtime
+
+    def load(self, path: Path) -> None:
+        torch = _torch()
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        meta = blob["meta"]
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise ForecastError(f"lstm: checkpoint {path} has version {meta.get('version')}")
+        if meta.get("garch") is not None:
+            meta["garch"] = GarchParams(**{k: np.asarray(v, dtype=float) for k, v in meta["garch"].items()})
+        net = build_net(len(meta["assets"]), int(meta["config"]["hidden"]), np.eye(len(meta["assets"])))
+        net.load_state_dict(blob["state"])
+        net.eval()
+        with self._lock:
+            self.net, self.meta = net, meta
+            self._loaded_mtime = path.stat().st_mtime
+
+    def retrain(self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None) -> dict[str, Any]:
+        """Fit on ``returns`` and write the checkpoint (blocking; ``retrain_async`` for the daemon)."""
+        path = self.checkpoint_path
+        if path is None:
+            raise ForecastError("lstm: retrain needs a state directory (component context)")
+        now = now or (self.ctx.clock.now() if self.ctx else datetime.now(UTC))
+        info = self.fit(assets, returns)
+        self.save(path, now)
+        log.info("lstm: retrained in %.1f s (%d epochs), checkpoint %s", info["seconds"], info["epochs"], path)
+        return info
+
+    def retrain_async(self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None) -> bool:
+        """Start ``retrain`` in a daemon thread unless one is running; returns whether it started."""
+        if self._thread is not None and self._thread.is_alive():
+            return False
+        assets, returns = tuple(assets), np.array(returns, copy=True)
+
+        def job() -> None:
+            try:
+                self.retrain(assets, returns, now)
+            except Exception as exc:  # the cycle keeps running on the old model or the fallback
+                log.exception("lstm: background retraining failed")
+                self._emit("forecast_retrain_failed", f"lstm retraining failed: {exc!r}", Severity.WARNING)
+
+        self._thread = threading.Thread(target=job, name="lstm-retrain", daemon=True)
+        self._thread.start()
+        return True
+
+    def _emit(self, kind: str, message: str, severity: Severity) -> None:
+        if self.ctx is None:
+            log.warning("%s: %s", kind, message)
+            return
+        self.ctx.emit(RiskEvent(kind, severity, "forecaster:lstm", message, self.ctx.clock.now()))
+
+    def _fallback(self, assets: Sequence[str], returns: np.ndarray, reason: str) -> Forecast:
+        f = self._ewma.forecast(assets, returns)
+        if reason != self._fallback_reason:
+            self._emit("forecast_fallback", f"lstm unavailable ({reason}); using ewma", Severity.WARNING)
+            self._fallback_reason = reason
+        return Forecast(
+            f.assets, f.cov, f.sigma, f.corr, "ewma", f.horizon_hours, f.mu,
+            {**f.diagnostics, "fallback_from": "lstm", "reason": reason},
+        )  # fmt: skip
+
+    def forecast(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
+        """The daemon path: checkpoint → LSTM forecast, else the ewma fallback (see the module docstring)."""
+        path = self.checkpoint_path
+        now = self.ctx.clock.now() if self.ctx is not None else datetime.now(UTC)
+        reason = None
+        if path is None or not path.exists():
+            reason = "no checkpoint"
+        else:
+            try:
+                if self._loaded_mtime != path.stat().st_mtime:
+                    self.load(path)
+            except Exception as exc:  # a corrupt checkpoint must not stop the cycle
+                reason = f"unreadable checkpoint: {exc}"
+        age_h = math.inf
+        if reason is None:
+            until = self.meta.get("trained_until")
+            age_h = (now - datetime.fromisoformat(until)).total_seconds() / 3600 if until else math.inf
+            if age_h > self.cfg.max_age_hours:
+                reason = f"stale checkpoint ({age_h:.0f} h old)"
+            elif list(assets) != self.meta.get("assets"):
+                reason = "checkpoint made for other assets"
+        if self.cfg.auto_retrain and self.ctx is not None and (reason is not None or age_h >= self.retrain_every_hours):
+            r = np.asarray(returns, dtype=float)
+            if r.ndim == 2 and len(r) >= self.cfg.min_train_hours and np.isfinite(r).all():
+                self.retrain_async(assets, r, now)
+        if reason is not None:
+            return self._fallback(assets, returns, reason)
+        try:
+            f = self.predict(assets, returns, last_hour=last_hour)
+        except ForecastError as exc:
+            return self._fallback(assets, returns, f"invalid output: {exc}")
+        self._fallback_reason = None
+        return f
+
+
+@hookimpl
+def rwabot_register_forecasters(register) -> None:
+    def make(cfg: LstmConfig, ctx: ComponentContext) -> LstmForecaster:
+        return LstmForecaster(cfg, ctx)
+
+    register("lstm", make, LstmConfig)

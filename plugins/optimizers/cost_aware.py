@@ -1,0 +1,510 @@
+"""Cost-aware, return-tilted risk parity under caps and floors: the ``rp_cost`` optimizer.
+
+What it solves
+--------------
+The seed's objective min σ_p(w) − λ·μᵀw + Σ_i c_i |w_i − w0_i| (Σw = 1, lower ≤ w ≤ upper) on its own
+has no risk parity in it: with λ = c = 0 it is the minimum-volatility portfolio. Risk parity enters
+through the Spinu / Roncalli log barrier of the risk budgets b (Σb = 1), and we solve the one strictly
+convex problem
+
+    Q:  minimise  φ(w) = σ_p(w) − λ μᵀw + Σ_i c_i |w_i − w0_i| − ρ Σ_i b_i log w_i
+        subject to  Σ_i w_i = 1,  lower ≤ w ≤ upper,
+
+where σ_p(w) = √(wᵀΣw) and the barrier weight ρ is fixed *before* solving: ρ = ρ*, the common risk per
+unit of budget RC_i / b_i of the free assets in the plain "risk parity under caps" portfolio w_rp of
+``plugins.optimizers.erc`` (see its module docstring; ρ* = σ_p(w_rp) when no bound binds).
+
+Why this formulation
+--------------------
+* Exact at the origin: with λ = 0 and c = 0, w_rp satisfies the KKT conditions of Q with the budget
+  multiplier ν = 0 (its free assets have (Σw)_i/σ_p = ρ* b_i / w_i, capped ones ≤, floored ones ≥), and
+  Q has a unique solution, so ``rp_cost`` *is* ``erc`` there, caps included, to solver precision.
+* One convex problem, in return units: σ_p, μ and c are all per unit of NAV and per period, so λ and c
+  are read on the scale of the portfolio's own volatility; the problem can be checked independently
+  (cvxpy: SOC + exponential cone; see tests/plugins/test_cost_aware.py).
+* Invariant to a constant added to μ (Σw = 1 absorbs it into ν), which the seed's objective is too.
+  A formulation that fixes Σw = 1 by tuning the barrier weight instead (as ``erc`` does for P(t))
+  loses that, and for large λμ it has no solution at all.
+
+How close to equal risk it stays
+--------------------------------
+With RC_i = w_i(Σw)_i/σ_p, stationarity of Q for an asset not at a bound reads
+
+    RC_i = ρ* b_i + w_i (λ μ_i − ν − c_i s_i),   s_i = sign(w_i − w0_i) ∈ [−1, 1] at w_i = w0_i,
+
+so each risk contribution moves off its budget by exactly w_i (λ(μ_i − ν/λ) − c_i s_i): a tilt toward
+the assets whose μ_i beats the multiplier ν, and a no-trade band of half-width c_i w_i around the budget.
+Hence dev ≤ max_free w_i (λ|μ_i − ν/λ| + c_i) / (ρ* b_i) to first order; measured values are in
+docs/optimizer.md. Two monotonicity facts follow from convexity alone (add the two optimality
+inequalities of the problems at parameters p < p'):
+
+* scaling all costs by γ, the cost paid Σ c_i |w_i − w0_i| is non-increasing in γ, and once
+  γ ≥ γ̄ = min_ν max_i |g_i(w0) + ν| / c_i (g the smooth gradient at w0) the solution is w0 itself: no
+  trade when the gain does not pay the cost (w0 must be feasible, Σw0 = 1 and w0 > 0: the barrier
+  makes a zero holding infinitely expensive, so every asset with room is bought);
+* μᵀw(λ) is non-decreasing in λ: the portfolio tilts toward μ.
+
+Algorithm
+---------
+Lagrangian dual in the one equality: for a multiplier ν, R(ν) = min_{lower ≤ w ≤ upper} φ(w) + ν Σw has a
+unique solution w(ν) with Σw(ν) non-increasing in ν (dΣw/dν = −1ᵀH_FF⁻¹1 < 0), and ν is found by
+safeguarded Newton (Illinois regula falsi inside a bracket) on Σw(ν) = 1, each R(ν) warm-started on the
+predicted path. R(ν) is solved by a projected Newton method on *segments*: the kink of |w_i − w0_i| is a
+breakpoint like a bound, so each coordinate lives on [lower_i, w0_i] or [w0_i, upper_i] where φ is
+smooth, and an asset sitting at w0_i with |g_i + ν| ≤ c_i is held there (no trade) exactly like an asset
+held at its cap. Newton steps use the Cholesky factor of the free block of
+∇²φ = Σ/σ_p − (Σw)(Σw)ᵀ/σ_p³ + ρ diag(b/w²); steps are projected on the segments and backtracked
+(Armijo) on φ itself, so the iterates stay feasible and φ decreases. Convergence is quadratic once the
+active set settles. ``iterations`` counts Cholesky factorisations.
+
+Inputs go through ``solve_risk_budget`` first, so the checks and their errors are erc's (non-finite,
+asymmetric or non-PSD Σ, zero variance, bad budgets or bounds; ``InfeasibleBoundsError`` names the
+assets). ``nearest_psd`` is the documented repair for a non-PSD Σ, applied only when asked.
+
+Where costs and μ come from in the cycle
+----------------------------------------
+``optimize(forecast, upper=, lower=, current=)`` is the unchanged Optimizer protocol: μ is
+``forecast.mu`` (mean hourly log return of the forecaster's window; taken as 0 when the forecaster
+gives none), w0 is ``current``, and the costs are this plugin's options: ``cost_bps`` for every asset,
+``costs_bps`` per asset, both one-way in bps of the value traded. σ_p and μ are per hour while a cost is
+paid once, so the objective is taken over a holding horizon of H = ``horizon_hours``: risk σ_p√H,
+return λHμ, cost once; divided by √H that is Q with λ_eff = λ√H and c_eff = c/√H.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import Field
+from scipy import linalg
+
+from bot.components import ComponentConfig, ComponentContext
+from bot.domain import Forecast, Target
+from bot.errors import OptimizerError
+from bot.hookspecs import hookimpl
+from bot.riskmath import risk_contributions
+from plugins.optimizers.erc import RiskBudgetResult, budget_vector, solve_risk_budget
+
+ARMIJO = 1e-4
+EPS_ACTIVE = 1e-4
+"""Largest ε of the projected-Newton ε-active set, in weight units (as in erc)."""
+DEV_FLOOR = 1e-8
+"""When λ = c = 0 the result is erc's and its dev is at most this."""
+
+
+@dataclass(frozen=True)
+class CostAwareResult:
+    """Solution of Q (module docstring) and what it cost.
+
+    ``rho`` is the barrier weight ρ* and ``nu`` the multiplier of Σw = 1, both in the units of σ_p;
+    ``held`` marks assets left exactly at w0 (no trade); ``dev`` is max over the assets not at a bound
+    of |ρ_i / mean(ρ) − 1| with ρ_i = RC_i / b_i, the same measure as erc's; ``rp`` is the plain risk
+    parity (λ = c = 0) solution it starts from.
+    """
+
+    weights: np.ndarray
+    iterations: int
+    dev: float
+    capped: np.ndarray
+    floored: np.ndarray
+    held: np.ndarray
+    turnover: float
+    cost: float
+    rho: float
+    nu: float
+    rp: RiskBudgetResult
+
+
+def nearest_psd(cov: Any) -> np.ndarray:
+    """The nearest symmetric PSD matrix in the Frobenius norm: eigenvalues below 0 set to 0.
+
+    Only for callers that choose to repair (``rwabot optimize --repair-psd``); the solvers themselves
+    refuse a non-PSD Σ, because a forecaster that produces one has a bug worth seeing.
+    """
+    c = np.asarray(cov, dtype=float)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.all(np.isfinite(c)):
+        raise OptimizerError(f"nearest_psd: need a finite square matrix, got shape {c.shape}")
+    s = 0.5 * (c + c.T)
+    lam, vec = np.linalg.eigh(s)
+    out = (vec * np.clip(lam, 0.0, None)) @ vec.T
+    return 0.5 * (out + out.T)
+
+
+def _vector(v: Any, n: int, what: str, labels: Sequence[str], default: float) -> np.ndarray:
+    if v is None:
+        return np.full(n, default)
+    a = np.asarray(v, dtype=float)
+    if a.shape != (n,):
+        raise OptimizerError(f"rp_cost: {what} must have shape ({n},), got {a.shape}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        raise OptimizerError(f"rp_cost: {what} is NaN or inf for {[x for x, m in zip(labels, bad) if m]}")
+    return a
+
+
+class _Segments:
+    """Q on the movable assets for a fixed ν: projected Newton over the pieces where φ is smooth."""
+
+    def __init__(
+        self,
+        s: np.ndarray,
+        b: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        w0: np.ndarray,
+        c: np.ndarray,
+        a: np.ndarray,
+        rho: float,
+        fixed: np.ndarray,
+        tol: float,
+    ) -> None:
+        self.s, self.b, self.lo, self.hi, self.w0, self.c, self.a, self.rho = s, b, lo, hi, w0, c, a, rho
+        self.tol = tol
+        self.movable = (lo < hi) & ~fixed
+        self.kink = self.movable & (c > 0) & (w0 > lo) & (w0 < hi)
+        width = np.minimum(hi - lo, np.where(self.kink, np.minimum(w0 - lo, hi - w0), np.inf))
+        self.eps_max = min(EPS_ACTIVE, 0.25 * float(np.min(width[self.movable], initial=1.0)))
+        self.iterations = 0
+
+    def value(self, x: np.ndarray, sx: np.ndarray, nu: float) -> tuple[float, float]:
+        """φ(x) + νΣx and the size of its rounding noise (so that Armijo cannot stall on it)."""
+        sig = math.sqrt(max(float(x @ sx), 0.0))
+        lin = float((nu - self.a) @ x)
+        cost = float(self.c @ np.abs(x - self.w0))
+        logs = float(self.b @ np.log(x))
+        val = sig + lin + cost - self.rho * logs
+        mag = sig + float(np.abs(nu - self.a) @ x) + cost + self.rho * (abs(logs) + 1.0)
+        return val, 256.0 * np.finfo(float).eps * mag
+
+    def segments(self, x: np.ndarray, gs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per asset the piece [A, Z] it moves on and the sign of its cost term there."""
+        lo, hi, w0, c = self.lo, self.hi, self.w0, self.c
+        sign = np.where(x > w0, 1.0, -1.0)
+        sign = np.where(c > 0, sign, 0.0)
+        a_, z_ = lo.copy(), hi.copy()
+        k = self.kink
+        at = k & (x == w0)
+        up = at & (gs + c < 0)
+        down = at & (gs - c > 0)
+        stuck = at & ~up & ~down
+        above = k & (x > w0)
+        below = k & (x < w0)
+        a_[above | up] = w0[above | up]
+        z_[below | down] = w0[below | down]
+        a_[stuck] = z_[stuck] = w0[stuck]
+        sign[up] = 1.0
+        sign[down] = -1.0
+        sign[stuck] = 0.0
+        # Outside the kinked assets the cost is linear on the whole box: its sign is that of x − w0,
+        # which cannot change there (w0 is at or beyond a bound).
+        edge = (c > 0) & ~k
+        sign[edge & (w0 <= lo)] = 1.0
+        sign[edge & (w0 >= hi)] = -1.0
+        return a_, z_, sign
+
+    def hessian(self, x: np.ndarray, sx: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, bool] | None:
+        if not free.any():
+            return None
+        idx = np.flatnonzero(free)
+        sig = math.sqrt(float(x @ sx))
+        u = sx[idx]
+        h = self.s[np.ix_(idx, idx)] / sig if len(idx) < len(x) else self.s / sig
+        h -= np.outer(u, u) / sig**3
+        h[np.diag_indices_from(h)] += self.rho * self.b[idx] / x[idx] ** 2
+        self.iterations += 1
+        return linalg.cho_factor(h, lower=True, overwrite_a=True, check_finite=False)
+
+    def grad(self, x: np.ndarray, sx: np.ndarray, nu: float) -> np.ndarray:
+        sig = math.sqrt(float(x @ sx))
+        return sx / sig - self.a + nu - self.rho * self.b / x
+
+    def solve(
+        self, nu: float, x: np.ndarray, budget: int
+    ) -> tuple[np.ndarray, bool, np.ndarray, tuple[np.ndarray, bool] | None]:
+        """Minimise φ + νΣx from ``x`` (in the box, > 0): x(ν), converged?, free set, its Cholesky factor."""
+        mov = self.movable
+        sx = self.s @ x
+        f, noise = self.value(x, sx, nu)
+        chol: tuple[np.ndarray, bool] | None = None
+        chol_free = np.zeros(len(x), bool)
+        best, stalled = math.inf, 0
+        while True:
+            gs = self.grad(x, sx, nu)
+            a_, z_, sign = self.segments(x, gs)
+            g = gs + self.c * sign
+            hdiag = np.diag(self.s) / math.sqrt(float(x @ sx)) + self.rho * self.b / x**2
+            pg = x - np.clip(x - g / hdiag, a_, z_)
+            eps = min(self.eps_max, float(np.max(np.abs(pg[mov]), initial=0.0)))
+            held = mov & (((x <= a_ + eps) & (g > 0)) | ((x >= z_ - eps) & (g < 0)) | (a_ == z_))
+            free = mov & ~held
+            resid = float(np.max(np.abs(x[free] * g[free]) / (self.rho * self.b[free]), initial=0.0))
+            at_piece = bool(np.all((x[held] == a_[held]) | (x[held] == z_[held])))
+            stalled = stalled + 1 if resid > 0.5 * best else 0
+            best = min(best, resid)
+            if at_piece and (resid <= self.tol or (resid <= 1e-3 * DEV_FLOOR and stalled >= 3)):
+                if chol is None or not np.array_equal(chol_free, free):
+                    chol, chol_free = self.hessian(x, sx, free), free
+                return x, True, free, chol
+            if self.iterations >= budget:
+                return x, False, free, chol
+            chol, chol_free = self.hessian(x, sx, free), free
+            d = np.zeros_like(x)
+            d[held] = -g[held] / hdiag[held]
+            if chol is not None:
+                d[free] = -linalg.cho_solve(chol, g[free], check_finite=False)
+            alpha = 1.0
+            for _ in range(60):
+                xn = x.copy()
+                xn[mov] = np.clip(x[mov] + alpha * d[mov], a_[mov], z_[mov])
+                if np.all(xn[mov] > 0):
+                    sxn = self.s @ xn
+                    fn, _ = self.value(xn, sxn, nu)
+                    expect = -alpha * float(g[free] @ d[free]) + float(g[held] @ (x[held] - xn[held]))
+                    if fn <= f - ARMIJO * expect or fn <= f + noise:
+                        break
+                alpha *= 0.5
+            else:
+                return x, at_piece and resid <= DEV_FLOOR, free, chol
+            x, sx, f = xn, sxn, fn
+
+
+def _dev(w: np.ndarray, cov: np.ndarray, b: np.ndarray, free: np.ndarray) -> float:
+    if not free.any():
+        return 0.0
+    ratio = (w * (cov @ w) / b)[free]
+    mean = float(ratio.mean())
+    return float(np.max(np.abs(ratio / mean - 1.0))) if mean > 0 else math.inf
+
+
+def solve_cost_aware(
+    cov: Any,
+    budgets: Any = None,
+    upper: Any = None,
+    lower: Any = None,
+    *,
+    w0: Any = None,
+    costs: Any = None,
+    mu: Any = None,
+    lam: float = 0.0,
+    tol: float = 1e-12,
+    max_iter: int = 200,
+    names: Sequence[str] | None = None,
+) -> CostAwareResult:
+    """Solve Q (module docstring): risk parity under bounds, tilted by λμ, with costs c to move from w0.
+
+    :param cov: N × N covariance; :param budgets: risk budgets (None: equal); :param upper:/:param lower:
+        caps and floors (defaults 1 and 0), as in ``solve_risk_budget``.
+    :param w0: current weights (the cost is paid on |w − w0|); None means no position and no cost.
+    :param costs: c_i ≥ 0 per unit of weight traded, in the units of σ_p (√cov); None: 0.
+    :param mu: expected returns in the units of the covariance's period; None: 0.
+    :param lam: λ ≥ 0, the weight of μ.
+    :param tol: target of the stationarity residual max |w_i ∂φ_i| / (ρ b_i) and of |Σw − 1|.
+    :param max_iter: most Newton steps (Cholesky factorisations) in total, erc's included.
+    :raises OptimizerError: unusable input or no convergence; ``InfeasibleBoundsError`` (from erc) for
+        bounds that admit no fully invested portfolio.
+    """
+    rp = solve_risk_budget(cov, budgets, upper, lower, w0=w0, tol=tol, max_iter=max_iter, names=names)
+    c_full = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
+    n = c_full.shape[0]
+    labels = [f"asset {i}" for i in range(n)] if names is None else [str(x) for x in names]
+    if not (math.isfinite(lam) and lam >= 0):
+        raise OptimizerError(f"rp_cost: lambda must be a finite number >= 0, got {lam}")
+    cost = _vector(costs, n, "costs", labels, 0.0)
+    if (cost < 0).any():
+        raise OptimizerError(f"rp_cost: costs must be >= 0; negative for {[x for x, m in zip(labels, cost < 0) if m]}")
+    mu_v = _vector(mu, n, "mu", labels, 0.0)
+    start = _vector(w0, n, "current weights", labels, 0.0)
+    if w0 is None:
+        cost = np.zeros(n)
+    b = np.full(n, 1.0 / n) if budgets is None else np.asarray(budgets, float) / float(np.sum(budgets))
+    hi = np.maximum(np.ones(n) if upper is None else np.asarray(upper, float), 0.0)
+    lo = np.zeros(n) if lower is None else np.asarray(lower, float)
+    # A constant in μ does nothing under Σw = 1 (module doc): centre it, exactly zero when μ is flat.
+    tilt = lam * (mu_v - mu_v.mean()) if np.ptp(mu_v) > 0 else np.zeros(n)
+
+    def finish(w: np.ndarray, iterations: int, free: np.ndarray, held: np.ndarray, rho: float, nu: float) -> Any:
+        capped = (w >= hi) & ~free
+        floored = (w <= lo) & (lo > 0) & ~free & ~capped
+        moved = np.abs(w - start)
+        return CostAwareResult(
+            w, iterations, _dev(w, c_full, b, free), capped, floored, held & ~capped & ~floored,
+            float(moved.sum()), float(cost @ moved), rho, nu, rp,
+        )
+
+    sig_rp = math.sqrt(max(float(rp.weights @ c_full @ rp.weights), 0.0))
+    rp_free = ~(rp.capped | rp.floored) & (rp.weights > 0)
+    live = hi > 0
+    if not (cost.any() or tilt.any()) or rp.iterations == 0 or live.sum() <= 1:
+        # λ = c = 0 (Q's solution is erc's, ν = 0), or the bounds leave a single portfolio.
+        return finish(rp.weights.copy(), rp.iterations, rp_free, np.zeros(n, bool), sig_rp, 0.0)
+
+    # ρ* from erc's solution, with budgets renormalised over the live assets as erc does.
+    idx = np.flatnonzero(live)
+    bl = b[idx] / b[idx].sum()
+    wl = rp.weights[idx]
+    rc = wl * (c_full[np.ix_(idx, idx)] @ wl) / sig_rp
+    fr = rp_free[idx]
+    rho = float(rc[fr].sum() / bl[fr].sum()) if fr.any() else sig_rp
+    scale = float(np.max(np.diag(c_full)))
+    root = math.sqrt(scale)
+    prob = _Segments(
+        c_full[np.ix_(idx, idx)] / scale, bl, lo[idx], hi[idx], start[idx], cost[idx] / root,
+        tilt[idx] / root, rho / root, np.zeros(len(idx), bool), tol,
+    )
+    x = np.clip(wl, np.minimum(lo[idx], hi[idx]), hi[idx])
+    x = np.where(x > 0, x, np.minimum(1e-6, hi[idx]))
+    x, nu_s, free, ok = _solve_budget(prob, x, tol, max_iter - rp.iterations)
+    if not ok:
+        raise OptimizerError(f"rp_cost: no convergence within max_iter={max_iter} Newton steps")
+    # An asset within tol of w0 is not traded (rounding of the last Newton step would leave 1e-16
+    # trades); then put Σw = 1 to rounding on the assets inside their piece (the change is ≤ tol).
+    snap = prob.kink & (np.abs(x - prob.w0) <= tol)
+    x[snap] = prob.w0[snap]
+    inside = free & (x > prob.lo) & (x < prob.hi) & ~(prob.kink & (x == prob.w0))
+    if inside.any():
+        room = 1.0 - float(x[~inside].sum())
+        x[inside] = np.clip(x[inside] * room / float(x[inside].sum()), prob.lo[inside], prob.hi[inside])
+    w = np.zeros(n)
+    w[idx] = x
+    free_all = np.zeros(n, bool)
+    bound = (x >= prob.hi) | ((x <= prob.lo) & (prob.lo > 0)) | ~prob.movable
+    free_all[idx] = ~bound
+    held = np.zeros(n, bool)
+    held[idx] = prob.kink & (x == prob.w0)
+    return finish(w, rp.iterations + prob.iterations, free_all, held, rho, nu_s * root)
+
+
+def _solve_budget(
+    prob: _Segments, x: np.ndarray, tol: float, budget: int
+) -> tuple[np.ndarray, float, np.ndarray, bool]:
+    """Outer iteration: ν with Σx(ν) = 1, safeguarded Newton (dΣx/dν = −1ᵀH_FF⁻¹1) and Illinois."""
+    nu = 0.0
+    lo_b: tuple[float, float] | None = None  # (ν, Σx − 1) with Σx > 1: ν must grow
+    hi_b: tuple[float, float] | None = None  # with Σx < 1: ν must shrink
+    side = 0
+    step = 1.0
+    for _ in range(budget + 200):
+        x, ok, free, chol = prob.solve(nu, x, budget)
+        excess = float(x.sum()) - 1.0
+        if ok and abs(excess) <= tol:
+            return x, nu, free, True
+        if prob.iterations >= budget:
+            return x, nu, free, False
+        if excess > 0:
+            lo_b = (nu, excess)
+            if side == 1 and hi_b is not None:
+                hi_b = (hi_b[0], 0.5 * hi_b[1])
+            side = 1
+        else:
+            hi_b = (nu, excess)
+            if side == -1 and lo_b is not None:
+                lo_b = (lo_b[0], 0.5 * lo_b[1])
+            side = -1
+        p = np.zeros(len(x))
+        if chol is not None:
+            p[free] = linalg.cho_solve(chol, np.ones(int(free.sum())), check_finite=False)
+        q = float(p.sum())
+        if q > 1e-14:
+            dnu = excess / q
+        else:  # nothing free to move: expand until the sign of the excess flips
+            dnu = math.copysign(step, excess)
+            step *= 2.0
+        nn = nu + dnu
+        if lo_b is not None and hi_b is not None:
+            a, z = sorted((lo_b[0], hi_b[0]))
+            if not (a < nn < z):
+                (ua, fa), (uz, fz) = lo_b, hi_b
+                nn = ua - fa * (uz - ua) / (fz - fa)
+                if not (a < nn < z):
+                    nn = 0.5 * (a + z)
+        dnu = nn - nu
+        nu = nn
+        # Warm start on the predicted path dx = −dν H_FF⁻¹1, kept positive and in the box.
+        x = np.clip(x - dnu * p, np.maximum(prob.lo, 0.1 * x), prob.hi)
+    return x, nu, free, False
+
+
+# -- the plugin ---------------------------------------------------------------------------------------
+
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class CostAwareConfig(ComponentConfig):
+    """Options of the ``rp_cost`` optimizer (module docstring, "Where costs and μ come from").
+
+    ``lam`` weights ``forecast.mu`` (per hour); ``cost_bps`` is the one-way cost of trading any asset
+    and ``costs_bps`` overrides it per asset, both in bps of the value traded; ``horizon_hours`` is the
+    holding horizon over which a trade must pay for itself (λ_eff = λ√H, c_eff = c/√H). ``budgets`` are
+    risk budgets as in ``erc``.
+    """
+
+    lam: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="weight of forecast.mu")
+    cost_bps: float = Field(default=10.0, ge=0, allow_inf_nan=False, description="one-way cost, bps of value")
+    costs_bps: dict[str, NonNegFloat] | None = None
+    horizon_hours: float = Field(default=720.0, gt=0, allow_inf_nan=False)
+    budgets: dict[str, PositiveFloat] | None = None
+    tol: float = Field(default=1e-12, gt=0)
+    max_iter: int = Field(default=200, ge=1)
+
+
+def cost_vector(assets: Sequence[str], cost_bps: float, costs_bps: Mapping[str, float] | None) -> np.ndarray:
+    """One-way cost per unit of weight traded (decimal), by asset; unknown names are an error."""
+    per = dict(costs_bps or {})
+    unknown = sorted(set(per) - set(assets))
+    if unknown:
+        raise OptimizerError(f"rp_cost: costs_bps names assets outside the universe: {unknown}")
+    return np.array([per.get(a, cost_bps) for a in assets], dtype=float) / 1e4
+
+
+class CostAwareOptimizer:
+    """``rp_cost``: Q on the forecast's Σ and μ, moving from the current weights (module docstring)."""
+
+    name = "rp_cost"
+
+    def __init__(self, cfg: CostAwareConfig | None = None) -> None:
+        self.cfg = cfg or CostAwareConfig()
+
+    def optimize(self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray) -> Target:
+        cfg = self.cfg
+        assets = tuple(forecast.assets)
+        h = math.sqrt(cfg.horizon_hours)
+        mu = forecast.mu if forecast.mu is not None else None
+        res = solve_cost_aware(
+            forecast.cov,
+            budget_vector(assets, cfg.budgets),
+            upper,
+            lower,
+            w0=current,
+            costs=cost_vector(assets, cfg.cost_bps, cfg.costs_bps) / h,
+            mu=mu,
+            lam=cfg.lam * h if mu is not None else 0.0,
+            tol=cfg.tol,
+            max_iter=cfg.max_iter,
+            names=assets,
+        )
+        rc, sigma_p = risk_contributions(res.weights, forecast.cov)
+        fractions = rc / sigma_p if sigma_p > 0 else rc
+        diagnostics = {
+            "iterations": res.iterations,
+            "dev": res.dev,
+            "dev_rp": res.rp.dev,
+            "turnover": res.turnover,
+            "cost": res.cost,
+            "held": [a for a, f in zip(assets, res.held) if f],
+            "floored": [a for a, f in zip(assets, res.floored) if f],
+        }
+        return Target(assets, res.weights, fractions, sigma_p, res.capped, diagnostics)
+
+
+def _make(cfg: CostAwareConfig, ctx: ComponentContext) -> CostAwareOptimizer:
+    return CostAwareOptimizer(cfg)
+
+
+@hookimpl
+def rwabot_register_optimizers(register: Callable[..., None]) -> None:
+    register("rp_cost", _make, CostAwareConfig)

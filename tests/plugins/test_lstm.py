@@ -1,0 +1,203 @@
+from __future__ import annotations
+
+import math
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bot.components import ComponentContext
+from bot.domain import RiskEvent
+from bot.evaluate import walk_forward
+from plugins.forecasters.lstm import LstmConfig, LstmForecaster, build_net, corr_cholesky, ewma_vol_path, nll
+
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+SMALL = dict(window_hours=12, hidden=8, epochs=12, patience=3, batch_size=64, min_train_hours=200, threads=1)
+
+
+class FakeClock:
+    def __init__(self, now: datetime) -> None:
+        self.t = now
+
+    def now(self) -> datetime:
+        return self.t
+
+
+def switching_corr(t: int, seed: int = 0) -> np.ndarray:
+    """Two assets whose correlation flips between +0.8 and −0.8 in persistent regimes (mean 60 h)."""
+    rng = np.random.default_rng(seed)
+    state, out = 0, np.empty((t, 2))
+    for k in range(t):
+        if rng.random() < 1 / 60:
+            state = 1 - state
+        rho = 0.8 if state else -0.8
+        z1, z2 = rng.standard_normal(2)
+        out[k] = [z1, rho * z1 + math.sqrt(1 - rho * rho) * z2]
+    return out * 1e-3
+
+
+def test_output_is_a_correlation_matrix_by_construction() -> None:
+    torch.manual_seed(0)
+    n = 6
+    net = build_net(n, 16, np.eye(n))
+    for p in net.parameters():  # far from the zero-initialised head: arbitrary weights
+        torch.nn.init.normal_(p, std=3.0)
+    x = torch.randn(64, 10, 2 * n) * 10
+    with torch.no_grad():
+        chol = net(x).double()
+    r = chol @ chol.transpose(1, 2)
+    assert torch.allclose(r, r.transpose(1, 2))
+    assert torch.allclose(torch.diagonal(r, dim1=1, dim2=2), torch.ones(64, n, dtype=torch.float64), atol=1e-6)
+    assert torch.linalg.eigvalsh(r).min() > 0
+    floor = 0.05 / math.sqrt(1 + 0.05**2) - 1e-6
+    assert torch.diagonal(chol, dim1=1, dim2=2).min() >= floor
+    assert torch.logdet(r).min() >= 2 * (n - 1) * math.log(floor)
+
+
+def test_untrained_network_is_the_constant_correlation_and_nll_is_gaussian() -> None:
+    z = switching_corr(500) / 1e-3
+    l0 = corr_cholesky(z)
+    net = build_net(2, 8, l0)
+    with torch.no_grad():
+        chol = net(torch.randn(3, 5, 4))[0].double().numpy()
+    assert chol @ chol.T == pytest.approx(l0 @ l0.T, abs=1e-5)
+    # nll = log det R + zᵀR⁻¹z, checked against numpy
+    r = np.array([[1.0, 0.3], [0.3, 1.0]])
+    zz = np.array([[0.5, -1.0], [2.0, 0.1]])
+    expected = np.mean([math.log(np.linalg.det(r)) + v @ np.linalg.solve(r, v) for v in zz])
+    lt = torch.as_tensor(np.linalg.cholesky(r))[None].repeat(2, 1, 1)
+    assert float(nll(lt, torch.as_tensor(zz))) == pytest.approx(expected, rel=1e-10)
+
+
+def test_ewma_vol_path_recursion() -> None:
+    r = np.random.default_rng(1).standard_normal((50, 2))
+    v = ewma_vol_path(r, 10.0)
+    lam = 0.5 ** (1 / 10)
+    assert v[5] == pytest.approx(lam * v[4] + (1 - lam) * r[4] ** 2)
+    assert v.shape == (51, 2)
+
+
+def test_learns_switching_correlation_deterministically() -> None:
+    r = switching_corr(1400, seed=2)
+    a = LstmForecaster(LstmConfig(**SMALL))
+    info = a.fit(("A", "B"), r)
+    assert info["val_nll"] < info["val_nll_constant_corr"] - 0.1  # it found the regimes
+    b = LstmForecaster(LstmConfig(**SMALL))
+    b.fit(("A", "B"), r)
+    fa, fb = a.predict(("A", "B"), r), b.predict(("A", "B"), r)
+    assert fa.cov == pytest.approx(fb.cov, rel=1e-6)  # fixed seed: same model
+    fa.validate()
+    # recent returns decide the sign of the forecast correlation
+    pos = np.abs(r[:, 0]) > 0
+    up = r.copy()
+    up[-12:, 1] = up[-12:, 0]
+    down = r.copy()
+    down[-12:, 1] = -down[-12:, 0]
+    assert a.predict(("A", "B"), up).corr[0, 1] > 0.3 > -0.3 > a.predict(("A", "B"), down).corr[0, 1]
+    assert pos.all()
+
+
+def test_lstm_walk_forward_has_no_look_ahead() -> None:
+    r = switching_corr(560, seed=3)
+    r2 = r.copy()
+    r2[500:] *= -3.0
+
+    def run(x: np.ndarray) -> np.ndarray:
+        cfg = LstmConfig(**{**SMALL, "epochs": 3})
+        return walk_forward({"lstm": LstmForecaster(cfg)}, ("A", "B"), x, warmup=450, refit_every=40)["lstm"].cov
+
+    a, b = run(r), run(r2)
+    assert np.array_equal(a[:501], b[:501], equal_nan=True)
+    assert not np.allclose(a[502:], b[502:])
+
+
+def make(tmp_path: Path, **kw: object) -> tuple[LstmForecaster, list[RiskEvent], FakeClock]:
+    events: list[RiskEvent] = []
+    clock = FakeClock(T0)
+    ctx = ComponentContext(clock, tmp_path, ("A", "B"), events.append)
+    return LstmForecaster(LstmConfig(**{**SMALL, **kw}), ctx), events, clock
+
+
+def test_fallback_then_background_training_then_lstm(tmp_path: Path) -> None:
+    fc, events, clock = make(tmp_path)
+    r = switching_corr(600, seed=4)
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and f.diagnostics["fallback_from"] == "lstm"
+    from plugins.forecasters.basic import EwmaConfig, EwmaForecaster
+
+    assert f.cov == pytest.approx(EwmaForecaster(EwmaConfig(half_life_hours=72.0)).forecast(("A", "B"), r).cov)
+    assert [e.kind for e in events] == ["forecast_fallback"] and "no checkpoint" in events[0].message
+    f.validate()
+    fc._thread.join(timeout=60)  # the forecast returned before training finished
+    assert (tmp_path / "lstm.pt").exists()
+    fc.forecast(("A", "B"), r)
+    assert len(events) == 1  # one event per reason, not per call
+    g = fc.forecast(("A", "B"), r)
+    assert g.model == "lstm"
+    g.validate()
+    # a fresh forecaster (daemon restart) loads the checkpoint
+    fc2, events2, _ = make(tmp_path, auto_retrain=False)
+    assert fc2.forecast(("A", "B"), r).cov == pytest.approx(g.cov, rel=1e-6)
+    assert events2 == []
+
+
+def test_fallback_when_stale_invalid_or_corrupt(tmp_path: Path) -> None:
+    fc, events, clock = make(tmp_path, auto_retrain=False, max_age_hours=48.0)
+    r = switching_corr(600, seed=5)
+    fc.retrain(("A", "B"), r, T0)
+    assert fc.forecast(("A", "B"), r).model == "lstm"
+    clock.t = T0 + timedelta(hours=49)
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and "stale" in f.diagnostics["reason"]
+    assert events[-1].kind == "forecast_fallback" and events[-1].where == "forecaster:lstm"
+    clock.t = T0 + timedelta(hours=1)
+    assert fc.forecast(("A", "B"), r).model == "lstm"
+    assert fc.forecast(("C", "D"), r).diagnostics["reason"] == "checkpoint made for other assets"
+    with torch.no_grad():
+        next(fc.net.head.parameters()).fill_(float("nan"))
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and f.diagnostics["reason"].startswith("invalid output")
+    f.validate()
+    (tmp_path / "lstm.pt").write_bytes(b"not a checkpoint")
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and "unreadable" in f.diagnostics["reason"]
+    assert len(events) == 4
+
+
+def test_inference_for_50_assets_is_fast(tmp_path: Path) -> None:
+    n = 50
+    fc = LstmForecaster(LstmConfig(min_train_hours=50))
+    net = build_net(n, fc.cfg.hidden, np.eye(n))
+    fc.net, fc.meta = net.eval(), {"assets": [f"a{i}" for i in range(n)], "scale": None}
+    r = np.random.default_rng(0).standard_normal((800, n)) * 1e-3
+    fc.predict(fc.meta["assets"], r)
+    times = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        f = fc.predict(fc.meta["assets"], r)
+        times.append(time.perf_counter() - t0)
+    f.validate()
+    assert float(np.median(times)) < 0.05
+
+
+def test_registered() -> None:
+    from bot.plugins import Registry, make_plugin_manager
+
+    assert ("forecaster", "lstm") in {(x.family, x.name) for x in Registry(make_plugin_manager())}
+
+
+def test_deseasonalised_lstm_scales_the_forecast_hour() -> None:
+    from plugins.forecasters.seasonal import hours_of_rows
+
+    t, loud = 24 * 40, 14
+    profile = np.where(np.arange(24) == loud, 3.0, 1.0)
+    r = switching_corr(t, seed=6) * profile[hours_of_rows(t, last_hour=loud - 1)][:, None]
+    fc = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 2, "deseasonalise": True}))
+    fc.fit(("A", "B"), r, last_hour=loud - 1)
+    before_loud = fc.predict(("A", "B"), r, last_hour=loud - 1)
+    plain = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 2}))
+    plain.fit(("A", "B"), r)
+    assert np.all(before_loud.sigma > 1.8 * plain.predict(("A", "B"), r).sigma)
