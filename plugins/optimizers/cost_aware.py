@@ -303,7 +303,8 @@ def solve_cost_aware(
     :param mu: expected returns in the units of the covariance's period; None: 0.
     :param lam: λ ≥ 0, the weight of μ.
     :param tol: target of the stationarity residual max |w_i ∂φ_i| / (ρ b_i) and of |Σw − 1|.
-    :param max_iter: most Newton steps (Cholesky factorisations) in total, erc's included.
+    :param max_iter: most Newton steps (Cholesky factorisations) of this stage; erc's stage before it
+        has the same limit on its own sweeps or Newton steps.
     :raises OptimizerError: unusable input or no convergence; ``InfeasibleBoundsError`` (from erc) for
         bounds that admit no fully invested portfolio.
     """
@@ -357,7 +358,7 @@ def solve_cost_aware(
     )
     x = np.clip(wl, np.minimum(lo[idx], hi[idx]), hi[idx])
     x = np.where(x > 0, x, np.minimum(1e-6, hi[idx]))
-    x, nu_s, free, ok = _solve_budget(prob, x, tol, max_iter - rp.iterations)
+    x, nu_s, free, ok = _solve_budget(prob, x, tol, max_iter)
     if not ok:
         raise OptimizerError(f"rp_cost: no convergence within max_iter={max_iter} Newton steps")
     # An asset within tol of w0 is not traded (rounding of the last Newton step would leave 1e-16

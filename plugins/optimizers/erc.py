@@ -66,6 +66,8 @@ semi-definite Σ, zero variance, budgets ≤ 0, NaN bounds, negative floors) and
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -80,6 +82,8 @@ from bot.domain import Forecast, Target
 from bot.errors import InfeasibleBoundsError, OptimizerError
 from bot.hookspecs import hookimpl
 from bot.riskmath import risk_contributions
+
+log = logging.getLogger(__name__)
 
 PSD_RTOL = 1e-10
 """Smallest eigenvalue allowed, relative to the largest variance (same rule as Forecast.validate)."""
@@ -209,9 +213,7 @@ def _check_inputs(
     hi = np.ones(n) if upper is None else _check_vector(upper, n, "upper bounds", labels)
     lo = np.zeros(n) if lower is None else _check_vector(lower, n, "lower bounds", labels)
     if (lo < 0).any():
-        raise OptimizerError(
-            f"erc: long-only, lower bounds must be >= 0; negative for {_pick(labels, lo < 0)}"
-        )
+        raise OptimizerError(f"erc: long-only, lower bounds must be >= 0; negative for {_pick(labels, lo < 0)}")
     hi = np.maximum(hi, 0.0)
     crossed = lo > hi
     if crossed.any():
@@ -220,8 +222,7 @@ def _check_inputs(
     if hi.sum() < 1.0 - BOUND_ATOL:
         names = _pick(labels, np.ones(n, bool))
         raise InfeasibleBoundsError(
-            f"erc: upper bounds sum to {hi.sum():.6g} < 1, no fully invested portfolio fits under the caps "
-            f"of {names}",
+            f"erc: upper bounds sum to {hi.sum():.6g} < 1, no fully invested portfolio fits under the caps of {names}",
             tuple(names),
         )
     if lo.sum() > 1.0 + BOUND_ATOL:
@@ -319,13 +320,9 @@ class _BoxProblem:
         try:
             return linalg.cho_factor(h, lower=True, overwrite_a=True, check_finite=False)
         except linalg.LinAlgError:  # S is PSD only to 1e-10; the barrier term makes this all but impossible
-            raise OptimizerError(
-                "erc: Newton system is not positive definite (covariance near-singular)"
-            ) from None
+            raise OptimizerError("erc: Newton system is not positive definite (covariance near-singular)") from None
 
-    def solve_joint(
-        self, x: np.ndarray, t: float, target: float, tol: float
-    ) -> tuple[np.ndarray, float] | None:
+    def solve_joint(self, x: np.ndarray, t: float, target: float, tol: float) -> tuple[np.ndarray, float] | None:
         """Newton on x and t together for a problem without bounds: F = (Sx + c − t b/x, Σx − target)
         = 0, from one Cholesky factor per step (the bordered system takes two back-substitutions).
 
@@ -542,9 +539,7 @@ def _active_set(
             return None
         idx = np.flatnonzero(free)
         c = s[np.ix_(idx, np.flatnonzero(~free))] @ w[~free] if (~free).any() else None
-        block = _BoxProblem(
-            s[np.ix_(idx, idx)], b[idx], np.zeros(len(idx)), np.full(len(idx), np.inf), budget, c
-        )
+        block = _BoxProblem(s[np.ix_(idx, idx)], b[idx], np.zeros(len(idx)), np.full(len(idx), np.inf), budget, c)
         start = np.maximum(w[idx], 1e-12)
         start *= room / start.sum()
         sxc = block.grad_part(start)
@@ -627,6 +622,10 @@ def solve_risk_budget(
     :raises OptimizerError: unusable input, or no convergence within ``max_iter``.
     :raises InfeasibleBoundsError: bounds that admit no fully invested portfolio (names the assets).
     """
+    if FAST_PATH:
+        fast = _solve_fast(cov, budgets, upper, lower, w0, tol, max_iter)
+        if fast is not None:
+            return fast
     s, labels = _check_cov(cov, names)
     n = s.shape[0]
     b, lo, hi = _check_inputs(n, labels, budgets, upper, lower, tol, max_iter)
@@ -682,6 +681,70 @@ def solve_risk_budget(
     return result
 
 
+# -- the compiled fast path ---------------------------------------------------------------------------
+
+FAST_PATH = True
+"""Try the compiled coordinate-descent kernel (plugins/optimizers/_ccd.py) before the Newton method.
+Tests switch it off to exercise the numpy method on its own."""
+_EMPTY = np.empty(0)
+_kernel: Any = None  # None: not loaded yet; False: unavailable (numba missing or failed to compile)
+
+
+def _load_kernel() -> Any:
+    """The numba kernel, imported and compiled (or loaded from numba's cache) on first use, so that
+    importing the plugin stays cheap. Any failure leaves the numpy method in charge, said once."""
+    global _kernel
+    if _kernel is None:
+        try:
+            _ccd = importlib.import_module("plugins.optimizers._ccd")
+            status = _ccd.solve(np.array([[1.0, 0.2], [0.2, 2.0]]), _EMPTY, _EMPTY, _EMPTY, _EMPTY, 1e-12, 100, 1e-8)
+            if status[0] != _ccd.OK:
+                raise RuntimeError(f"self-test returned status {status[0]}")
+            _kernel = _ccd.solve
+        except Exception as exc:  # noqa: BLE001 - numba import or compile errors are many; all mean "use numpy"
+            log.warning(
+                "erc: compiled coordinate-descent path unavailable (%s: %s); using the numpy solver",
+                type(exc).__name__,
+                exc,
+            )
+            _kernel = False
+    return _kernel
+
+
+def _vec(v: Any, n: int) -> np.ndarray | None:
+    if v is None:
+        return _EMPTY
+    a = np.ascontiguousarray(v, dtype=np.float64)
+    return a if a.shape == (n,) else None
+
+
+def _solve_fast(
+    cov: Any, budgets: Any, upper: Any, lower: Any, w0: Any, tol: float, max_iter: int
+) -> RiskBudgetResult | None:
+    """The kernel's answer, or None when it declines (odd input, a corner case, no convergence within
+    ``max_iter`` sweeps): then the Newton method solves, or words the error, from scratch."""
+    kernel = _kernel if _kernel is not None else _load_kernel()
+    if kernel is False:
+        return None
+    try:
+        c = np.ascontiguousarray(cov, dtype=np.float64)
+        n = c.shape[0]
+        if c.ndim != 2 or c.shape[1] != n or n < 2 or not (tol > 0 and max_iter >= 1):
+            return None
+        b, hi, lo = _vec(budgets, n), _vec(upper, n), _vec(lower, n)
+        start = _vec(w0, n) if w0 is None or np.shape(w0) == (n,) else _EMPTY
+    except (TypeError, ValueError):  # not numbers: the numpy method says what is wrong
+        return None
+    if b is None or hi is None or lo is None or start is None:
+        return None
+    status, w, capped, floored, sweeps, dev = kernel(
+        c, b, hi, lo, start, float(tol), int(max_iter), max(DEV_LIMIT, tol)
+    )
+    if status != 0:
+        return None
+    return RiskBudgetResult(w, sweeps, dev, capped, floored)
+
+
 # -- the plugin ---------------------------------------------------------------------------------------
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -730,9 +793,7 @@ class ErcOptimizer:
     def __init__(self, cfg: ErcConfig | None = None) -> None:
         self.cfg = cfg or ErcConfig()
 
-    def optimize(
-        self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray
-    ) -> Target:
+    def optimize(self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray) -> Target:
         assets = tuple(forecast.assets)
         res = solve_risk_budget(
             forecast.cov,

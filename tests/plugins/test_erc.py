@@ -3,11 +3,13 @@ solver, input errors and registration through the plugin hook."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
@@ -15,7 +17,7 @@ from bot.components import ComponentContext
 from bot.domain import Forecast, Target
 from bot.errors import ConfigError, InfeasibleBoundsError, OptimizerError
 from bot.plugins import Registry, make_plugin_manager
-from plugins.optimizers import erc
+from plugins.optimizers import _ccd, erc
 from plugins.optimizers.erc import ErcConfig, ErcOptimizer, budget_vector, solve_risk_budget
 
 
@@ -357,6 +359,7 @@ def test_nested_fallback_agrees_with_the_active_set_rounds(monkeypatch: pytest.M
     lower = np.minimum(lower, 0.9 * upper)
     primary = solve_risk_budget(cov, b, upper, lower)
     assert primary.capped.any() and primary.floored.any()
+    monkeypatch.setattr(erc, "FAST_PATH", False)  # the compiled path would answer first
     monkeypatch.setattr(erc, "_active_set", lambda *args: None)
     fallback = solve_risk_budget(cov, b, upper, lower)
     assert fallback.weights == pytest.approx(primary.weights, abs=1e-9)
@@ -375,6 +378,74 @@ def test_floors_that_force_a_hedge_have_no_risk_parity_portfolio() -> None:
 def test_iteration_limit() -> None:
     with pytest.raises(OptimizerError, match="max_iter=1"):
         solve_risk_budget(random_cov(20, 4, rank=2), max_iter=1)
+
+
+# -- the compiled fast path (plugins/optimizers/_ccd.py) ------------------------------------------------
+
+
+def test_import_leaves_numba_for_the_first_solve() -> None:
+    code = "import sys, plugins.optimizers.erc, plugins.optimizers.cost_aware; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.booleans())
+def test_coordinate_descent_agrees_with_the_newton_method(
+    problem: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], warm: bool
+) -> None:
+    # The kernel either answers (and then agrees with the independent Newton method, bounds' states
+    # included) or declines; it never returns something else.
+    cov, b, upper, lower = problem
+    w0 = np.random.default_rng(len(b)).dirichlet(np.ones(len(b))) if warm else np.empty(0)
+    status, w, capped, floored, sweeps, dev = _ccd.solve(cov, b, upper, lower, w0, 1e-12, 100, 1e-8)
+    assume(status == _ccd.OK)
+    erc_off = erc.FAST_PATH
+    try:
+        erc.FAST_PATH = False
+        ref = solve_risk_budget(cov, b, upper, lower)
+    finally:
+        erc.FAST_PATH = erc_off
+    assert np.max(np.abs(w - ref.weights)) <= 1e-9
+    assert capped.tolist() == ref.capped.tolist() and floored.tolist() == ref.floored.tolist()
+    free = ~(capped | floored)
+    assert dev == pytest.approx(dispersion(w, cov, b, free), abs=1e-12) and dev <= 1e-8
+    assert abs(w.sum() - 1.0) <= 1e-12 and 1 <= sweeps <= 100
+
+
+def test_the_kernel_answers_the_common_case_and_declines_the_rest() -> None:
+    cov = random_cov(40, 5, rank=4)
+    upper = np.full(40, 1.3 / 40)
+    e = np.empty(0)
+    assert _ccd.solve(cov, e, upper, e, e, 1e-12, 100, 1e-8)[0] == _ccd.OK
+    not_psd = cov.copy()
+    not_psd[0, 1] = not_psd[1, 0] = 2 * np.sqrt(cov[0, 0] * cov[1, 1])
+    nan = cov.copy()
+    nan[3, 4] = np.nan
+    zero_cap = upper.copy()
+    zero_cap[0] = 0.0
+    for args in ((not_psd, e), (nan, e), (cov, zero_cap), (cov, np.full(40, 1 / 40))):
+        assert _ccd.solve(args[0], e, args[1], e, e, 1e-12, 100, 1e-8)[0] == _ccd.BAD
+    assert _ccd.solve(cov, e, upper, e, e, 1e-12, 2, 1e-8)[0] == _ccd.NO_CONVERGENCE
+    # what it declines, the Newton method solves
+    res = solve_risk_budget(cov, upper=zero_cap)
+    assert res.weights[0] == 0.0 and res.capped[0] and res.dev <= 1e-8
+
+
+def test_without_numba_the_numpy_method_answers_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cov = random_cov(12, 3, rank=3)
+    upper = np.full(12, 1.2 / 12)
+    fast = solve_risk_budget(cov, upper=upper)
+    monkeypatch.setattr(erc, "_kernel", None)
+    monkeypatch.setitem(sys.modules, "plugins.optimizers._ccd", None)  # import fails as without numba
+    with caplog.at_level("WARNING", logger=erc.__name__):
+        slow = solve_risk_budget(cov, upper=upper)
+    assert "compiled coordinate-descent path unavailable" in caplog.text
+    assert erc._kernel is False
+    assert slow.weights == pytest.approx(fast.weights, abs=1e-10) and slow.dev <= 1e-8
+    assert slow.capped.tolist() == fast.capped.tolist()
 
 
 # -- the plugin --------------------------------------------------------------------------------------------
@@ -425,9 +496,7 @@ def test_options_are_validated(tmp_path: Path) -> None:
 def test_budget_option_shares_the_rest_equally() -> None:
     assert budget_vector(ASSETS, None) is None
     assert budget_vector(ASSETS, {"SPY": 0.4}) == pytest.approx([0.4, 0.2, 0.2, 0.2])
-    assert budget_vector(ASSETS, {"SPY": 2, "TLT": 1, "GLD": 1, "USTB": 4}) == pytest.approx(
-        [0.25, 0.125, 0.125, 0.5]
-    )
+    assert budget_vector(ASSETS, {"SPY": 2, "TLT": 1, "GLD": 1, "USTB": 4}) == pytest.approx([0.25, 0.125, 0.125, 0.5])
     with pytest.raises(OptimizerError, match=r"outside the universe: \['BTC'\]"):
         budget_vector(ASSETS, {"BTC": 0.1})
     with pytest.raises(OptimizerError, match="nothing left"):
@@ -440,7 +509,5 @@ def test_optimizer_applies_budgets_and_reports_floors() -> None:
     opt = ErcOptimizer(ErcConfig(budgets={"SPY": 0.4}))
     target = opt.optimize(forecast, upper=np.ones(4), lower=np.zeros(4), current=np.full(4, 0.25))
     assert target.risk_contributions == pytest.approx([0.4, 0.2, 0.2, 0.2], abs=1e-12)
-    floored = ErcOptimizer().optimize(
-        forecast, upper=np.ones(4), lower=np.array([0, 0, 0, 0.3]), current=np.zeros(4)
-    )
+    floored = ErcOptimizer().optimize(forecast, upper=np.ones(4), lower=np.array([0, 0, 0, 0.3]), current=np.zeros(4))
     assert floored.diagnostics["floored"] == ["USTB"] and floored.weights[3] == 0.3
