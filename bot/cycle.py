@@ -268,7 +268,8 @@ class Engine:
         state_dir = Path(str(Path(cfg.bot.ledger).with_suffix("")) + ".state")
         self.assets = cfg.asset_names
         self.venue_of = {a: s.venue for a, s in cfg.assets.items()}
-        ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit)
+        # the ledger is offered to venues that keep their own records in it (chain transactions)
+        ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit, extra={"ledger": self.ledger})
         try:
             self.c, self.names = build_components(cfg, self.registry, ctx)
         except Exception:
@@ -646,9 +647,13 @@ class Engine:
             pool.shutdown(wait=True)
         status = "done" if fresh else "expired"
         message = "; ".join(f"venue {v} failed: {m}" for v, m in failed_venues.items())
-        snapshot = self._snapshot(now, None)
+        try:
+            snapshot: SnapshotRow | None = self._snapshot(now, None)
+        except (VenueError, DataError) as exc:  # a venue that died mid-cycle: its legs are resolved later
+            snapshot = None
+            message = "; ".join(filter(None, [message, f"no closing snapshot: {exc}"]))
         held = None
-        if forecast is not None and snapshot.nav > 0:
+        if forecast is not None and snapshot is not None and snapshot.nav > 0:
             w = np.array([snapshot.positions[a] * snapshot.prices[a] for a in self.assets]) / snapshot.nav
             free = ~np.array([t.capped for t in self.ledger.targets_of(row.id)], dtype=bool)
             held = rc_dispersion(w, forecast.cov, free & (w > 0)) if (free & (w > 0)).any() else None

@@ -25,7 +25,8 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: the first ledger; 2: adds ``chain_tx`` (a new table, created on open: 1 upgrades in place)."""
 
 
 def _naive(dt: datetime) -> datetime:
@@ -130,6 +131,40 @@ class SnapshotRow(SQLModel, table=True):
     prices: dict[str, float] = Field(sa_column=Column(JSON))
 
 
+class ChainTxRow(SQLModel, table=True):
+    """One signed on-chain transaction of an order, written *before* it is broadcast.
+
+    The signed bytes are kept (never the key): after a crash the same transaction, with the same
+    hash and nonce, can be looked up or broadcast again, which can never execute twice.
+    """
+
+    __tablename__ = "chain_tx"
+    id: int | None = Field(default=None, primary_key=True)
+    tx_hash: str = Field(unique=True, index=True)
+    venue: str = Field(index=True)
+    client_id: str = Field(index=True)
+    step: str  # approve, deposit, redeem, swap, cancel
+    chain_id: int
+    sender: str
+    nonce: int
+    raw: str
+    asset: str
+    side: str
+    qty: float
+    decision_price: float
+    status: str = Field(index=True)  # signed, sent, mined, reverted, dropped
+    gas_limit: int
+    max_fee_per_gas: int
+    gas_used: int | None = None
+    effective_gas_price: int | None = None
+    gas_cost_native: float = 0.0
+    gas_cost_quote: float = 0.0
+    block_number: int | None = None
+    message: str = ""
+    created_at: datetime
+    updated_at: datetime
+
+
 class RiskEventRow(SQLModel, table=True):
     __tablename__ = "risk_event"
     id: int | None = Field(default=None, primary_key=True)
@@ -176,6 +211,10 @@ class Ledger:
             row = s.get(MetaRow, "schema_version")
             if row is None:
                 s.add(MetaRow(key="schema_version", value=str(SCHEMA_VERSION)))
+                s.commit()
+            elif int(row.value) < SCHEMA_VERSION:  # older ledgers only lack tables create_all just added
+                row.value = str(SCHEMA_VERSION)
+                s.add(row)
                 s.commit()
             elif int(row.value) > SCHEMA_VERSION:
                 raise LedgerError(
@@ -396,7 +435,36 @@ class Ledger:
         return {"fees": float(fee), "slippage": float(slip), "gas": float(gas), "traded": float(notional)}
 
 
-_TABLES = (MetaRow, CycleRow, TargetRow, OrderRow, FillRow, SnapshotRow, RiskEventRow)
+    # -- on-chain transactions ------------------------------------------------------------------------
+
+    def record_tx(self, row: ChainTxRow) -> None:
+        """Commit a signed transaction before it is broadcast (its hash is known from the signature)."""
+        now = _naive(datetime.now(UTC))
+        row.created_at = row.updated_at = now
+        with self.session() as s:
+            s.add(row)
+            s.commit()
+
+    def update_tx(self, tx_hash: str, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.exec(select(ChainTxRow).where(ChainTxRow.tx_hash == tx_hash)).one()
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = _naive(datetime.now(UTC))
+            s.add(row)
+            s.commit()
+
+    def txs(self, *, venue: str | None = None, client_id: str | None = None) -> list[ChainTxRow]:
+        with self.session() as s:
+            q = select(ChainTxRow)
+            if venue is not None:
+                q = q.where(ChainTxRow.venue == venue)
+            if client_id is not None:
+                q = q.where(ChainTxRow.client_id == client_id)
+            return list(s.exec(q.order_by(ChainTxRow.id)))  # type: ignore[arg-type]
+
+
+_TABLES = (MetaRow, CycleRow, TargetRow, OrderRow, FillRow, SnapshotRow, ChainTxRow, RiskEventRow)
 
 
 def _event_row(e: RiskEvent) -> RiskEventRow:

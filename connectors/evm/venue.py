@@ -1,0 +1,914 @@
+"""The ``evm`` venue: tokenized funds (ERC-4626 vaults) and tokens on constant-product pools.
+
+Trading. A buy of fund shares deposits the stablecoin (``previewMint`` of the shares wanted), a
+sell redeems shares; a buy or sell of a pool token swaps against the stablecoin with a minimum
+output of the quote less ``max_slippage_bps``. Approvals are for the exact amount of the trade.
+Before anything is signed: permissioned tokens are checked the ERC-3643 way (``identityRegistry()
+.isVerified`` and ``compliance().canTransfer`` for the account and the counterparty), so an
+ineligible trade is a clear ``InvalidOrder`` ("not eligible") instead of a paid revert; balances
+are checked (``InsufficientFunds``); the base fee plus the priority fee is checked against the
+gas policy's cap (over it: skipped, ``gas_cap`` risk event); the gas is estimated, which also
+reveals a revert for free (decoded: ``Error(string)``, panics, every custom error of the ABIs).
+
+Never lost, never doubled. Every transaction is signed locally, so its hash is known before it is
+broadcast; the hash, the nonce and the signed bytes go to the ledger's ``chain_tx`` table *before*
+the node sees anything. After a crash, ``fetch_order`` and ``reconcile`` look the hashes up:
+mined ones give the fills (from the receipt's Deposit/Withdraw/Swap events), pending ones are
+waited for, a signed transaction the node never saw is broadcast again byte for byte (same nonce,
+same hash: it can execute once at most), and one whose nonce another transaction consumed is
+dropped for good. Only an order with no main transaction in the ledger is ever sent anew. Gas is
+costed in the quote currency (receipt gas × effective price × the native token's price) and goes
+with the fill; a reverted transaction's gas is a fill of quantity 0. An unreachable node, a
+revert, a transaction dropped or not mined in time raise ``VenueError``: the cycle fails this
+venue (risk event) and goes on with the others.
+
+Cash. The stablecoin balance plus, by default, the native balance valued in the quote currency
+(``count_native_as_cash``): gas is paid from it, so every fill's ``qty·price + fee + gas`` is
+exactly what the wallet lost. Keep only a gas reserve in the native token.
+
+Keys. From an encrypted keystore file whose password is in an environment variable, or a hex key
+in an environment variable; the options hold only the *names*. The key is never logged, printed
+or stored; only signed transactions are.
+
+Paper (``paper = true``). Nothing is signed or sent: the trade's own call is run with ``eth_call``
+against the live contracts from the configured ``account`` with its token balance and allowance
+overridden (ERC-20 storage slots, OpenZeppelin layout by default), which gives the exact output;
+the gas is estimated the same way and costed at the current base fee. Cash and positions live in
+a journal under the state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from eth_account import Account
+from eth_utils import keccak
+from pydantic import Field, model_validator
+from web3 import Web3
+from web3.exceptions import ContractLogicError, TransactionNotFound
+
+from bot.components import ComponentConfig, ComponentContext
+from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, RiskEvent, Severity
+from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
+from bot.ledger import ChainTxRow, Ledger
+from connectors.evm.chain import BlockIndex, NonceManager, RevertDecoder, Unreachable, abis, connect, rpc
+from connectors.evm.data import traded_units
+
+log = logging.getLogger("rwabot.evm")
+
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+MAIN_STEPS = ("deposit", "redeem", "swap")
+CASH = "__cash__"
+
+
+class EvmAssetConfig(ComponentConfig):
+    """One asset on the chain: fund shares (``vault``) or a token traded on a pool (``pool``)."""
+
+    kind: Literal["vault", "pool"]
+    address: str = Field(pattern=ADDRESS, description="the vault (its shares are the asset) or the token")
+    pool: str | None = Field(default=None, pattern=ADDRESS, description="kind pool: the pool contract")
+    decimals: int = Field(default=18, ge=0, le=36)
+    permissioned: bool = Field(default=False, description="check ERC-3643 eligibility before trading")
+    qty_step: float = Field(default=1e-6, gt=0)
+    min_notional: float = Field(default=1.0, ge=0)
+    balance_slot: int = Field(default=0, ge=0, description="paper: storage slot of the ERC-20 balances")
+    allowance_slot: int = Field(default=1, ge=0, description="paper: storage slot of the ERC-20 allowances")
+
+    @model_validator(mode="after")
+    def _pool(self) -> EvmAssetConfig:
+        if (self.kind == "pool") != (self.pool is not None):
+            raise ValueError("pool is required for kind 'pool' and not allowed for kind 'vault'")
+        return self
+
+
+class GasPolicy(ComponentConfig):
+    max_fee_gwei: float = Field(default=100.0, gt=0, description="cap: skip the trade when base + priority exceeds it")
+    priority_fee_gwei: float = Field(default=1.0, ge=0)
+    gas_limit_multiplier: float = Field(default=1.25, ge=1.0, le=5.0, description="over the node's estimate")
+    max_cost_bps: float | None = Field(default=None, gt=0, description="skip when gas would cost more of notional")
+
+
+class EvmVenueConfig(ComponentConfig):
+    """Options of the ``evm`` venue. Keys are *names* of environment variables or a keystore path."""
+
+    rpc_url: str = Field(min_length=1)
+    chain_id: int = Field(ge=1)
+    quote_token: str = Field(pattern=ADDRESS, description="the stablecoin cash is held in")
+    quote_decimals: int = Field(default=6, ge=0, le=36)
+    assets: dict[str, EvmAssetConfig] = Field(min_length=1)
+    confirmations: int = Field(default=1, ge=1, le=100)
+    gas: GasPolicy = Field(default_factory=GasPolicy)
+    native_price: float | None = Field(default=None, gt=0, description="quote per native token, fixed")
+    native_price_feed: str | None = Field(default=None, pattern=ADDRESS, description="AggregatorV3 native/quote")
+    count_native_as_cash: bool = True
+    max_slippage_bps: float = Field(default=50.0, ge=0, le=5000)
+    deadline_s: int = Field(default=600, ge=10, le=86_400)
+    receipt_timeout_s: float = Field(default=120.0, gt=0, le=3600)
+    poll_interval_s: float = Field(default=0.5, ge=0, le=60)
+    rpc_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    key_env: str | None = Field(default="RWABOT_EVM_KEY", min_length=1)
+    keystore: str | None = Field(default=None, min_length=1, description="encrypted JSON keystore file")
+    keystore_password_env: str | None = Field(default=None, min_length=1)
+    paper: bool = False
+    account: str | None = Field(default=None, pattern=ADDRESS, description="paper: the address simulated")
+    paper_cash: float = Field(default=1_000_000.0, ge=0)
+    quote_balance_slot: int = Field(default=0, ge=0)
+    quote_allowance_slot: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _checks(self) -> EvmVenueConfig:
+        if (self.native_price is None) == (self.native_price_feed is None):
+            raise ValueError("give exactly one of native_price and native_price_feed (to cost gas in the quote)")
+        if self.paper and self.account is None:
+            raise ValueError("paper mode needs account: the address whose trades are simulated")
+        if self.keystore is not None and self.keystore_password_env is None:
+            raise ValueError("keystore needs keystore_password_env: the variable holding its password")
+        return self
+
+
+def load_signer(cfg: EvmVenueConfig, where: str) -> Any:
+    """The signing account from the keystore or the key variable; errors name the source, never a secret."""
+    if cfg.keystore is not None:
+        pw_env = cfg.keystore_password_env or ""
+        password = os.environ.get(pw_env)
+        if password is None:
+            raise ConfigError(f"{where}.keystore_password_env: environment variable {pw_env} is not set")
+        try:
+            blob = json.loads(Path(cfg.keystore).expanduser().read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{where}.keystore: cannot read keystore {cfg.keystore}: {type(exc).__name__}") from None
+        try:
+            key = Account.decrypt(blob, password)
+        except Exception:
+            raise ConfigError(f"{where}.keystore: cannot decrypt {cfg.keystore} (wrong password?)") from None
+    else:
+        if cfg.key_env is None:
+            raise ConfigError(f"{where}: live trading needs key_env or keystore")
+        key = os.environ.get(cfg.key_env)
+        if not key:
+            raise ConfigError(f"{where}.key_env: environment variable {cfg.key_env} is not set")
+    try:
+        return Account.from_key(key)
+    except Exception:
+        raise ConfigError(f"{where}: the key is not a valid secp256k1 private key") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An order turned into chain amounts, before anything is signed."""
+
+    asset: str
+    a: EvmAssetConfig
+    side: str
+    qty_raw: int
+    step: str
+    call: Any  # the bound contract function of the main transaction
+    approve_token: Any | None
+    spender: str | None
+    amount_in: int
+    expected_out: int
+    min_out: int
+
+
+class PaperJournal:
+    """Paper mode's account: cash, positions and simulated orders, durable under the state dir."""
+
+    def __init__(self, path: Path, cash: float) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS balance (asset TEXT PRIMARY KEY, qty REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_order (client_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+            """
+        )
+        self.db.execute("INSERT OR IGNORE INTO balance VALUES (?, ?)", (CASH, cash))
+
+    def balances(self) -> Balances:
+        with self.lock:
+            rows = self.db.execute("SELECT asset, qty FROM balance").fetchall()
+        cash = next((q for a, q in rows if a == CASH), 0.0)
+        return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
+
+    def get(self, client_id: str) -> OrderState | None:
+        with self.lock:
+            row = self.db.execute("SELECT state FROM paper_order WHERE client_id=?", (client_id,)).fetchone()
+        if row is None:
+            return None
+        d = json.loads(row[0])
+        fills = tuple(Fill(**{**f, "time": datetime.fromisoformat(f["time"])}) for f in d["fills"])
+        return OrderState(d["client_id"], OrderStatus(d["status"]), d["filled_qty"], fills, d["venue_order_id"],
+                          d["message"])  # fmt: skip
+
+    def book(self, state: OrderState, asset: str, cash_delta: float, qty_delta: float) -> None:
+        d = {
+            "client_id": state.client_id, "status": state.status.value, "filled_qty": state.filled_qty,
+            "venue_order_id": state.venue_order_id, "message": state.message,
+            "fills": [{**f.__dict__, "time": f.time.isoformat()} for f in state.fills],
+        }  # fmt: skip
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("INSERT INTO paper_order VALUES (?, ?)", (state.client_id, json.dumps(d)))
+                self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
+                self.db.execute(
+                    "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
+                    (asset, qty_delta),
+                )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class EvmVenue:
+    """A wallet on an EVM chain trading tokenized funds and pool tokens against a stablecoin."""
+
+    def __init__(self, name: str, cfg: EvmVenueConfig, ctx: ComponentContext) -> None:
+        self.name = name
+        self.cfg = cfg
+        self.clock = ctx.clock
+        self.emit = ctx.emit
+        where = f"venues.{name}.options"
+        unknown = [a for a in cfg.assets if a not in ctx.assets]
+        if ctx.assets and unknown:
+            log.info("venue %s: assets %s are configured but not traded", name, unknown)
+        self.w3: Web3 = connect(cfg.rpc_url, cfg.rpc_timeout_s)
+        self._signer: Any = None
+        if cfg.paper:
+            self.address = Web3.to_checksum_address(cfg.account or "")
+            self.journal: PaperJournal | None = PaperJournal(
+                Path(ctx.state_dir) / f"evm-paper-{name}.sqlite", cfg.paper_cash
+            )
+        else:
+            self._signer = load_signer(cfg, where)
+            self.address = self._signer.address
+            if cfg.account is not None and Web3.to_checksum_address(cfg.account) != self.address:
+                raise ConfigError(f"{where}.account: {cfg.account} is not the address of the configured key")
+            self.journal = None
+        led = ctx.extra.get("ledger")
+        self._own_ledger = led is None
+        self.ledger: Ledger = led if led is not None else Ledger(Path(ctx.state_dir) / f"evm-{name}.sqlite")
+        a = abis()
+        self.stable = self.w3.eth.contract(address=Web3.to_checksum_address(cfg.quote_token), abi=a["Stablecoin"])
+        self.contracts: dict[str, Any] = {}
+        self.pools: dict[str, Any] = {}
+        for asset, ac in cfg.assets.items():
+            abi = a["FundVault"] if ac.kind == "vault" else a["RwaToken"]
+            self.contracts[asset] = self.w3.eth.contract(address=Web3.to_checksum_address(ac.address), abi=abi)
+            if ac.pool:
+                self.pools[asset] = self.w3.eth.contract(
+                    address=Web3.to_checksum_address(ac.pool), abi=a["ConstantProductPool"]
+                )
+        self.feed = (
+            self.w3.eth.contract(address=Web3.to_checksum_address(cfg.native_price_feed), abi=a["PriceFeed"])
+            if cfg.native_price_feed
+            else None
+        )
+        self.decoder = RevertDecoder()
+        self.index = BlockIndex(self.w3)
+        self.nonces = NonceManager(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
+        self._checked_chain = False
+        self._fee_bps: dict[str, int] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:  # never the key
+        return f"EvmVenue({self.name!r}, chain {self.cfg.chain_id}, {self.address}, paper={self.cfg.paper})"
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _rpc(self, what: str, fn: Any) -> Any:
+        if not self._checked_chain:
+            cid = rpc(self.name, "eth_chainId", lambda: self.w3.eth.chain_id)
+            if cid != self.cfg.chain_id:
+                raise VenueError(
+                    self.name, f"node {self.cfg.rpc_url} is on chain {cid}, config says {self.cfg.chain_id}"
+                )
+            self._checked_chain = True
+        return rpc(self.name, what, fn)
+
+    def _event(self, kind: str, message: str, sev: Severity = Severity.WARNING, **data: Any) -> None:
+        self.emit(RiskEvent(kind, sev, f"venue:{self.name}", message, self.clock.now(), None, data))
+
+    def _asset(self, asset: str) -> EvmAssetConfig:
+        try:
+            return self.cfg.assets[asset]
+        except KeyError:
+            raise InvalidOrder(self.name, f"asset {asset} is not configured on this venue") from None
+
+    def _unit(self, asset: str) -> int:
+        return 10 ** self._asset(asset).decimals
+
+    @property
+    def _q(self) -> int:
+        return 10**self.cfg.quote_decimals
+
+    def native_price(self) -> float:
+        if self.cfg.native_price is not None:
+            return self.cfg.native_price
+        assert self.feed is not None
+        _, answer, _, _, _ = self._rpc("native price feed", lambda: self.feed.functions.latestRoundData().call())
+        dec = self._rpc("feed decimals", lambda: self.feed.functions.decimals().call())
+        if answer <= 0:
+            raise VenueError(self.name, f"native price feed {self.feed.address} answers {answer}")
+        return answer / 10**dec
+
+    def fee_bps(self, asset: str) -> int:
+        if asset not in self._fee_bps:
+            self._fee_bps[asset] = int(self._rpc("pool fee", lambda: self.pools[asset].functions.feeBps().call()))
+        return self._fee_bps[asset]
+
+    def _latest(self) -> Any:
+        return self._rpc("latest block", lambda: self.w3.eth.get_block("latest"))
+
+    # -- Venue protocol: rules, quotes, balances --------------------------------------------------------
+
+    def market(self, asset: str) -> MarketInfo:
+        a = self._asset(asset)
+        fee = self.fee_bps(asset) / 1e4 if a.kind == "pool" else 0.0
+        return MarketInfo(asset, a.qty_step, a.qty_step, a.min_notional, 10.0**-self.cfg.quote_decimals, fee)
+
+    def quote(self, asset: str) -> Quote:
+        a = self._asset(asset)
+        one = self._unit(asset)
+        c = self.contracts[asset]
+        try:
+            if a.kind == "vault":
+                bid = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(one).call()) / self._q
+                ask = self._rpc("previewMint", lambda: c.functions.previewMint(one).call()) / self._q
+            else:
+                p = self.pools[asset]
+                bid = self._rpc("getAmountOut", lambda: p.functions.getAmountOut(one, c.address).call()) / self._q
+                ask = self._rpc("getAmountIn", lambda: p.functions.getAmountIn(one, c.address).call()) / self._q
+        except ContractLogicError as exc:
+            raise VenueError(self.name, f"no quote for {asset}: {self.decoder.from_exception(exc)}") from None
+        if not (0 < bid <= ask) or not math.isfinite(ask):
+            raise VenueError(self.name, f"invalid quote for {asset}: bid {bid}, ask {ask}", retryable=True)
+        block = self._latest()
+        vol = self._hourly_volume(asset, block)
+        return Quote(asset, bid, ask, datetime.fromtimestamp(block["timestamp"], UTC), vol)
+
+    def _hourly_volume(self, asset: str, block: Any) -> float:
+        """Units traded in the last hour of blocks (the data source gives the hourly bars proper)."""
+        a = self._asset(asset)
+        return traded_units(
+            self.w3, self.name, a.kind, self.contracts[asset], self.pools.get(asset), a.decimals,
+            int(block["timestamp"]) - 3600, int(block["timestamp"]), int(block["number"]), self.index,
+        )  # fmt: skip
+
+    def balances(self) -> Balances:
+        if self.journal is not None:
+            return self.journal.balances()
+        cash = self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()) / self._q
+        if self.cfg.count_native_as_cash:
+            wei = self._rpc("native balance", lambda: self.w3.eth.get_balance(self.address))
+            cash += wei / 1e18 * self.native_price()
+        positions: dict[str, float] = {}
+        for asset, c in self.contracts.items():
+            raw = self._rpc(f"balanceOf {asset}", lambda c=c: c.functions.balanceOf(self.address).call())
+            if raw:
+                positions[asset] = raw / self._unit(asset)
+        return Balances(cash, positions)
+
+    # -- preparing a trade --------------------------------------------------------------------------------
+
+    def _eligible(self, asset: str, frm: str | None, to: str | None, amount: int) -> None:
+        """ERC-3643 checks through the token's identity registry and compliance module."""
+        a = self._asset(asset)
+        if not a.permissioned:
+            return
+        token = self.contracts[asset]
+        abi = abis()["RwaToken"]
+        try:
+            reg = self.w3.eth.contract(
+                address=self._rpc("identityRegistry", lambda: token.functions.identityRegistry().call()), abi=abi
+            )
+            comp = self.w3.eth.contract(
+                address=self._rpc("compliance", lambda: token.functions.compliance().call()), abi=abi
+            )
+            for who in (frm, to):
+                if who is not None and not self._rpc("isVerified", lambda w=who: reg.functions.isVerified(w).call()):
+                    role = "this account" if who == self.address else "the counterparty"
+                    self._refuse_ineligible(asset, f"{role} {who} is not verified in {asset}'s identity registry")
+            zero = "0x" + "00" * 20
+            ok = self._rpc("canTransfer", lambda: comp.functions.canTransfer(frm or zero, to or zero, amount).call())
+        except ContractLogicError as exc:
+            raise VenueError(self.name, f"eligibility of {asset}: {self.decoder.from_exception(exc)}") from None
+        if not ok:
+            self._refuse_ineligible(asset, f"compliance refuses the transfer {frm or 'mint'} -> {to or 'burn'}")
+
+    def _refuse_ineligible(self, asset: str, why: str) -> None:
+        msg = f"not eligible to trade {asset}: {why}; nothing sent"
+        self._event("not_eligible", msg, Severity.CRITICAL, asset=asset)
+        raise InvalidOrder(self.name, msg)
+
+    def _prepare(self, order: Order, *, deadline: int) -> Prepared:
+        a = self._asset(order.asset)
+        if not (order.qty > 0 and math.isfinite(order.qty)):
+            raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
+        qty_raw = int(round(order.qty * self._unit(order.asset)))
+        c = self.contracts[order.asset]
+        me = self.address
+        if a.kind == "pool" and order.side == "buy":
+            # x·y = k only gets dearer with size: the mid is a lower bound of the cost, checked before
+            # asking the pool for an exact amount it may not even have
+            rb, rq = self._rpc("getReserves", lambda: self.pools[order.asset].functions.getReserves().call())
+            floor_cost = qty_raw * rq // max(rb, 1)
+            cash = self._cash_raw()
+            if rb <= qty_raw or cash < floor_cost:
+                raise InsufficientFunds(
+                    self.name,
+                    f"order {order.client_id}: buying {order.qty} {order.asset} costs more than "
+                    f"{floor_cost / self._q:.2f} (pool base reserve {rb / self._unit(order.asset):.4f}); "
+                    f"cash {cash / self._q:.2f}",
+                )
+        slip = self.cfg.max_slippage_bps / 1e4
+        try:
+            if a.kind == "vault":
+                if order.side == "buy":
+                    self._eligible(order.asset, None, me, qty_raw)
+                    amount_in = self._rpc("previewMint", lambda: c.functions.previewMint(qty_raw).call())
+                    out = self._rpc("previewDeposit", lambda: c.functions.previewDeposit(amount_in).call())
+                    return Prepared(order.asset, a, "buy", qty_raw, "deposit", c.functions.deposit(amount_in, me),
+                                    self.stable, c.address, amount_in, out, out)  # fmt: skip
+                self._eligible(order.asset, me, None, qty_raw)
+                out = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(qty_raw).call())
+                return Prepared(order.asset, a, "sell", qty_raw, "redeem", c.functions.redeem(qty_raw, me, me),
+                                None, None, qty_raw, out, out)  # fmt: skip
+            p = self.pools[order.asset]
+            if order.side == "buy":
+                self._eligible(order.asset, p.address, me, qty_raw)
+                amount_in = self._rpc("getAmountIn", lambda: p.functions.getAmountIn(qty_raw, c.address).call())
+                min_out = int(qty_raw * (1 - slip))
+                call = p.functions.swap(self.stable.address, amount_in, min_out, me, deadline)
+                return Prepared(order.asset, a, "buy", qty_raw, "swap", call, self.stable, p.address, amount_in,
+                                qty_raw, min_out)  # fmt: skip
+            self._eligible(order.asset, me, p.address, qty_raw)
+            out = self._rpc("getAmountOut", lambda: p.functions.getAmountOut(qty_raw, c.address).call())
+            call = p.functions.swap(c.address, qty_raw, int(out * (1 - slip)), me, deadline)
+            return Prepared(order.asset, a, "sell", qty_raw, "swap", call, c, p.address, qty_raw, out,
+                            int(out * (1 - slip)))  # fmt: skip
+        except ContractLogicError as exc:
+            raise InvalidOrder(self.name, f"order {order.client_id}: {self.decoder.from_exception(exc)}") from None
+
+    def _cash_raw(self) -> int:
+        if self.journal is not None:
+            return int(self.journal.balances().cash * self._q)
+        return int(self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()))
+
+    def _check_funds(self, order: Order, prep: Prepared) -> None:
+        if prep.side == "buy":
+            have = self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call())
+            what, unit = self.cfg.quote_token, self._q
+        else:
+            c = self.contracts[order.asset]
+            have = self._rpc("balanceOf", lambda: c.functions.balanceOf(self.address).call())
+            what, unit = order.asset, self._unit(order.asset)
+        if have < prep.amount_in:
+            raise InsufficientFunds(
+                self.name,
+                f"order {order.client_id}: needs {prep.amount_in / unit:.6f} of {what}, "
+                f"the wallet has {have / unit:.6f}",
+            )
+
+    def _fees(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) in wei, or a gas_cap skip."""
+        base = int(self._latest().get("baseFeePerGas") or 0)
+        prio = int(self.cfg.gas.priority_fee_gwei * 1e9)
+        cap = int(self.cfg.gas.max_fee_gwei * 1e9)
+        if base + prio > cap:
+            msg = (
+                f"gas fee {(base + prio) / 1e9:.3f} gwei (base {base / 1e9:.3f} + priority {prio / 1e9:.3f}) "
+                f"exceeds the cap of {cap / 1e9:.3f} gwei; trade skipped"
+            )
+            self._event("gas_cap", msg, base_fee_gwei=base / 1e9, cap_gwei=cap / 1e9)
+            raise InvalidOrder(self.name, msg)
+        return min(cap, 2 * base + prio), prio
+
+    # -- live trading ------------------------------------------------------------------------------------
+
+    def place_order(self, order: Order) -> OrderState:
+        with self._lock:
+            if self.journal is not None:
+                return self._paper_place(order)
+            rows = self.ledger.txs(venue=self.name, client_id=order.client_id)
+            if any(r.step in MAIN_STEPS for r in rows):
+                return self._resume(order.client_id)
+            block = self._latest()
+            prep = self._prepare(order, deadline=int(block["timestamp"]) + self.cfg.deadline_s)
+            self._check_funds(order, prep)
+            max_fee, prio = self._fees()
+            if prep.approve_token is not None:
+                allowance = self._rpc(
+                    "allowance", lambda: prep.approve_token.functions.allowance(self.address, prep.spender).call()
+                )
+                if allowance != prep.amount_in:  # exact-amount approval, never unlimited
+                    approve = prep.approve_token.functions.approve(prep.spender, prep.amount_in)
+                    row = self._send(order, "approve", approve, max_fee, prio, notional=None)
+                    receipt = self._wait(row)
+                    if receipt["status"] != 1:
+                        raise VenueError(self.name, f"approval {row.tx_hash} reverted: {row.message}")
+            notional = prep.amount_in / self._q if prep.side == "buy" else prep.expected_out / self._q
+            row = self._send(order, prep.step, prep.call, max_fee, prio, notional=notional)
+            receipt = self._wait(row)
+            if receipt["status"] != 1:
+                fresh = next(r for r in self.ledger.txs(venue=self.name, client_id=order.client_id)
+                             if r.tx_hash == row.tx_hash)  # fmt: skip
+                raise VenueError(self.name, f"order {order.client_id}: {prep.step} {row.tx_hash} {fresh.message}")
+            state = self._state(order.client_id)
+            assert state is not None
+            return state
+
+    def _send(self, order: Order, step: str, fn: Any, max_fee: int, prio: int, *, notional: float | None) -> ChainTxRow:
+        """Estimate, sign, write to the ledger, then broadcast; returns the ledger row."""
+        tx = {"from": self.address, "to": fn.address, "data": fn._encode_transaction_data(), "value": 0}
+        try:
+            gas = self._rpc(f"estimate {step}", lambda: self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            reason = self.decoder.from_exception(exc)
+            msg = f"order {order.client_id}: {step} of {order.asset} would revert: {reason}; nothing sent"
+            self._event("tx_reverted", msg, Severity.CRITICAL, client_id=order.client_id, reason=reason)
+            raise VenueError(self.name, msg) from None
+        gas_limit = int(gas * self.cfg.gas.gas_limit_multiplier)
+        if notional and self.cfg.gas.max_cost_bps is not None:
+            cost = gas_limit * max_fee / 1e18 * self.native_price()
+            if cost > notional * self.cfg.gas.max_cost_bps / 1e4:
+                msg = (
+                    f"order {order.client_id}: gas up to {cost:.4f} would exceed {self.cfg.gas.max_cost_bps} bps "
+                    f"of {notional:.2f}; trade skipped"
+                )
+                self._event("gas_cap", msg, client_id=order.client_id)
+                raise InvalidOrder(self.name, msg)
+        nonce = self._rpc("nonce", self.nonces.reserve)
+        full = {
+            "type": 2, "chainId": self.cfg.chain_id, "nonce": nonce, "to": fn.address, "data": tx["data"],
+            "value": 0, "gas": gas_limit, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": prio,
+        }  # fmt: skip
+        signed = self._signer.sign_transaction(full)
+        tx_hash = "0x" + bytes(signed.hash).hex()
+        row = ChainTxRow(
+            tx_hash=tx_hash, venue=self.name, client_id=order.client_id, step=step, chain_id=self.cfg.chain_id,
+            sender=self.address, nonce=nonce, raw="0x" + bytes(signed.raw_transaction).hex(), asset=order.asset,
+            side=order.side, qty=order.qty, decision_price=order.decision_price, status="signed",
+            gas_limit=gas_limit, max_fee_per_gas=max_fee,
+            created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+        )  # fmt: skip
+        self.ledger.record_tx(row)  # durable before the node sees it
+        self._broadcast(row)
+        return row
+
+    def _broadcast(self, row: ChainTxRow) -> None:
+        try:
+            self._rpc("send", lambda: self.w3.eth.send_raw_transaction(row.raw))
+        except Unreachable:
+            self.nonces.resync()
+            raise  # maybe sent, maybe not: the hash is in the ledger and is looked up before anything else
+        except VenueError as exc:
+            text = str(exc).lower()
+            if "already known" in text or "already imported" in text:
+                pass  # the node has it: the same bytes, the same hash
+            else:
+                self.nonces.resync()
+                self.ledger.update_tx(row.tx_hash, status="dropped", message=f"refused by the node: {exc}"[:500])
+                self._event("tx_dropped", f"{row.step} {row.tx_hash} refused by the node: {exc}", Severity.CRITICAL)
+                raise VenueError(self.name, f"{row.step} {row.tx_hash} refused by the node: {exc}") from None
+        self.ledger.update_tx(row.tx_hash, status="sent")
+
+    def _wait(self, row: ChainTxRow, timeout: float | None = None) -> Any:
+        """The receipt after ``confirmations`` blocks; a dropped transaction is rebroadcast once."""
+        deadline = time.monotonic() + (self.cfg.receipt_timeout_s if timeout is None else timeout)
+        rebroadcast = False
+        while True:
+            receipt = self._receipt(row)
+            if receipt is not None:
+                head = self._rpc("block number", lambda: self.w3.eth.block_number)
+                if head - receipt["blockNumber"] + 1 >= self.cfg.confirmations:
+                    self._record_receipt(row, receipt)
+                    return receipt
+            elif not self._known(row):
+                used = self._rpc("nonce", lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
+                if used > row.nonce:
+                    # another transaction took this nonce (a replacement, or the wallet used elsewhere)
+                    msg = f"{row.step} {row.tx_hash} was dropped: nonce {row.nonce} is used by another transaction"
+                    self.ledger.update_tx(row.tx_hash, status="dropped", message=msg)
+                    self.nonces.resync()
+                    self._event("tx_dropped", msg, Severity.CRITICAL, client_id=row.client_id)
+                    raise VenueError(self.name, msg)
+                if rebroadcast:
+                    msg = f"{row.step} {row.tx_hash} keeps disappearing from the mempool; left in flight"
+                    self._event("tx_dropped", msg, Severity.WARNING, client_id=row.client_id)
+                    raise VenueError(self.name, msg, retryable=True)
+                log.warning(
+                    "venue %s: %s %s not in the mempool; broadcasting it again", self.name, row.step, row.tx_hash
+                )
+                self._broadcast(row)
+                rebroadcast = True
+            if time.monotonic() > deadline:
+                msg = f"{row.step} {row.tx_hash} not confirmed within the timeout; it stays in flight"
+                self._event("tx_timeout", msg, client_id=row.client_id)
+                raise VenueError(self.name, msg, retryable=True)
+            time.sleep(self.cfg.poll_interval_s)
+
+    def _receipt(self, row: ChainTxRow) -> Any:
+        try:
+            return self._rpc("receipt", lambda: self.w3.eth.get_transaction_receipt(row.tx_hash))
+        except TransactionNotFound:
+            return None
+
+    def _known(self, row: ChainTxRow) -> bool:
+        try:
+            self._rpc("transaction", lambda: self.w3.eth.get_transaction(row.tx_hash))
+            return True
+        except TransactionNotFound:
+            return False
+
+    def _record_receipt(self, row: ChainTxRow, receipt: Any) -> None:
+        price = int(receipt.get("effectiveGasPrice") or 0)
+        native = receipt["gasUsed"] * price / 1e18
+        fields: dict[str, Any] = dict(
+            gas_used=int(receipt["gasUsed"]), effective_gas_price=price, gas_cost_native=native,
+            gas_cost_quote=native * self.native_price(), block_number=int(receipt["blockNumber"]),
+            status="mined" if receipt["status"] == 1 else "reverted",
+        )  # fmt: skip
+        if receipt["status"] != 1:
+            reason = self._replay(row, receipt)
+            fields["message"] = f"reverted: {reason}"[:500]
+            self._event("tx_reverted", f"{row.step} {row.tx_hash} of {row.client_id} reverted on chain: {reason}",
+                        Severity.CRITICAL, client_id=row.client_id, reason=reason)  # fmt: skip
+        self.ledger.update_tx(row.tx_hash, **fields)
+
+    def _replay(self, row: ChainTxRow, receipt: Any) -> str:
+        """Why a mined transaction reverted: the same call replayed on the state of its block."""
+        tx = self._rpc("transaction", lambda: self.w3.eth.get_transaction(row.tx_hash))
+        call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+        try:
+            self._rpc("replay", lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1))
+        except ContractLogicError as exc:
+            return self.decoder.from_exception(exc)
+        try:  # the state before the block passes: something earlier in the block made it revert
+            self._rpc("replay", lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"]))
+        except ContractLogicError as exc:
+            return self.decoder.from_exception(exc)
+        return "unknown reason (out of gas?)"
+
+    # -- what happened to an order ---------------------------------------------------------------------
+
+    def _refresh(self, rows: list[ChainTxRow]) -> list[ChainTxRow]:
+        """Settle rows in doubt without waiting: receipts of pending ones, rebroadcast of lost ones."""
+        changed = False
+        for r in rows:
+            if r.status not in ("signed", "sent"):
+                continue
+            receipt = self._receipt(r)
+            if receipt is not None:
+                self._record_receipt(r, receipt)
+                changed = True
+            elif not self._known(r):
+                used = self._rpc("nonce", lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
+                if used > r.nonce:
+                    self.ledger.update_tx(
+                        r.tx_hash, status="dropped", message=f"nonce {r.nonce} used by another transaction"
+                    )
+                    changed = True
+                else:  # signed, never seen by the node (a crash between the ledger and the send)
+                    self._broadcast(r)
+        return self.ledger.txs(venue=self.name, client_id=rows[0].client_id) if changed else rows
+
+    def _state(self, client_id: str) -> OrderState | None:
+        rows = self.ledger.txs(venue=self.name, client_id=client_id)
+        if not any(r.step in MAIN_STEPS for r in rows):
+            return None
+        rows = self._refresh(rows)
+        main = [r for r in rows if r.step in MAIN_STEPS][-1]
+        gas = sum(r.gas_cost_quote for r in rows)
+        now = self.clock.now()
+        if main.status in ("signed", "sent"):
+            return OrderState(client_id, OrderStatus.OPEN, 0.0, (), main.tx_hash, f"{main.step} pending")
+        if main.status in ("reverted", "dropped"):
+            fills: tuple[Fill, ...] = ()
+            if gas > 0:
+                fills = (Fill(f"gas:{main.tx_hash}", client_id, self.name, main.asset, main.side, 0.0, 0.0, 0.0, 0.0,
+                              now, gas),)  # fmt: skip
+            status = OrderStatus.REJECTED if main.status == "reverted" else OrderStatus.CANCELED
+            return OrderState(client_id, status, 0.0, fills, main.tx_hash, main.message)
+        receipt = self._rpc("receipt", lambda: self.w3.eth.get_transaction_receipt(main.tx_hash))
+        block = self._rpc("block", lambda: self.w3.eth.get_block(receipt["blockNumber"]))
+        fill = self._fill_from_receipt(main, receipt, gas, datetime.fromtimestamp(block["timestamp"], UTC))
+        return OrderState(client_id, OrderStatus.FILLED, fill.qty, (fill,), main.tx_hash)
+
+    def _fill_from_receipt(self, row: ChainTxRow, receipt: Any, gas: float, when: datetime) -> Fill:
+        asset = row.asset
+        a = self._asset(asset)
+        c = self.contracts[asset]
+        if a.kind == "vault":
+            ev = c.events.Deposit() if row.side == "buy" else c.events.Withdraw()
+            logs = [x for x in ev.process_receipt(receipt, errors=_DISCARD) if x["address"] == c.address]
+            if not logs:
+                raise VenueError(self.name, f"{row.tx_hash}: no {ev.event_name} event in the receipt")
+            args = logs[0]["args"]
+            quote_amt, units = args["assets"], args["shares"]
+            gross_in, gross_out = quote_amt, quote_amt
+            fee_bps = 0
+        else:
+            p = self.pools[asset]
+            logs = [x for x in p.events.Swap().process_receipt(receipt, errors=_DISCARD) if x["address"] == p.address]
+            if not logs:
+                raise VenueError(self.name, f"{row.tx_hash}: no Swap event in the receipt")
+            args = logs[0]["args"]
+            fee_bps = self.fee_bps(asset)
+            if row.side == "buy":
+                quote_amt, units = args["amountIn"], args["amountOut"]
+            else:
+                units, quote_amt = args["amountIn"], args["amountOut"]
+            gross_in, gross_out = quote_amt, quote_amt
+        qty = units / self._unit(asset)
+        q = quote_amt / self._q
+        if row.side == "buy":
+            fee = q * fee_bps / 1e4
+            price = (q - fee) / qty
+            slippage = (price - row.decision_price) * qty
+        else:
+            gross = q / (1 - fee_bps / 1e4)
+            fee = gross - q
+            price = gross / qty
+            slippage = (row.decision_price - price) * qty
+        del gross_in, gross_out
+        return Fill(
+            f"tx:{row.tx_hash}", row.client_id, self.name, asset, row.side, qty, price, fee, slippage, when, gas
+        )
+
+    def _resume(self, client_id: str) -> OrderState:
+        """An order sent before: wait for what is pending, never send it again."""
+        state = self._state(client_id)
+        assert state is not None
+        if state.status is OrderStatus.OPEN:
+            rows = self.ledger.txs(venue=self.name, client_id=client_id)
+            self._wait([r for r in rows if r.step in MAIN_STEPS][-1])
+            state = self._state(client_id)
+            assert state is not None
+        return state
+
+    def fetch_order(self, client_id: str) -> OrderState | None:
+        with self._lock:
+            if self.journal is not None:
+                return self.journal.get(client_id)
+            return self._state(client_id)
+
+    def cancel_order(self, client_id: str) -> OrderState:
+        """A pending transaction is replaced by a 0-value transfer to self with the same nonce."""
+        with self._lock:
+            state = self.fetch_order(client_id)
+            if state is None:
+                raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
+            if state.status is not OrderStatus.OPEN or self.journal is not None:
+                return state
+            main = [r for r in self.ledger.txs(venue=self.name, client_id=client_id) if r.step in MAIN_STEPS][-1]
+            max_fee = max(int(main.max_fee_per_gas * 1.25), self._fees()[0])
+            prio = max(int(self.cfg.gas.priority_fee_gwei * 1e9 * 1.25), 1)
+            full = {"type": 2, "chainId": self.cfg.chain_id, "nonce": main.nonce, "to": self.address, "value": 0,
+                    "gas": 21_000, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(prio, max_fee)}  # fmt: skip
+            signed = self._signer.sign_transaction(full)
+            row = ChainTxRow(
+                tx_hash="0x" + bytes(signed.hash).hex(), venue=self.name, client_id=client_id, step="cancel",
+                chain_id=self.cfg.chain_id, sender=self.address, nonce=main.nonce,
+                raw="0x" + bytes(signed.raw_transaction).hex(), asset=main.asset, side=main.side, qty=main.qty,
+                decision_price=main.decision_price, status="signed", gas_limit=21_000, max_fee_per_gas=max_fee,
+                created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+            )  # fmt: skip
+            self.ledger.record_tx(row)
+            self._broadcast(row)
+            try:
+                self._wait(row)
+            except VenueError:
+                pass
+            state = self._state(client_id)
+            assert state is not None
+            return state
+
+    def reconcile(self, in_flight: Mapping[str, str]) -> tuple[list[OrderState], list[RiskEvent]]:
+        """Settle the legs the ledger has in flight on this venue, waiting for pending transactions."""
+        with self._lock:
+            if self.journal is not None:
+                return [s for s in (self.journal.get(c) for c in in_flight) if s is not None], []
+            states: list[OrderState] = []
+            for cid in in_flight:
+                st = self._state(cid)
+                if st is not None and st.status is OrderStatus.OPEN:
+                    try:
+                        st = self._resume(cid)
+                    except VenueError as exc:
+                        if exc.retryable:
+                            raise
+                        st = self._state(cid)
+                if st is not None:
+                    states.append(st)
+            return states, []
+
+    def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
+        if self._own_ledger:
+            self.ledger.close()
+
+    # -- paper -------------------------------------------------------------------------------------------
+
+    def _paper_place(self, order: Order) -> OrderState:
+        assert self.journal is not None
+        existing = self.journal.get(order.client_id)
+        if existing is not None:
+            return existing
+        block = self._latest()
+        prep = self._prepare(order, deadline=int(block["timestamp"]) + self.cfg.deadline_s)
+        bal = self.journal.balances()
+        need = prep.amount_in / (self._q if prep.side == "buy" else self._unit(order.asset))
+        have = bal.cash if prep.side == "buy" else bal.positions.get(order.asset, 0.0)
+        if have < need:
+            raise InsufficientFunds(self.name, f"order {order.client_id} (paper): needs {need:.6f}, has {have:.6f}")
+        max_fee, prio = self._fees()
+        override = self._overrides(order.asset, prep)
+        tx = {"from": self.address, "to": prep.call.address, "data": prep.call._encode_transaction_data(), "value": 0}
+        try:
+            out_raw = self._rpc("eth_call", lambda: self.w3.eth.call(tx, state_override=override))  # type: ignore[arg-type]
+            gas = self._rpc("estimate", lambda: self.w3.eth.estimate_gas(tx, state_override=override))  # type: ignore[arg-type]
+            if prep.approve_token is not None:
+                ap = prep.approve_token.functions.approve(prep.spender, prep.amount_in)
+                gas += self._rpc("estimate approve", lambda: ap.estimate_gas({"from": self.address}))
+        except ContractLogicError as exc:
+            reason = self.decoder.from_exception(exc)
+            msg = f"order {order.client_id} (paper): {prep.step} of {order.asset} would revert: {reason}"
+            self._event("tx_reverted", msg, Severity.CRITICAL, client_id=order.client_id, reason=reason)
+            raise VenueError(self.name, msg) from None
+        out = int.from_bytes(bytes(out_raw)[:32], "big")
+        base = int(block.get("baseFeePerGas") or 0)
+        gas_quote = gas * min(max_fee, base + prio) / 1e18 * self.native_price()
+        a = self._asset(order.asset)
+        fee_bps = self.fee_bps(order.asset) if a.kind == "pool" else 0
+        if prep.side == "buy":
+            units, q = out / self._unit(order.asset), prep.amount_in / self._q
+            fee = q * fee_bps / 1e4
+            price = (q - fee) / units
+            slippage = (price - order.decision_price) * units
+            cash_delta = -(q + gas_quote)
+        else:
+            units, q = prep.qty_raw / self._unit(order.asset), out / self._q
+            gross = q / (1 - fee_bps / 1e4)
+            fee, price = gross - q, gross / units
+            slippage = (order.decision_price - price) * units
+            cash_delta = q - gas_quote
+        now = self.clock.now()
+        fill = Fill(f"paper:{order.client_id}", order.client_id, self.name, order.asset, order.side, units, price,
+                    fee, slippage, now, gas_quote)  # fmt: skip
+        state = OrderState(order.client_id, OrderStatus.FILLED, units, (fill,), f"paper-{order.client_id}",
+                           f"simulated by eth_call at block {block['number']}, {gas} gas")  # fmt: skip
+        self.journal.book(state, order.asset, cash_delta, units if prep.side == "buy" else -units)
+        return state
+
+    def _overrides(self, asset: str, prep: Prepared) -> dict[str, Any]:
+        """Give the paper account the balance and allowance the trade needs, in storage."""
+        me = self.address
+        a = self._asset(asset)
+        if prep.side == "buy":
+            token, bslot, aslot = self.stable.address, self.cfg.quote_balance_slot, self.cfg.quote_allowance_slot
+        else:
+            token, bslot, aslot = self.contracts[asset].address, a.balance_slot, a.allowance_slot
+        diff = {_slot(me, bslot): _word(prep.amount_in)}
+        if prep.spender is not None:
+            diff[_slot(prep.spender, _slot_int(me, aslot))] = _word(prep.amount_in)
+        return {token: {"stateDiff": diff}}
+
+
+def _DISCARD_factory() -> Any:
+    from web3.logs import DISCARD
+
+    return DISCARD
+
+
+_DISCARD = _DISCARD_factory()
+
+
+def _slot_int(key: str, slot: int) -> int:
+    return int.from_bytes(keccak(bytes.fromhex(key[2:].rjust(64, "0")) + slot.to_bytes(32, "big")), "big")
+
+
+def _slot(key: str, slot: int) -> str:
+    return "0x" + _slot_int(key, slot).to_bytes(32, "big").hex()
+
+
+def _word(value: int) -> str:
+    return "0x" + value.to_bytes(32, "big").hex()
