@@ -46,7 +46,7 @@ _BATCH: dict[int, list[tuple[Any, str]]] = {}
 
 def send(w3: Web3, fn: Any, sender: str, tip_gwei: int = 1) -> Any:
     """Send from an unlocked account; inside ``batch(w3)`` only queue it in the hour's block."""
-    tx = {"from": sender, "gas": 1_000_000, "maxFeePerGas": 10**12, "maxPriorityFeePerGas": tip_gwei * 10**9}
+    tx = {"from": sender, "gas": 1_000_000, "maxFeePerGas": 50 * 10**9, "maxPriorityFeePerGas": tip_gwei * 10**9}
     h = fn.transact(tx)
     if id(w3) in _BATCH:
         _BATCH[id(w3)].append((h, fn.fn_name))
@@ -99,6 +99,7 @@ class WorldSpec:
     pools: tuple[PoolSpec, ...] = (PoolSpec("REALT", 50.0, 0.25, 5_000_000.0, 400_000.0),)
     eth_usd: float = 3000.0
     trader_usd: float = 1_000_000.0
+    trader_eth: float = 1.0  # a gas reserve: the venue counts it as cash, so keep it small
     seed: int = 11
 
 
@@ -230,6 +231,7 @@ def deploy_world(w3: Web3, spec: WorldSpec | None = None, *, trader: str | None 
     send(w3, stable.functions.mint(owner, 10**12 * USD), owner)
     send(w3, stable.functions.mint(market, 10**11 * USD), owner)
     send(w3, stable.functions.mint(trader, int(spec.trader_usd * USD)), owner)
+    w3.provider.make_request("anvil_setBalance", [trader, hex(int(spec.trader_eth * 10**18))])  # type: ignore[arg-type]
     for f in spec.funds:
         v = deploy(w3, arts["FundVault"], stable.address, f"{f.name} fund shares", f.name, owner, sender=owner)
         world.vaults[f.name] = v

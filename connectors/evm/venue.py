@@ -510,10 +510,10 @@ class EvmVenue:
             rows = self.ledger.txs(venue=self.name, client_id=order.client_id)
             if any(r.step in MAIN_STEPS for r in rows):
                 return self._resume(order.client_id)
+            max_fee, prio = self._fees()  # first: over the cap, nothing else is worth asking
             block = self._latest()
             prep = self._prepare(order, deadline=int(block["timestamp"]) + self.cfg.deadline_s)
             self._check_funds(order, prep)
-            max_fee, prio = self._fees()
             if prep.approve_token is not None:
                 allowance = self._rpc(
                     "allowance", lambda: prep.approve_token.functions.allowance(self.address, prep.spender).call()
@@ -816,9 +816,25 @@ class EvmVenue:
                         if exc.retryable:
                             raise
                         st = self._state(cid)
+                if st is None:
+                    st = self._unsent_with_gas(cid)
                 if st is not None:
                     states.append(st)
             return states, []
+
+    def _unsent_with_gas(self, client_id: str) -> OrderState | None:
+        """An order whose approval was mined but whose trade was never signed: closed, its gas kept."""
+        rows = self._refresh(self.ledger.txs(venue=self.name, client_id=client_id)) if self.ledger.txs(
+            venue=self.name, client_id=client_id) else []  # fmt: skip
+        gas = sum(r.gas_cost_quote for r in rows)
+        if not rows or gas <= 0:
+            return None
+        r = rows[-1]
+        fill = Fill(
+            f"gas:{r.tx_hash}", client_id, self.name, r.asset, r.side, 0.0, 0.0, 0.0, 0.0, self.clock.now(), gas
+        )
+        msg = f"approved ({r.tx_hash}) but the trade was never sent; the exact-amount allowance is left"
+        return OrderState(client_id, OrderStatus.CANCELED, 0.0, (fill,), r.tx_hash, msg)
 
     def close(self) -> None:
         if self.journal is not None:

@@ -54,6 +54,9 @@ def world(_world_session: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> It
     w3.provider.make_request("evm_setAutomine", [True])
     assert w3.provider.make_request("evm_revert", [_world_session["snapshot"]])["result"] is True
     _world_session["snapshot"] = w3.provider.make_request("evm_snapshot", [])["result"]
+    # anvil keeps the next base fee across a revert: take it from the reverted head again
+    base = w3.eth.get_block("latest")["baseFeePerGas"]
+    w3.provider.make_request("anvil_setNextBlockBaseFeePerGas", [hex(base)])
     world.rng = np.random.default_rng(5)
     monkeypatch.setenv(KEY_ENV, dev_key(2))
     yield world
