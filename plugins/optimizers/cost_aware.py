@@ -73,6 +73,8 @@ return λHμ, cost once; divided by √H that is Q with λ_eff = λ√H and c_ef
 
 from __future__ import annotations
 
+import importlib
+import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +90,8 @@ from bot.errors import OptimizerError
 from bot.hookspecs import hookimpl
 from bot.riskmath import risk_contributions
 from plugins.optimizers.erc import RiskBudgetResult, budget_vector, solve_risk_budget
+
+log = logging.getLogger(__name__)
 
 ARMIJO = 1e-4
 EPS_ACTIVE = 1e-4
@@ -332,8 +336,17 @@ def solve_cost_aware(
         floored = (w <= lo) & (lo > 0) & ~free & ~capped
         moved = np.abs(w - start)
         return CostAwareResult(
-            w, iterations, _dev(w, c_full, b, free), capped, floored, held & ~capped & ~floored,
-            float(moved.sum()), float(cost @ moved), rho, nu, rp,
+            w,
+            iterations,
+            _dev(w, c_full, b, free),
+            capped,
+            floored,
+            held & ~capped & ~floored,
+            float(moved.sum()),
+            float(cost @ moved),
+            rho,
+            nu,
+            rp,
         )
 
     sig_rp = math.sqrt(max(float(rp.weights @ c_full @ rp.weights), 0.0))
@@ -353,12 +366,20 @@ def solve_cost_aware(
     scale = float(np.max(np.diag(c_full)))
     root = math.sqrt(scale)
     prob = _Segments(
-        c_full[np.ix_(idx, idx)] / scale, bl, lo[idx], hi[idx], start[idx], cost[idx] / root,
-        tilt[idx] / root, rho / root, np.zeros(len(idx), bool), tol,
+        c_full[np.ix_(idx, idx)] / scale,
+        bl,
+        lo[idx],
+        hi[idx],
+        start[idx],
+        cost[idx] / root,
+        tilt[idx] / root,
+        rho / root,
+        np.zeros(len(idx), bool),
+        tol,
     )
     x = np.clip(wl, np.minimum(lo[idx], hi[idx]), hi[idx])
     x = np.where(x > 0, x, np.minimum(1e-6, hi[idx]))
-    x, nu_s, free, ok = _solve_budget(prob, x, tol, max_iter)
+    x, nu_s, free, ok = _solve_budget_fast(prob, x, tol, max_iter) or _solve_budget(prob, x, tol, max_iter)
     if not ok:
         raise OptimizerError(f"rp_cost: no convergence within max_iter={max_iter} Newton steps")
     # An asset within tol of w0 is not traded (rounding of the last Newton step would leave 1e-16
@@ -427,6 +448,52 @@ def _solve_budget(
         # Warm start on the predicted path dx = −dν H_FF⁻¹1, kept positive and in the box.
         x = np.clip(x - dnu * p, np.maximum(prob.lo, 0.1 * x), prob.hi)
     return x, nu, free, False
+
+
+# -- the compiled inner solver --------------------------------------------------------------------------
+
+FAST_PATH = True
+"""Run _solve_budget's compiled twin (plugins/optimizers/_cost_kernel.py) first; tests switch it off."""
+_kernel: Any = None  # None: not loaded yet; False: unavailable
+
+
+def _load_kernel() -> Any:
+    """The numba kernel, compiled or loaded from numba's cache on first use (importing this module
+    stays cheap); any failure leaves the numpy implementation in charge, said once."""
+    global _kernel
+    if _kernel is None:
+        try:
+            mod = importlib.import_module("plugins.optimizers._cost_kernel")
+            one = np.ones(2)
+            out = mod.solve_budget(
+                np.eye(2), 0.5 * one, 0.0 * one, one, 0.5 * one, 1e-3 * one, 0.0 * one, 1.0, 1e-4, 0.5 * one, 1e-12, 50
+            )
+            if out[0] != 0:
+                raise RuntimeError(f"self-test returned status {out[0]}")
+            _kernel = mod.solve_budget
+        except Exception as exc:  # noqa: BLE001 - numba import or compile errors are many; all mean "use numpy"
+            log.warning(
+                "rp_cost: compiled solver unavailable (%s: %s); using the numpy solver", type(exc).__name__, exc
+            )
+            _kernel = False
+    return _kernel
+
+
+def _solve_budget_fast(
+    prob: _Segments, x: np.ndarray, tol: float, budget: int
+) -> tuple[np.ndarray, float, np.ndarray, bool] | None:
+    """_solve_budget by the compiled kernel; None when it is unavailable or meets a Newton system that
+    is not positive definite (the numpy implementation then runs from the same start)."""
+    kernel = (_kernel if _kernel is not None else _load_kernel()) if FAST_PATH else False
+    if not kernel:
+        return None
+    status, xk, nu, free, iterations = kernel(
+        prob.s, prob.b, prob.lo, prob.hi, prob.w0, prob.c, prob.a, prob.rho, prob.eps_max, x.copy(), tol, budget
+    )
+    if status == 2:
+        return None
+    prob.iterations = iterations
+    return xk, nu, free, status == 0
 
 
 # -- the plugin ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ no-trade threshold, and the monotonicity in the cost scale and in λ.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pydantic
@@ -16,6 +17,7 @@ import pytest
 from bot.domain import Forecast
 from bot.errors import InfeasibleBoundsError, OptimizerError
 from bot.plugins import Registry, make_plugin_manager
+from plugins.optimizers import cost_aware, erc
 from plugins.optimizers.cost_aware import (
     CostAwareConfig,
     CostAwareOptimizer,
@@ -248,3 +250,29 @@ def test_plugin_is_registered_strict_and_uses_forecast_mu() -> None:
     np.testing.assert_array_equal(t0.weights, solve_risk_budget(cov_h, None, up, lo, w0=k["w0"]).weights)
     with pytest.raises(OptimizerError, match="outside the universe"):
         CostAwareOptimizer(CostAwareConfig(costs_bps={"ZZZ": 1.0})).optimize(fc, upper=up, lower=lo, current=k["w0"])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_compiled_solver_is_the_numpy_method(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # _cost_kernel.solve_budget is a line-by-line twin of _solve_budget: same iterates, same answer.
+    k = case(6 + 3 * seed, 40 + seed, cost=0.02 * (seed % 3), lam=0.5 * (seed % 2), floor=seed % 2 == 0)
+    compiled = solve(k)
+    monkeypatch.setattr(cost_aware, "FAST_PATH", False)
+    monkeypatch.setattr(erc, "FAST_PATH", False)
+    reference = solve(k)
+    assert np.max(np.abs(compiled.weights - reference.weights)) <= 1e-12
+    assert compiled.held.tolist() == reference.held.tolist()
+    assert compiled.nu == pytest.approx(reference.nu, rel=1e-9, abs=1e-15)
+
+
+def test_without_the_compiled_solver_numpy_answers_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    k = case(10, 7)
+    compiled = solve(k)
+    monkeypatch.setattr(cost_aware, "_kernel", None)
+    monkeypatch.setitem(sys.modules, "plugins.optimizers._cost_kernel", None)
+    with caplog.at_level("WARNING", logger=cost_aware.__name__):
+        plain = solve(k)
+    assert "compiled solver unavailable" in caplog.text and cost_aware._kernel is False
+    assert np.max(np.abs(compiled.weights - plain.weights)) <= 1e-12
