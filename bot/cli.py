@@ -412,6 +412,28 @@ def optimize(
         console.print(line, highlight=False)
 
 
+@app.command()
+def devnet(
+    out: Annotated[Path, typer.Option(help="folder for the config, ledger and node log")] = Path("var/devnet"),
+    mode: Annotated[str, typer.Option(help="paper (simulated by eth_call) or live (transactions sent)")] = "live",
+    hours: Annotated[int, typer.Option(min=26, max=24 * 14, help="hours of market history mined first")] = 30,
+    cycles: Annotated[int, typer.Option(min=0, max=10)] = 1,
+    keep: Annotated[bool, typer.Option(help="keep the node running afterwards for `rwabot run`")] = False,
+) -> None:
+    """Start a local anvil chain with tokenized funds and a permissioned token pool, write a config
+    for it and trade a cycle on it (needs `npm ci --prefix connectors/evm`)."""
+    # the on-chain tools live with the evm connector; imported here only, never by the core
+    from connectors.evm.devnet import run_devnet
+
+    if mode not in ("paper", "live"):
+        _fail(ValueError(f"--mode must be paper or live, not {mode!r}"))
+    _setup_logging(False)
+    try:
+        run_devnet(out, mode, hours, cycles, keep, lambda m: console.print(m, highlight=False))
+    except RwabotError as exc:
+        _fail(exc)
+
+
 def main() -> None:
     try:
         app()

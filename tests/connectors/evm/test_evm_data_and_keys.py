@@ -128,3 +128,17 @@ def test_paper_mode_sends_nothing_and_costs_gas(tmp_path: Path, world: World, an
     spent = sum(f.qty * f.price + f.fee + f.gas for f in fills)
     assert bal.cash == pytest.approx(1_000_000.0 - spent, rel=1e-12)
     e.close()
+
+
+def test_the_devnet_config_loads_and_trades(tmp_path: Path, world: World, anvil: AnvilNode) -> None:
+    from bot.config import load_config
+    from bot.cycle import Engine
+    from connectors.evm.devnet import write_config
+
+    for mode in ("paper", "live"):
+        write_config(tmp_path / f"{mode}.toml", world, anvil.url, mode, tmp_path / f"{mode}.sqlite")
+    cfg = load_config(tmp_path / "paper.toml").with_overrides(clock={"kind": "simulated", "start": NOW, "speed": 0.0})
+    e = Engine(cfg)
+    assert e.run_cycle(NOW).status == "done" and len(e.ledger.fills()) == 3
+    e.close()
+    assert load_config(tmp_path / "live.toml").venues["chain"].options["key_env"] == "RWABOT_EVM_KEY"
