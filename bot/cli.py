@@ -109,7 +109,9 @@ def run(
             lock = DaemonLock(cfg.bot.ledger)
             lock.acquire()
             try:
-                print_report(engine.run_cycle(), detail=True)
+                with engine.clock.hold():  # on a simulated clock the cycle takes no simulated time
+                    report = engine.run_cycle()
+                print_report(report, detail=True)
             finally:
                 engine.close()
                 lock.release()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 
@@ -14,13 +16,20 @@ class RealClock:
     def sleep(self, seconds: float, wake: threading.Event) -> None:
         wake.wait(max(seconds, 0.0))
 
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Real time cannot be held: a no-op, so the daemon treats both clocks alike."""
+        yield
+
 
 class SimulatedClock:
     """Simulated time starting at ``start``.
 
     With ``speed == 0`` time only moves when ``sleep`` is called, by exactly the time slept, so a
     run is deterministic and as fast as the work allows. With ``speed > 0`` simulated time runs
-    ``speed`` times faster than real time, so a test can interrupt a daemon in mid-flight.
+    ``speed`` times faster than real time, so a test can interrupt a daemon in mid-flight; the
+    daemon ``hold``s the clock while a job runs, so a cycle takes no simulated time however busy
+    the machine is, and a slow cycle never makes the next hour look missed (and coalesced).
     """
 
     def __init__(self, start: datetime, speed: float = 0.0) -> None:
@@ -30,13 +39,34 @@ class SimulatedClock:
         self.speed = speed
         self._real0 = time.monotonic()
         self._lock = threading.Lock()
+        self._held = 0  # depth of nested holds
+        self._held_at = 0.0  # real time the outermost hold began
+        self._paused = 0.0  # real seconds spent inside finished holds
+
+    def _elapsed(self) -> float:
+        end = self._held_at if self._held else time.monotonic()
+        return end - self._real0 - self._paused
 
     def now(self) -> datetime:
         with self._lock:
             if self.speed > 0:
-                elapsed = time.monotonic() - self._real0
-                return self._now + timedelta(seconds=elapsed * self.speed)
+                return self._now + timedelta(seconds=self._elapsed() * self.speed)
             return self._now
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """Stop simulated time while the block runs (only matters with ``speed > 0``)."""
+        with self._lock:
+            if self._held == 0:
+                self._held_at = time.monotonic()
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+                if self._held == 0:
+                    self._paused += time.monotonic() - self._held_at
 
     def sleep(self, seconds: float, wake: threading.Event) -> None:
         seconds = max(seconds, 0.0)

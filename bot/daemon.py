@@ -12,7 +12,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import FrameType
 
@@ -130,7 +130,9 @@ class Daemon:
     def _guard(self, job: Callable[[], None], name: str) -> Callable[[], None]:
         def run() -> None:
             try:
-                job()
+                hold = getattr(self.engine.clock, "hold", nullcontext)
+                with hold():  # a simulated clock stands still while the job runs
+                    job()
             except Exception as exc:  # the daemon outlives one bad hour; the ledger records why
                 log.exception("%s job failed", name)
                 try:

