@@ -305,6 +305,9 @@ def evaluate(
     csv: Annotated[Path | None, typer.Option(help="write the score table to this CSV")] = None,
     plot: Annotated[Path | None, typer.Option(help="write a PNG of cumulative QLIKE differences")] = None,
     no_portfolios: Annotated[bool, typer.Option("--no-portfolios", help="skip GMV/ERC portfolio vols")] = False,
+    compare: Annotated[
+        str | None, typer.Option(help="also print this forecaster's paired differences to every other one")
+    ] = None,
 ) -> None:
     """Walk-forward evaluation of covariance forecasters: QLIKE differences with block-bootstrap errors."""
     import json
@@ -345,6 +348,8 @@ def evaluate(
             built = ev.build_forecasters(specs, opts, Path(state))
             if baseline not in built:
                 raise RwabotError(f"--baseline {baseline!r} must be one of --forecasters {list(built)}")
+            if compare is not None and compare not in built:
+                raise RwabotError(f"--compare {compare!r} must be one of --forecasters {list(built)}")
             n_ret = ds.prices.shape[0] - 1
             with Progress(
                 TextColumn("[bold]{task.description}"), BarColumn(), TimeElapsedColumn(), console=err, transient=True
@@ -368,6 +373,9 @@ def evaluate(
     except (RwabotError, ValueError) as exc:
         _fail(exc)
     console.print(result.table, highlight=False, soft_wrap=True)
+    if compare is not None:
+        console.print(f"\n{compare} against each forecaster (paired, block-bootstrap SE):", highlight=False)
+        console.print(ev.format_pairs(result.pairs(compare), result.unit), highlight=False, soft_wrap=True)
     for s in result.scores:
         for t, msg in result.paths[s.name].failures[:3]:
             err.print(f"{s.name}: no forecast at row {t}: {msg}", highlight=False)

@@ -1,4 +1,4 @@
-"""The long-lived daemon: APScheduler runs the hourly cycle and the risk monitor.
+"""The long-lived daemon: APScheduler runs the hourly cycle, the risk monitor and forecaster retraining.
 
 Jobs run on the scheduler's own thread (APScheduler's synchronous ``DebugExecutor``), so a cycle
 and a monitor run can never overlap and SIGTERM lets the job in flight finish before the ledger is
@@ -22,9 +22,11 @@ from apscheduler.schedulers.base import STATE_STOPPED, BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.clock import RealClock, SimulatedClock
+from bot.clock import RealClock, SimulatedClock, floor_hour
 from bot.cycle import Engine
+from bot.domain import Severity
 from bot.ledger import DaemonLock
+from bot.riskmath import log_returns
 
 log = logging.getLogger("rwabot.daemon")
 
@@ -127,6 +129,46 @@ class Daemon:
         if report is not None and self.on_cycle is not None:
             self.on_cycle(report)
 
+    def _retrain_job(self) -> None:
+        """Hand the forecaster a long window of returns to retrain on, in its own background thread.
+
+        Only the bars are fetched here, on the scheduler thread, so the data source is never used by
+        two threads at once; ``retrain_async`` returns at once and the training runs in a thread, so
+        the hourly cycle is never blocked (the job is also placed half an hour away from the cycle).
+        """
+        fc = self.engine.c.forecaster
+        now = self.engine.clock.now()
+        hours = int(getattr(getattr(fc, "cfg", None), "train_hours", 0) or self.engine.cfg.risk.history_hours)
+        bars = self.engine.c.data.bars(self.engine.assets, now, hours + 1)
+        started = fc.retrain_async(self.engine.assets, log_returns(bars.close), now)
+        if started:
+            self.engine.emit(
+                self.engine._event(
+                    "forecast_retrain_started", "daemon:retrain", f"retraining {fc.name} on {hours} hourly returns",
+                    None, Severity.INFO, hours=hours,
+                )
+            )  # fmt: skip
+        else:
+            log.info("retrain: the previous training of %s is still running; skipped", fc.name)
+
+    def _add_retrain_job(self, sched: ClockedScheduler, now: datetime, defaults: dict) -> None:
+        """Forecasters with ``retrain_async`` and ``retrain_every_hours`` (the ``lstm``) are retrained on
+        that schedule (default daily): at start when ``retrain_due`` says so, then every N hours at half past
+        the cycle minute."""
+        fc = self.engine.c.forecaster
+        every = getattr(fc, "retrain_every_hours", None)
+        if not every or not callable(getattr(fc, "retrain_async", None)):
+            return
+        if hasattr(fc, "auto_retrain"):
+            fc.auto_retrain = False  # this job takes over: the forecaster must not start its own training
+        job = self._guard(self._retrain_job, "retrain")
+        due = getattr(fc, "retrain_due", None)
+        if not callable(due) or due(now):
+            job()
+        minute = (self.engine.cfg.schedule.cycle_minute + 30) % 60
+        first = floor_hour(now) + timedelta(hours=int(every), minutes=minute)
+        sched.add_job(job, IntervalTrigger(hours=int(every), start_date=first, timezone=UTC), id="retrain", **defaults)
+
     def _guard(self, job: Callable[[], None], name: str) -> Callable[[], None]:
         def run() -> None:
             try:
@@ -175,6 +217,7 @@ class Daemon:
                     id="monitor",
                     **defaults,
                 )
+                self._add_retrain_job(sched, now, defaults)
                 last = self.engine.last_cycle_time()
                 if self.catch_up and (last is None or now - last > timedelta(hours=1)):
                     log.info("last cycle %s is over an hour old: running one now", last)

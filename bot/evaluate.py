@@ -340,6 +340,89 @@ def score(
     return out
 
 
+@dataclass
+class Pair:
+    """``name`` against ``other`` on the common scored periods: mean differences (name − other) and errors.
+
+    ``excess_ratio`` = excess(name) / excess(other) is what the issue's "≤ 0.95 × the best classical"
+    target reads; the differences and their block-bootstrap errors say whether it is beyond noise.
+    """
+
+    name: str
+    other: str
+    qlike_diff: float
+    qlike_se: float
+    excess_diff: float = math.nan
+    excess_se: float = math.nan
+    excess_ratio: float = math.nan
+
+
+def paired_differences(
+    paths: Mapping[str, ForecastPath],
+    returns: np.ndarray,
+    name: str,
+    *,
+    block: int,
+    truth: np.ndarray | None = None,
+    n_boot: int = 1000,
+) -> list[Pair]:
+    """``name`` against every other forecaster, on the periods where all have a forecast (as ``score``).
+
+    ``score`` gives each forecaster against one baseline; to check a claim such as "the LSTM beats the
+    best classical model" the difference has to be paired with *that* model, whose identity is only
+    known after scoring, so this compares one forecaster with all of them.
+    """
+    r = np.asarray(returns, dtype=float)
+    t_ret = r.shape[0]
+    if name not in paths:
+        raise DataError(f"evaluate: {name!r} is not among the forecasters {list(paths)}")
+    covs = {k: p.cov[:t_ret] for k, p in paths.items()}
+    mask = np.ones(t_ret, dtype=bool)
+    for c in covs.values():
+        mask &= np.isfinite(c).all(axis=(1, 2))
+    if not mask.any():
+        raise DataError("evaluate: no period has a forecast from every forecaster")
+    losses = {k: qlike(c[mask], r[mask]) for k, c in covs.items()}
+    excess = {k: stein_loss(c[mask], truth[mask]) for k, c in covs.items()} if truth is not None else {}
+    out = []
+    for k in covs:
+        if k == name:
+            continue
+        d = losses[name] - losses[k]
+        p = Pair(name, k, float(np.mean(d)), block_bootstrap_se(d, block, n_boot))
+        if excess:
+            e = excess[name] - excess[k]
+            p.excess_diff = float(np.mean(e))
+            p.excess_se = block_bootstrap_se(e, block, n_boot)
+            p.excess_ratio = float(np.mean(excess[name]) / np.mean(excess[k]))
+        out.append(p)
+    return out
+
+
+def format_pairs(pairs: Sequence[Pair], unit: str = "period") -> str:
+    """Markdown table of ``paired_differences``; "beyond 2 SE" marks |Δ| > 2·SE."""
+    truth = any(math.isfinite(p.excess_diff) for p in pairs)
+    head = ["vs", f"Δ QLIKE (nats/{unit})", "±SE", "t"]
+    if truth:
+        head += ["Δ excess", "±SE", "t", "excess ratio"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def t_stat(d: float, se: float) -> str:
+        return f"{d / se:+.1f}" if se > 0 and math.isfinite(se) else "n/a"
+
+    for p in pairs:
+        row = [f"{p.name} − {p.other}", f"{p.qlike_diff:+.5f}", f"{p.qlike_se:.5f}", t_stat(p.qlike_diff, p.qlike_se)]
+        if truth:
+            row += [
+                f"{p.excess_diff:+.4f}",
+                f"{p.excess_se:.4f}",
+                t_stat(p.excess_diff, p.excess_se),
+                f"{p.excess_ratio:.3f}",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def format_table(scores: Sequence[Score], baseline: str, unit: str = "period") -> str:
     """A GitHub-markdown table of the scores (used by the CLI and docs/forecasting.md)."""
     truth = any(math.isfinite(s.excess) for s in scores)
@@ -564,6 +647,12 @@ class Evaluation:
     dataset: Dataset
     baseline: str
     table: str
+    block: int = 168
+    unit: str = "hour"
+
+    def pairs(self, name: str) -> list[Pair]:
+        """``name`` against every other forecaster (see ``paired_differences``)."""
+        return paired_differences(self.paths, self.dataset.returns, name, block=self.block, truth=self.dataset.truth)
 
 
 def build_forecasters(specs: Sequence[str], options: Mapping[str, Mapping[str, Any]], state_dir: Any) -> dict[str, Any]:
@@ -625,8 +714,9 @@ def evaluate_dataset(
         corr_horizon=24 if hourly else 21,
         portfolios=portfolios,
     )
-    table = format_table(scores, baseline, "hour" if hourly else "day")
-    return Evaluation(scores, paths, ds, baseline, table)
+    unit = "hour" if hourly else "day"
+    table = format_table(scores, baseline, unit)
+    return Evaluation(scores, paths, ds, baseline, table, 168 if hourly else 21, unit)
 
 
 def save_forecasts(ev: Evaluation, path: str) -> None:

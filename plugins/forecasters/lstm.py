@@ -39,7 +39,9 @@ fails ``Forecast.validate``, the cycle gets the ``ewma`` forecast instead and a 
 risk event is emitted (once per reason until a good LSTM forecast resets it, so the 5-minute risk
 monitor does not flood the ledger). When the checkpoint is missing or older than
 ``retrain_every_hours`` and ``auto_retrain`` is on, ``forecast`` starts training in a background
-thread on the returns it was given and returns at once: the hourly cycle is never blocked.
+thread on the returns it was given and returns at once: the hourly cycle is never blocked. Under
+the daemon, its ``retrain`` job does this instead on ``train_hours`` of bars (``bot/daemon.py``),
+and switches the forecaster's own ``auto_retrain`` off so the two never race.
 """
 
 from __future__ import annotations
@@ -190,6 +192,8 @@ class LstmForecaster:
         self.cfg = cfg or LstmConfig()
         self.ctx = ctx
         self.retrain_every_hours = self.cfg.retrain_every_hours
+        self.auto_retrain = self.cfg.auto_retrain
+        """The daemon, which schedules retraining on a longer window itself, turns this off."""
         self.net: Any = None
         self.meta: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -325,6 +329,9 @@ class LstmForecaster:
         x = torch.from_numpy(features(z)[-self.cfg.window_hours :][None])
         with torch.no_grad():
             chol = net(x)[0].double().numpy()
+        # the network's float32 row normalisation leaves |row| = 1 ± 1e-7; the same normalisation in
+        # float64 makes the unit diagonal exact to rounding (still the construction, not a repair)
+        chol = chol / np.linalg.norm(chol, axis=1, keepdims=True)
         corr = chol @ chol.T
         corr = 0.5 * (corr + corr.T)
         cov = corr * np.outer(sd, sd)
@@ -389,6 +396,24 @@ class LstmForecaster:
         log.info("lstm: retrained in %.1f s (%d epochs), checkpoint %s", info["seconds"], info["epochs"], path)
         return info
 
+    def retrain_due(self, now: datetime) -> bool:
+        """Whether the checkpoint is missing, unreadable or at least ``retrain_every_hours`` old at ``now``.
+
+        The daemon asks this at start so that a restart within the day does not retrain again.
+        """
+        path = self.checkpoint_path
+        if path is None or not path.exists():
+            return True
+        try:
+            if self._loaded_mtime != path.stat().st_mtime:
+                self.load(path)
+        except Exception:  # unreadable: a retrain replaces it
+            return True
+        until = self.meta.get("trained_until")
+        if not until:
+            return True
+        return (now - datetime.fromisoformat(until)).total_seconds() / 3600 >= self.retrain_every_hours
+
     def retrain_async(self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None) -> bool:
         """Start ``retrain`` in a daemon thread unless one is running; returns whether it started."""
         if self._thread is not None and self._thread.is_alive():
@@ -443,7 +468,7 @@ class LstmForecaster:
                 reason = f"stale checkpoint ({age_h:.0f} h old)"
             elif list(assets) != self.meta.get("assets"):
                 reason = "checkpoint made for other assets"
-        if self.cfg.auto_retrain and self.ctx is not None and (reason is not None or age_h >= self.retrain_every_hours):
+        if self.auto_retrain and self.ctx is not None and (reason is not None or age_h >= self.retrain_every_hours):
             r = np.asarray(returns, dtype=float)
             if r.ndim == 2 and len(r) >= self.cfg.min_train_hours and np.isfinite(r).all():
                 self.retrain_async(assets, r, now)

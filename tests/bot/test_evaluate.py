@@ -97,8 +97,9 @@ class LastRowForecaster:
 
 def test_walk_forward_alignment_and_rolling_window() -> None:
     r = iid_returns(300)
-    paths = ev.walk_forward({"last": LastRowForecaster(), "sample": SampleForecaster(SampleConfig())}, "ABC", r,
-                            warmup=50, window=40)
+    paths = ev.walk_forward(
+        {"last": LastRowForecaster(), "sample": SampleForecaster(SampleConfig())}, "ABC", r, warmup=50, window=40
+    )
     cov = paths["last"].cov
     assert np.isnan(cov[:50]).all() and cov.shape == (301, 3, 3)
     for t in (50, 120, 300):
@@ -113,19 +114,23 @@ def test_no_look_ahead() -> None:
     r2 = r.copy()
     r2[cut:] = iid_returns(180, seed=99) * 5.0
 
+    hours = np.arange(len(r) + 1) % 24  # close hour of each price row, for the deseasonalised DCC
+
     def run(x: np.ndarray) -> dict[str, ev.ForecastPath]:
         fcs = {
+            "sample": SampleForecaster(SampleConfig()),
             "ewma": EwmaForecaster(EwmaConfig(half_life_hours=24.0)),
             "ledoit_wolf": LedoitWolfForecaster(),
             "dcc": DccForecaster(DccConfig(min_observations=100)),
+            "dcc_hod": DccForecaster(DccConfig(min_observations=100, deseasonalise=True)),
         }
-        return ev.walk_forward(fcs, "ABC", x, warmup=400, refit_every=50)
+        return ev.walk_forward(fcs, "ABC", x, warmup=400, refit_every=50, last_hours=hours)
 
     a, b = run(r), run(r2)
     for k in a:
         assert np.array_equal(a[k].cov[: cut + 1], b[k].cov[: cut + 1], equal_nan=True), k
         assert not np.allclose(a[k].cov[cut + 2 :], b[k].cov[cut + 2 :]), k
-    assert a["dcc"].fits == 7  # rows 400, 450, …, 700
+    assert a["dcc"].fits == a["dcc_hod"].fits == 7  # rows 400, 450, …, 700
 
 
 def test_truth_market_whitens_its_returns() -> None:
@@ -167,10 +172,13 @@ def test_truth_based_excess_on_a_known_process() -> None:
     t_ret, warm = 3000, 500
     r = iid_returns(t_ret, seed=7)
     truth = np.broadcast_to(SIGMA, (t_ret, 3, 3)).copy()
-    paths = ev.walk_forward({"sample": SampleForecaster(SampleConfig()), "ewma": EwmaForecaster(EwmaConfig())},
-                            "ABC", r, warmup=warm)
-    scores = {s.name: s for s in ev.score(paths, r, baseline="ewma", block=100, periods_per_year=8760,
-                                         truth=truth, portfolios=False)}
+    paths = ev.walk_forward(
+        {"sample": SampleForecaster(SampleConfig()), "ewma": EwmaForecaster(EwmaConfig())}, "ABC", r, warmup=warm
+    )
+    scores = {
+        s.name: s
+        for s in ev.score(paths, r, baseline="ewma", block=100, periods_per_year=8760, truth=truth, portfolios=False)
+    }
     ex = ev.stein_loss(paths["sample"].cov[warm:t_ret], truth[warm:])
     assert (ex >= 0).all()
     assert scores["sample"].excess < scores["ewma"].excess  # constant Σ: nothing beats the sample
@@ -199,13 +207,35 @@ def test_load_prices_reports_missing_and_misaligned(tmp_path: Path) -> None:
 def test_cli_evaluate_simulated(tmp_path: Path) -> None:
     out = tmp_path / "f.npz"
     csv = tmp_path / "s.csv"
-    res = CliRunner().invoke(app, [
-        "evaluate", "--simulated", "700", "--warmup", "500", "--forecasters", "sample,ewma,lw=ledoit_wolf",
-        "--assets", "SPY,TLT,GLD", "--save-forecasts", str(out), "--csv", str(csv),
-        "--options", '{"ewma": {"half_life_hours": 48.0}}',
-    ])
+    png = tmp_path / "q.png"
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--simulated",
+            "700",
+            "--warmup",
+            "500",
+            "--forecasters",
+            "sample,ewma,lw=ledoit_wolf",
+            "--assets",
+            "SPY,TLT,GLD",
+            "--save-forecasts",
+            str(out),
+            "--csv",
+            str(csv),
+            "--plot",
+            str(png),
+            "--options",
+            '{"ewma": {"half_life_hours": 48.0}}',
+            "--compare",
+            "lw",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "excess over truth" in res.output and "Δ vs ewma" in res.output
+    assert "lw − sample" in res.output and "lw − ewma" in res.output and "excess ratio" in res.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     z = np.load(out)
     cov = z["cov_sample"]
     assert cov.shape == (700, 3, 3) and np.isnan(cov[:500]).all()
@@ -216,3 +246,66 @@ def test_cli_evaluate_simulated(tmp_path: Path) -> None:
     assert "lw" in csv.read_text()
     bad = CliRunner().invoke(app, ["evaluate", "--simulated", "700", "--baseline", "nope"])
     assert bad.exit_code == 2
+    # the CSV's rows are the printed table's, and its excess equals a re-scoring of the saved forecasts
+    import pandas as pd
+
+    table = pd.read_csv(csv).set_index("name")
+    assert list(table.index) == ["sample", "ewma", "lw"]
+    truth_next = z["truth"][1:]  # truth[t + 1] is the second moment of the return scored at index t
+    ok = np.isfinite(cov[:-1]).all(axis=(1, 2))
+    assert table.loc["sample", "excess"] == pytest.approx(ev.stein_loss(cov[:-1][ok], truth_next[ok]).mean(), rel=1e-9)
+
+
+def test_pairwise_differences_against_every_other_forecaster() -> None:
+    t_ret, warm = 2000, 400
+    r = iid_returns(t_ret, seed=8)
+    truth = np.broadcast_to(SIGMA, (t_ret, 3, 3)).copy()
+    paths = ev.walk_forward(
+        {"sample": SampleForecaster(SampleConfig()), "ewma": EwmaForecaster(EwmaConfig())}, "ABC", r, warmup=warm
+    )
+    (p,) = ev.paired_differences(paths, r, "ewma", block=100, truth=truth)
+    d = ev.qlike(paths["ewma"].cov[warm:t_ret], r[warm:]) - ev.qlike(paths["sample"].cov[warm:t_ret], r[warm:])
+    assert (p.name, p.other) == ("ewma", "sample") and p.qlike_diff == pytest.approx(d.mean(), rel=1e-12)
+    e_ew = ev.stein_loss(paths["ewma"].cov[warm:t_ret], truth[warm:])
+    e_sa = ev.stein_loss(paths["sample"].cov[warm:t_ret], truth[warm:])
+    assert p.excess_ratio == pytest.approx(e_ew.mean() / e_sa.mean(), rel=1e-12)
+    assert p.excess_diff > 2 * p.excess_se > 0  # constant Σ: EWMA is worse than the sample, beyond noise
+    assert "ewma − sample" in ev.format_pairs([p])
+
+
+def test_cli_evaluate_prices_reports_missing_values_and_calendars(tmp_path: Path) -> None:
+    """A crypto asset trading every day next to two weekday-only assets, with a gap and a bad price."""
+    import pandas as pd
+
+    days = pd.date_range("2023-01-02", periods=400, freq="D")
+    rng = np.random.default_rng(11)
+    px = pd.DataFrame(
+        100 * np.exp(np.cumsum(rng.normal(0, 0.01, (400, 3)), axis=0)), index=days, columns=["STOCK", "BOND", "COIN"]
+    )
+    px.loc[px.index.day_of_week >= 5, ["STOCK", "BOND"]] = np.nan  # weekday calendar vs every day
+    px.iloc[100, 0] = np.nan  # a missing print
+    px.iloc[150, 1] = -1.0  # a bad price
+    path = tmp_path / "px.csv"
+    px.rename_axis("time").to_csv(path)
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--prices",
+            str(path),
+            "--freq",
+            "1d",
+            "--warmup",
+            "150",
+            "--forecasters",
+            "sample,ewma",
+            "--no-portfolios",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    weekends = int((days.day_of_week >= 5).sum())
+    assert f"STOCK: {weekends + 1} missing or non-positive prices" in res.output
+    assert f"BOND: {weekends + 1} missing or non-positive prices" in res.output
+    assert f"{weekends + 2} of 400 rows dropped: not every asset has a price (calendars)" in res.output
+    assert "returns span more than one 1d step" in res.output
+    assert "| sample |" in res.output
