@@ -487,9 +487,14 @@ def _solve_budget_fast(
     kernel = (_kernel if _kernel is not None else _load_kernel()) if FAST_PATH else False
     if not kernel:
         return None
-    status, xk, nu, free, iterations = kernel(
-        prob.s, prob.b, prob.lo, prob.hi, prob.w0, prob.c, prob.a, prob.rho, prob.eps_max, x.copy(), tol, budget
-    )
+    try:
+        status, xk, nu, free, iterations = kernel(
+            prob.s, prob.b, prob.lo, prob.hi, prob.w0, prob.c, prob.a, float(prob.rho), float(prob.eps_max),
+            x.copy(), float(tol), int(budget),
+        )  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - numba cannot type an unusual input: numpy answers
+        log.warning("rp_cost: compiled solver failed (%s: %s); using the numpy solver", type(exc).__name__, exc)
+        return None
     if status == 2:
         return None
     prob.iterations = iterations

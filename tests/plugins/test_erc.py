@@ -430,6 +430,10 @@ def test_the_kernel_answers_the_common_case_and_declines_the_rest() -> None:
     # what it declines, the Newton method solves
     res = solve_risk_budget(cov, upper=zero_cap)
     assert res.weights[0] == 0.0 and res.capped[0] and res.dev <= 1e-8
+    # read-only input (numba would need another compiled version): copied, same answer
+    frozen = cov.copy()
+    frozen.setflags(write=False)
+    assert np.array_equal(solve_risk_budget(frozen, upper=upper).weights, solve_risk_budget(cov, upper=upper).weights)
 
 
 def test_without_numba_the_numpy_method_answers_and_says_so(
