@@ -25,8 +25,9 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 2
-"""1: the first ledger; 2: adds ``chain_tx`` (a new table, created on open: 1 upgrades in place)."""
+SCHEMA_VERSION = 3
+"""1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request`` (new tables only, created on
+open: older ledgers upgrade in place)."""
 
 
 def _naive(dt: datetime) -> datetime:
@@ -163,6 +164,40 @@ class ChainTxRow(SQLModel, table=True):
     message: str = ""
     created_at: datetime
     updated_at: datetime
+
+
+class AsyncRequestRow(SQLModel, table=True):
+    """An asynchronous subscription or redemption (ERC-7540 request, or a request-then-claim variant).
+
+    Raw token amounts are decimal strings (18-decimal amounts overflow SQLite's 64-bit integers).
+    The transactions themselves are ``chain_tx`` rows of the same ``client_id`` (steps ``approve``,
+    ``request``, ``claim``), written before broadcast; ``claim_txs`` lists the claims already turned
+    into fills, so replaying a poll after a crash never books a claim twice.
+    """
+
+    __tablename__ = "async_request"
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str = Field(unique=True, index=True)
+    venue: str = Field(index=True)
+    asset: str = Field(index=True)
+    side: str  # deposit (buys shares) or redeem (sells shares)
+    kind: str  # erc7540 or cooldown
+    vault: str
+    controller: str
+    request_id: str | None = None
+    amount_raw: str  # assets for a deposit, shares for a redemption
+    qty: float  # shares the order asked for
+    decision_price: float
+    status: str = Field(index=True)  # requesting, pending, claimable, claiming, claimed, failed
+    request_tx: str | None = None
+    claimable_at: int | None = None
+    claim_txs: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    fills: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+    filled_qty: float = 0.0
+    message: str = ""
+    created_at: datetime
+    updated_at: datetime
+    settled_at: datetime | None = None
 
 
 class RiskEventRow(SQLModel, table=True):
@@ -434,7 +469,6 @@ class Ledger:
             ).one()
         return {"fees": float(fee), "slippage": float(slip), "gas": float(gas), "traded": float(notional)}
 
-
     # -- on-chain transactions ------------------------------------------------------------------------
 
     def record_tx(self, row: ChainTxRow) -> None:
@@ -463,8 +497,51 @@ class Ledger:
                 q = q.where(ChainTxRow.client_id == client_id)
             return list(s.exec(q.order_by(ChainTxRow.id)))  # type: ignore[arg-type]
 
+    # -- asynchronous requests ----------------------------------------------------------------------------
 
-_TABLES = (MetaRow, CycleRow, TargetRow, OrderRow, FillRow, SnapshotRow, ChainTxRow, RiskEventRow)
+    def add_async_request(self, row: AsyncRequestRow) -> AsyncRequestRow:
+        """Commit a request before its first transaction is signed (so a crash leaves a trace)."""
+        row.created_at = row.updated_at = _naive(datetime.now(UTC))
+        with self.session() as s:
+            s.add(row)
+            s.commit()
+        return row
+
+    def update_async_request(self, client_id: str, **fields: Any) -> AsyncRequestRow:
+        with self.session() as s:
+            row = s.exec(select(AsyncRequestRow).where(AsyncRequestRow.client_id == client_id)).one()
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = _naive(datetime.now(UTC))
+            s.add(row)
+            s.commit()
+            return row
+
+    def async_requests(self, *, venue: str | None = None, open_only: bool = False) -> list[AsyncRequestRow]:
+        with self.session() as s:
+            q = select(AsyncRequestRow)
+            if venue is not None:
+                q = q.where(AsyncRequestRow.venue == venue)
+            if open_only:
+                q = q.where(AsyncRequestRow.status.not_in(["claimed", "failed"]))  # type: ignore[attr-defined]
+            return list(s.exec(q.order_by(AsyncRequestRow.id)))  # type: ignore[arg-type]
+
+    def get_async_request(self, client_id: str) -> AsyncRequestRow | None:
+        with self.session() as s:
+            return s.exec(select(AsyncRequestRow).where(AsyncRequestRow.client_id == client_id)).first()
+
+
+_TABLES = (
+    MetaRow,
+    CycleRow,
+    TargetRow,
+    OrderRow,
+    FillRow,
+    SnapshotRow,
+    ChainTxRow,
+    AsyncRequestRow,
+    RiskEventRow,
+)
 
 
 def _event_row(e: RiskEvent) -> RiskEventRow:

@@ -26,7 +26,15 @@ CONTRACTS_DIR = EVM_DIR / "contracts"
 NODE_MODULES = EVM_DIR / "node_modules"
 ABI_FILE = EVM_DIR / "abi.json"
 NPM_COMMAND = "npm ci --prefix connectors/evm"
-CONTRACTS = ("Stablecoin", "RwaToken", "FundVault", "ConstantProductPool", "PriceFeed")
+CONTRACTS = (
+    "Stablecoin",
+    "RwaToken",
+    "FundVault",
+    "ConstantProductPool",
+    "PriceFeed",
+    "AsyncVault",
+    "CooldownVault",
+)
 SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},
     "evmVersion": "cancun",

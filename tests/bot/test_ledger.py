@@ -102,3 +102,31 @@ def test_second_daemon_is_refused(tmp_path: Path) -> None:
     lock.acquire()  # the lock dies with its process
     assert Path(str(path) + ".lock").read_text() == str(os.getpid())
     lock.release()
+
+
+def test_older_ledger_gains_the_async_request_table_in_place(tmp_path: Path) -> None:
+    from bot.ledger import AsyncRequestRow
+
+    led = Ledger(tmp_path / "l.sqlite")
+    led.close()
+    con = sqlite3.connect(tmp_path / "l.sqlite")  # a version-2 ledger: no async_request table yet
+    con.execute("DROP TABLE async_request")
+    con.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    led = Ledger(tmp_path / "l.sqlite")
+    row = AsyncRequestRow(
+        client_id="c1", venue="v", asset="F", side="deposit", kind="erc7540", vault="0x" + "1" * 40,
+        controller="0x" + "2" * 40, amount_raw=str(10**30), qty=1.0, decision_price=1.0, status="requesting",
+        created_at=T, updated_at=T,
+    )  # fmt: skip
+    led.add_async_request(row)
+    led.update_async_request("c1", status="pending", claim_txs=["0xab"])
+    got = led.get_async_request("c1")
+    assert got is not None and got.amount_raw == str(10**30) and got.claim_txs == ["0xab"]
+    assert [r.client_id for r in led.async_requests(open_only=True)] == ["c1"]
+    led.update_async_request("c1", status="claimed")
+    assert led.async_requests(open_only=True) == []
+    led.close()
+    con = sqlite3.connect(tmp_path / "l.sqlite")
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)

@@ -1,0 +1,604 @@
+"""Asynchronous subscriptions and redemptions: ERC-7540 requests and a request-then-claim variant.
+
+Why a state machine. An ERC-7540 fund (Centrifuge-style) does not settle in the transaction that
+asks: ``requestDeposit``/``requestRedeem`` moves the stablecoin or the shares into the vault
+(*pending*), the fund manager later fulfils it at the NAV of that day (*claimable*, and the vault
+emits no event for it), and nothing arrives until the investor *claims* with ``deposit``/``redeem``.
+The non-standard variant (the staked-stablecoin "cooldown": ``cooldownShares`` then ``unstake``
+after a timestamp) has the same shape with a clock instead of a manager. So an order on such an
+asset lives across cycles and restarts, and while it is open its value is neither cash nor a
+position in the wallet: it must still count in NAV and risk, and the asset must not be traded again
+until it settles.
+
+How. Each request is an ``async_request`` ledger row (client id, side, raw amount, request id,
+status, the claims already booked as fills), written before its first transaction is signed. The
+transactions are signed, written to ``chain_tx`` and broadcast by a ``TxSender`` (``VenueSender``
+adapts the ``evm`` venue's own signing, ledger-before-broadcast and receipt machinery), so they
+carry the same guarantees as the venue's orders. ``poll()`` (every cycle, and on start) first settles
+transactions in doubt (receipts, byte-identical rebroadcast, dropped), then reads the vault's views
+(``pendingDepositRequest``/``claimableDepositRequest`` and the redeem pair, or the cooldown status),
+claims what is claimable and books each mined claim once as a fill. Everything it decides is read
+back from the chain and ``chain_tx``, so a crash at any point is resolved by the next poll.
+
+Exposure. ``exposure()`` reads the on-chain pending and claimable amounts of the wallet (not the
+ledger's belief) and values them: deposits by the assets waiting (pending) or the shares waiting
+(claimable), redemptions by the shares in escrow at today's NAV (pending) or the stablecoin set
+aside (claimable). ``held_fixed()`` names the assets with anything open. The cycle adds the units
+to the asset's position (NAV and risk see them) and pins those assets' weights (lower = upper =
+current) so the optimizer neither buys nor sells them until they settle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from eth_utils import function_signature_to_4byte_selector
+from pydantic import Field, model_validator
+from sqlmodel import select
+from web3 import Web3
+from web3.exceptions import ContractLogicError
+from web3.logs import DISCARD
+
+from bot.components import ComponentConfig
+from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Severity
+from bot.errors import InsufficientFunds, InvalidOrder, VenueError
+from bot.ledger import AsyncRequestRow, ChainTxRow, Ledger, OrderRow
+from connectors.evm.chain import RevertDecoder, abis
+
+log = logging.getLogger("rwabot.evm.async")
+
+ADDRESS = r"^0x[0-9a-fA-F]{40}$"
+OPEN = ("requesting", "pending", "claimable", "claiming")
+
+# ERC-165 interface ids of ERC-7540 (XOR of the selectors, checked against the EIP in the tests)
+IID_ERC165 = bytes.fromhex("01ffc9a7")
+IID_OPERATOR = bytes.fromhex("e3bc4e65")
+IID_ASYNC_DEPOSIT = bytes.fromhex("ce3bbe50")
+IID_ASYNC_REDEEM = bytes.fromhex("620ee8e4")
+
+ERC20_ABI = [
+    {"type": "function", "name": n, "stateMutability": m, "inputs": i, "outputs": [{"name": "", "type": o}]}
+    for n, m, i, o in (
+        ("balanceOf", "view", [{"name": "a", "type": "address"}], "uint256"),
+        ("allowance", "view", [{"name": "o", "type": "address"}, {"name": "s", "type": "address"}], "uint256"),
+        ("approve", "nonpayable", [{"name": "s", "type": "address"}, {"name": "v", "type": "uint256"}], "bool"),
+    )
+]
+
+
+class AsyncAssetConfig(ComponentConfig):
+    """One asset traded by request and claim.
+
+    ``erc7540``: both sides as the vault declares them through ERC-165. ``cooldown``: redemptions
+    only, by configured function signatures (the request takes the shares, the status view takes the
+    controller and returns the claim time and the amount, the claim takes the receiver).
+    """
+
+    kind: Literal["erc7540", "cooldown"] = "erc7540"
+    vault: str = Field(pattern=ADDRESS, description="the vault; its shares are the asset")
+    decimals: int = Field(default=18, ge=0, le=36, description="decimals of the shares")
+    request_fn: str = Field(default="cooldownShares(uint256)", description="cooldown: the request")
+    status_fn: str = Field(default="cooldowns(address)", description="cooldown: the status view")
+    status_outputs: tuple[str, ...] = Field(default=("uint104", "uint152"), min_length=2)
+    claimable_at_index: int = Field(default=0, ge=0, description="cooldown: output holding the claim time")
+    amount_index: int = Field(default=1, ge=0, description="cooldown: output holding the assets waiting")
+    claim_fn: str = Field(default="unstake(address)", description="cooldown: the claim")
+
+    @model_validator(mode="after")
+    def _indices(self) -> AsyncAssetConfig:
+        n = len(self.status_outputs)
+        if self.claimable_at_index >= n or self.amount_index >= n:
+            raise ValueError(f"claimable_at_index and amount_index must be < {n} (the outputs of status_fn)")
+        return self
+
+
+@dataclass(frozen=True)
+class AsyncSides:
+    """What a vault declares through ERC-165."""
+
+    erc165: bool
+    operator: bool
+    deposit: bool
+    redeem: bool
+
+
+@dataclass(frozen=True)
+class PendingExposure:
+    """Value of an asset's open requests, in asset units (at ``price``) and in the quote currency."""
+
+    asset: str
+    units: float
+    value: float
+    price: float
+    pending_deposit: float  # quote waiting to become shares
+    claimable_deposit_units: float
+    pending_redeem_units: float
+    claimable_redeem: float  # quote set aside for the claim
+
+
+class TxSender(Protocol):
+    """Signs, records in ``chain_tx`` before broadcast, and follows transactions.
+
+    ``send`` estimates first (a revert raises ``VenueError`` and sends nothing), ``wait`` returns the
+    receipt after the required confirmations, ``refresh`` settles rows in doubt without waiting.
+    """
+
+    address: str
+    w3: Web3
+    name: str
+
+    def send(self, order: Order, step: str, fn: Any) -> ChainTxRow: ...
+
+    def wait(self, row: ChainTxRow) -> Any: ...
+
+    def refresh(self, rows: list[ChainTxRow]) -> list[ChainTxRow]: ...
+
+    def native_price(self) -> float: ...
+
+
+class VenueSender:
+    """The ``evm`` venue's transaction machinery as a ``TxSender`` (same nonces, ledger, gas policy)."""
+
+    def __init__(self, venue: Any) -> None:
+        self.venue = venue
+        self.address: str = venue.address
+        self.w3: Web3 = venue.w3
+        self.name: str = venue.name
+
+    def send(self, order: Order, step: str, fn: Any) -> ChainTxRow:
+        max_fee, prio = self.venue._fees()
+        return self.venue._send(order, step, fn, max_fee, prio, notional=None)
+
+    def wait(self, row: ChainTxRow) -> Any:
+        return self.venue._wait(row)
+
+    def refresh(self, rows: list[ChainTxRow]) -> list[ChainTxRow]:
+        return self.venue._refresh(rows) if rows else rows
+
+    def native_price(self) -> float:
+        return float(self.venue.native_price())
+
+
+def _sig_abi(signature: str, outputs: tuple[str, ...] = ()) -> dict[str, Any]:
+    name, args = signature.split("(", 1)
+    types = [t for t in args.rstrip(")").split(",") if t]
+    return {
+        "type": "function",
+        "name": name,
+        "stateMutability": "view" if outputs else "nonpayable",
+        "inputs": [{"name": f"a{i}", "type": t} for i, t in enumerate(types)],
+        "outputs": [{"name": f"o{i}", "type": t} for i, t in enumerate(outputs)],
+    }
+
+
+class AsyncRequests:
+    """Open requests of one wallet on one chain: request, poll, claim, expose.
+
+    ``quote_token``/``quote_decimals`` are the stablecoin the vaults take. ``eligible`` (optional) is
+    called before any request is signed with ``(asset, side, raw_amount)`` and raises to refuse it.
+    """
+
+    def __init__(
+        self,
+        sender: TxSender,
+        ledger: Ledger,
+        assets: Mapping[str, AsyncAssetConfig],
+        *,
+        quote_token: str,
+        quote_decimals: int = 6,
+        emit: Callable[[RiskEvent], None] | None = None,
+        now: Callable[[], datetime] | None = None,
+        eligible: Callable[[str, str, int], None] | None = None,
+    ) -> None:
+        self.sender = sender
+        self.w3 = sender.w3
+        self.name = sender.name
+        self.ledger = ledger
+        self.assets = dict(assets)
+        self.q = 10**quote_decimals
+        self.emit = emit or (lambda e: None)
+        self.now = now or (lambda: datetime.now(UTC))
+        self.eligible = eligible
+        self.decoder = RevertDecoder()
+        self.quote = self.w3.eth.contract(address=Web3.to_checksum_address(quote_token), abi=ERC20_ABI)
+        abi = abis()["AsyncVault"]
+        self.vaults = {
+            a: self.w3.eth.contract(address=Web3.to_checksum_address(c.vault), abi=abi) for a, c in self.assets.items()
+        }
+        self._sides: dict[str, AsyncSides] = {}
+
+    # -- helpers ----------------------------------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, sev: Severity = Severity.INFO, **data: Any) -> None:
+        self.emit(RiskEvent(kind, sev, f"venue:{self.name}", message, self.now(), None, data))
+
+    def _cfg(self, asset: str) -> AsyncAssetConfig:
+        try:
+            return self.assets[asset]
+        except KeyError:
+            raise InvalidOrder(self.name, f"{asset} is not an asynchronous asset of this venue") from None
+
+    def _unit(self, asset: str) -> int:
+        return 10 ** self._cfg(asset).decimals
+
+    def _call(self, what: str, fn: Any) -> Any:
+        try:
+            return fn.call()
+        except ContractLogicError as exc:
+            raise VenueError(self.name, f"{what}: {self.decoder.from_exception(exc)}") from None
+
+    def _cooldown_status(self, asset: str) -> tuple[int, int]:
+        c = self._cfg(asset)
+        view = self.w3.eth.contract(address=c.vault, abi=[_sig_abi(c.status_fn, c.status_outputs)])
+        out = self._call(f"{asset} {c.status_fn}", getattr(view.functions, c.status_fn.split("(")[0])(self.address))
+        return int(out[c.claimable_at_index]), int(out[c.amount_index])
+
+    @property
+    def address(self) -> str:
+        return self.sender.address
+
+    def detect(self, asset: str) -> AsyncSides:
+        """The vault's ERC-165 answers; a contract without ERC-165 declares nothing."""
+        if asset in self._sides:
+            return self._sides[asset]
+        vault = self._cfg(asset).vault
+
+        def supports(iid: bytes) -> bool:
+            data = "0x01ffc9a7" + iid.hex().ljust(64, "0")
+            try:
+                raw = self.w3.eth.call({"to": vault, "data": data})  # type: ignore[typeddict-item]
+            except (ContractLogicError, ValueError):
+                return False
+            return len(raw) == 32 and int.from_bytes(raw, "big") == 1
+
+        erc165 = supports(IID_ERC165) and not supports(bytes.fromhex("ffffffff"))
+        sides = AsyncSides(
+            erc165,
+            erc165 and supports(IID_OPERATOR),
+            erc165 and supports(IID_ASYNC_DEPOSIT),
+            erc165 and supports(IID_ASYNC_REDEEM),
+        )
+        self._sides[asset] = sides
+        return sides
+
+    def nav_per_share(self, asset: str) -> float:
+        """Quote per share from ``convertToAssets`` (the async sides' ``preview*`` revert by design)."""
+        raw = self._call(f"{asset} convertToAssets", self.vaults[asset].functions.convertToAssets(self._unit(asset)))
+        return raw / self.q
+
+    # -- requests --------------------------------------------------------------------------------------------
+
+    def request(self, order: Order) -> OrderState:
+        """Open a request for an order: a buy requests a deposit, a sell a redemption (or a cooldown).
+
+        Idempotent per client id: a second call resumes the first. One open request per asset: the
+        asset is held fixed until it settles, so a second one is refused.
+        """
+        existing = self.ledger.get_async_request(order.client_id)
+        if existing is not None:
+            return self._resume(existing, order)
+        c = self._cfg(order.asset)
+        side = "deposit" if order.side == "buy" else "redeem"
+        if c.kind == "erc7540":
+            sides = self.detect(order.asset)
+            if not (sides.deposit if side == "deposit" else sides.redeem):
+                raise InvalidOrder(
+                    self.name,
+                    f"{order.asset}: vault {c.vault} does not declare asynchronous {side}s through ERC-165; "
+                    "trade it as a plain ERC-4626 vault",
+                )
+        elif side == "deposit":
+            raise InvalidOrder(self.name, f"{order.asset}: the cooldown variant only redeems asynchronously")
+        busy = [r for r in self.ledger.async_requests(venue=self.name, open_only=True) if r.asset == order.asset]
+        if busy:
+            raise InvalidOrder(
+                self.name, f"{order.asset}: request {busy[0].client_id} is still {busy[0].status}; asset held fixed"
+            )
+        shares_raw = int(round(order.qty * self._unit(order.asset)))
+        if shares_raw <= 0:
+            raise InvalidOrder(self.name, f"{order.asset}: quantity {order.qty} rounds to zero shares")
+        vault = self.vaults[order.asset]
+        if side == "deposit":
+            amount = self._call("convertToAssets", vault.functions.convertToAssets(shares_raw))
+            have = self._call("stablecoin balance", self.quote.functions.balanceOf(self.address))
+        else:
+            amount = shares_raw
+            have = self._call("share balance", vault.functions.balanceOf(self.address))
+        if amount > have:
+            raise InsufficientFunds(
+                self.name, f"{order.asset}: {side} request needs {amount} raw units, the wallet has {have}"
+            )
+        if self.eligible is not None:
+            self.eligible(order.asset, side, amount)
+        row = AsyncRequestRow(
+            client_id=order.client_id, venue=self.name, asset=order.asset, side=side, kind=c.kind, vault=c.vault,
+            controller=self.address, amount_raw=str(amount), qty=order.qty, decision_price=order.decision_price,
+            status="requesting", created_at=self.now(), updated_at=self.now(),
+        )  # fmt: skip
+        self.ledger.add_async_request(row)
+        return self._send_request(row, order)
+
+    def _send_request(self, row: AsyncRequestRow, order: Order) -> OrderState:
+        amount = int(row.amount_raw)
+        vault = self.vaults[row.asset]
+        if row.side == "deposit":
+            allowance = self._call("allowance", self.quote.functions.allowance(self.address, vault.address))
+            if allowance != amount:  # exact-amount approval
+                tx = self.sender.send(order, "approve", self.quote.functions.approve(vault.address, amount))
+                if self.sender.wait(tx)["status"] != 1:
+                    return self._fail(row, f"approval {tx.tx_hash} reverted")
+            fn = vault.functions.requestDeposit(amount, self.address, self.address)
+        elif row.kind == "erc7540":
+            fn = vault.functions.requestRedeem(amount, self.address, self.address)
+        else:
+            c = self._cfg(row.asset)
+            fn = self._variant(c, c.request_fn)(amount)
+        tx = self.sender.send(order, "request", fn)  # in chain_tx before the node sees it
+        self.ledger.update_async_request(row.client_id, request_tx=tx.tx_hash)
+        self.sender.wait(tx)
+        return self._advance(self.ledger.get_async_request(row.client_id))  # type: ignore[arg-type]
+
+    def _variant(self, c: AsyncAssetConfig, signature: str) -> Any:
+        contract = self.w3.eth.contract(address=c.vault, abi=[_sig_abi(signature)])
+        return getattr(contract.functions, signature.split("(")[0])
+
+    def _resume(self, row: AsyncRequestRow, order: Order) -> OrderState:
+        if row.status == "requesting" and not self._txs(row, "request"):
+            return self._send_request(row, order)  # nothing was signed: sending cannot double anything
+        return self._advance(row)
+
+    def _fail(self, row: AsyncRequestRow, message: str) -> OrderState:
+        self.ledger.update_async_request(row.client_id, status="failed", message=message[:500])
+        self._event("async_failed", f"{row.asset} {row.side} request {row.client_id}: {message}", Severity.CRITICAL)
+        return self.order_state(row.client_id)  # type: ignore[return-value]
+
+    def _txs(self, row: AsyncRequestRow, step: str) -> list[ChainTxRow]:
+        return [t for t in self.ledger.txs(venue=self.name, client_id=row.client_id) if t.step == step]
+
+    # -- polling ---------------------------------------------------------------------------------------------
+
+    def poll(self) -> list[OrderState]:
+        """Advance every open request once; returns the states of those that changed.
+
+        Claims are booked into the ledger's orders when the order row exists (the cycle's leg)."""
+        out = []
+        for row in self.ledger.async_requests(venue=self.name, open_only=True):
+            before = (row.status, len(row.claim_txs))
+            state = self._advance(row)
+            after = self.ledger.get_async_request(row.client_id)
+            assert after is not None
+            if (after.status, len(after.claim_txs)) != before:
+                out.append(state)
+                self._book(state)
+        return out
+
+    def _book(self, state: OrderState) -> None:
+
+        with self.ledger.session() as s:
+            exists = s.exec(select(OrderRow.id).where(OrderRow.client_id == state.client_id)).first()
+        if exists is not None:
+            self.ledger.record_order_state(state)
+
+    def _advance(self, row: AsyncRequestRow, *, may_claim: bool = True) -> OrderState:
+        """One step of the state machine, entirely from ``chain_tx`` and the vault's views."""
+        if row.status in ("claimed", "failed"):
+            return self.order_state(row.client_id)  # type: ignore[return-value]
+        # 1. the request transaction
+        if row.status == "requesting":
+            reqs = self.sender.refresh(self._txs(row, "request"))
+            if not reqs:
+                return self._fail(row, "the request was never signed (crash before sending)")
+            tx = reqs[-1]
+            if tx.status in ("signed", "sent"):
+                self.sender.wait(tx)
+                tx = self._txs(row, "request")[-1]
+            if tx.status != "mined":
+                return self._fail(row, f"request {tx.tx_hash} {tx.status}: {tx.message}")
+            rid = self._request_id(row, tx.tx_hash)
+            row = self.ledger.update_async_request(row.client_id, status="pending", request_id=str(rid))
+            self._event("async_requested", f"{row.asset}: {row.side} request {rid} pending ({tx.tx_hash})")
+        # 2. claims already sent: book the mined ones once, wait for those in doubt
+        claims = self.sender.refresh(self._txs(row, "claim"))
+        doubt = [t for t in claims if t.status in ("signed", "sent")]
+        if doubt:
+            if row.status != "claiming":
+                row = self.ledger.update_async_request(row.client_id, status="claiming")
+            for t in doubt:  # rebroadcast by refresh if the node lost it; a timeout leaves it in flight
+                self.sender.wait(t)
+            claims = self._txs(row, "claim")
+        for tx in claims:
+            if tx.status == "mined" and tx.tx_hash not in row.claim_txs:
+                row = self._book_claim(row, tx)
+        # 3. where the request stands on chain
+        pending, claimable, claimable_at = self._onchain(row)
+        if claimable == 0:
+            if pending == 0 and row.claim_txs:
+                row = self.ledger.update_async_request(row.client_id, status="claimed", settled_at=self.now())
+                self._event("async_settled", f"{row.asset}: {row.side} request {row.client_id} settled")
+            elif row.status != "pending" or claimable_at != row.claimable_at:
+                row = self.ledger.update_async_request(row.client_id, status="pending", claimable_at=claimable_at)
+            return self.order_state(row.client_id)  # type: ignore[return-value]
+        if row.status not in ("claimable", "claiming"):
+            self._event("async_claimable", f"{row.asset}: {row.side} request {row.client_id} is claimable")
+        if not may_claim:  # a claim of this poll reverted: the next poll estimates it again first
+            row = self.ledger.update_async_request(row.client_id, status="claimable", claimable_at=claimable_at)
+            return self.order_state(row.client_id)  # type: ignore[return-value]
+        row = self.ledger.update_async_request(row.client_id, status="claiming", claimable_at=claimable_at)
+        order = Order(row.client_id, "", self.name, row.asset, "buy" if row.side == "deposit" else "sell", row.qty, 0)
+        try:
+            tx = self.sender.send(order, "claim", self._claim_fn(row, claimable))
+        except VenueError as exc:  # refused before signing, or signed and maybe sent: the next poll knows
+            doubt = any(t.status in ("signed", "sent") for t in self._txs(row, "claim"))
+            self.ledger.update_async_request(
+                row.client_id, status="claiming" if doubt else "claimable", message=str(exc)[:500]
+            )
+            raise
+        receipt = self.sender.wait(tx)
+        fresh = next(t for t in self._txs(row, "claim") if t.tx_hash == tx.tx_hash)
+        if receipt["status"] == 1:
+            row = self._book_claim(row, fresh)
+            return self._advance(row)
+        self._event("async_claim_reverted", f"{row.asset}: claim {tx.tx_hash} reverted: {fresh.message}",
+                    Severity.CRITICAL)  # fmt: skip
+        return self._advance(row, may_claim=False)
+
+    def _onchain(self, row: AsyncRequestRow) -> tuple[int, int, int | None]:
+        """(pending, claimable, claimable_at) in the side's raw unit: assets for deposits, shares for
+        redemptions; the cooldown variant's amount is in assets and claimable once its time is past."""
+        if row.kind == "cooldown":
+            at, amount = self._cooldown_status(row.asset)
+            ts = int(self.w3.eth.get_block("latest")["timestamp"])
+            return (amount, 0, at) if ts < at else (0, amount, at)
+        v, rid = self.vaults[row.asset], int(row.request_id or 0)
+        if row.side == "deposit":
+            pending = self._call("pendingDepositRequest", v.functions.pendingDepositRequest(rid, self.address))
+            claimable = self._call("claimableDepositRequest", v.functions.claimableDepositRequest(rid, self.address))
+        else:
+            pending = self._call("pendingRedeemRequest", v.functions.pendingRedeemRequest(rid, self.address))
+            claimable = self._call("claimableRedeemRequest", v.functions.claimableRedeemRequest(rid, self.address))
+        return int(pending), int(claimable), None
+
+    def _claim_fn(self, row: AsyncRequestRow, claimable: int) -> Any:
+        v = self.vaults[row.asset]
+        if row.kind == "cooldown":
+            return self._variant(self._cfg(row.asset), self._cfg(row.asset).claim_fn)(self.address)
+        if row.side == "deposit":
+            return v.functions.deposit(claimable, self.address, self.address)
+        return v.functions.redeem(claimable, self.address, self.address)
+
+    def _request_id(self, row: AsyncRequestRow, tx_hash: str) -> int:
+        if row.kind == "cooldown":
+            return 0
+        receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        ev = self.vaults[row.asset].events
+        event = ev.DepositRequest() if row.side == "deposit" else ev.RedeemRequest()
+        logs = event.process_receipt(receipt, errors=DISCARD)
+        if not logs:
+            raise VenueError(self.name, f"request {tx_hash} of {row.asset} mined without a request event")
+        return int(logs[-1]["args"]["requestId"])
+
+    def _book_claim(self, row: AsyncRequestRow, tx: ChainTxRow) -> AsyncRequestRow:
+        """A mined claim becomes a fill: shares and the price actually paid (or received) per share."""
+        receipt = self.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
+        unit = self._unit(row.asset)
+        if row.kind == "cooldown":
+            assets = self._transfer_to_self(receipt)
+            shares = row.qty  # burnt at the request, at the NAV of the request
+        else:
+            ev = self.vaults[row.asset].events
+            logs = (ev.Deposit() if row.side == "deposit" else ev.Withdraw()).process_receipt(receipt, errors=DISCARD)
+            if not logs:
+                raise VenueError(self.name, f"claim {tx.tx_hash} of {row.asset} mined without a Deposit/Withdraw")
+            assets = int(logs[-1]["args"]["assets"]) / self.q
+            shares = int(logs[-1]["args"]["shares"]) / unit
+        first = not row.claim_txs
+        gas = tx.gas_cost_quote
+        if first:  # the approval and the request are paid by the first fill
+            gas += sum(t.gas_cost_quote for t in self.ledger.txs(venue=self.name, client_id=row.client_id)
+                       if t.step in ("approve", "request"))  # fmt: skip
+        price = assets / shares if shares else 0.0
+        side = "buy" if row.side == "deposit" else "sell"
+        sign = 1.0 if side == "buy" else -1.0
+        fill = Fill(
+            tx.tx_hash, row.client_id, self.name, row.asset, side, shares, price, 0.0,  # type: ignore[arg-type]
+            sign * (price - row.decision_price) * shares, self.now(), gas,
+        )  # fmt: skip
+        fills = [*row.fills, _fill_dict(fill)]
+        self._event("async_claimed", f"{row.asset}: claimed {shares:.6g} shares at {price:.6g} ({tx.tx_hash})")
+        return self.ledger.update_async_request(
+            row.client_id, claim_txs=[*row.claim_txs, tx.tx_hash], fills=fills, filled_qty=row.filled_qty + shares
+        )
+
+    def _transfer_to_self(self, receipt: Any) -> float:
+        topic = Web3.keccak(text="Transfer(address,address,uint256)")
+        me = bytes.fromhex(self.address[2:].lower().rjust(64, "0"))
+        total = 0
+        for lg in receipt["logs"]:
+            if lg["address"].lower() == self.quote.address.lower() and lg["topics"][0] == topic:
+                if bytes(lg["topics"][2]) == me:
+                    total += int.from_bytes(bytes(lg["data"]), "big")
+        return total / self.q
+
+    # -- what the cycle reads ------------------------------------------------------------------------------
+
+    def order_state(self, client_id: str) -> OrderState | None:
+        row = self.ledger.get_async_request(client_id)
+        if row is None:
+            return None
+        fills = tuple(_fill_from_dict(d) for d in row.fills)
+        if row.status == "claimed":
+            status = OrderStatus.FILLED
+        elif row.status == "failed":
+            status = OrderStatus.CANCELED if fills else OrderStatus.REJECTED
+        else:
+            status = OrderStatus.OPEN
+        msg = row.message or f"async {row.side} {row.status}"
+        return OrderState(client_id, status, row.filled_qty, fills, row.request_tx, msg)
+
+    def exposure(self) -> dict[str, PendingExposure]:
+        """Per asset, the value of the wallet's open requests, read from the vaults (the truth)."""
+        out: dict[str, PendingExposure] = {}
+        for asset, c in self.assets.items():
+            v, unit = self.vaults[asset], self._unit(asset)
+            price = self.nav_per_share(asset)
+            pd = cdu = pru = cr = 0.0
+            if c.kind == "cooldown":
+                _, amount = self._cooldown_status(asset)
+                cr = amount / self.q  # fixed at the request: counts as quote waiting either way
+            else:
+                sides = self.detect(asset)
+                if sides.deposit:
+                    pd = (
+                        self._call("pendingDepositRequest", v.functions.pendingDepositRequest(0, self.address)) / self.q
+                    )
+                    cdu = self._call("maxMint", v.functions.maxMint(self.address)) / unit
+                if sides.redeem:
+                    pru = self._call("pendingRedeemRequest", v.functions.pendingRedeemRequest(0, self.address)) / unit
+                    cr = self._call("maxWithdraw", v.functions.maxWithdraw(self.address)) / self.q
+            value = pd + cdu * price + pru * price + cr
+            if value > 0:
+                out[asset] = PendingExposure(asset, value / price, value, price, pd, cdu, pru, cr)
+        return out
+
+    def held_fixed(self) -> frozenset[str]:
+        """Assets that must not be traded this cycle: an open request in the ledger or value on chain."""
+        open_rows = {r.asset for r in self.ledger.async_requests(venue=self.name, open_only=True)}
+        return frozenset(open_rows | set(self.exposure()))
+
+
+def _fill_dict(f: Fill) -> dict[str, Any]:
+    return {
+        "fill_id": f.fill_id, "client_id": f.client_id, "venue": f.venue, "asset": f.asset, "side": f.side,
+        "qty": f.qty, "price": f.price, "fee": f.fee, "slippage": f.slippage, "time": f.time.isoformat(),
+        "gas": f.gas,
+    }  # fmt: skip
+
+
+def _fill_from_dict(d: Mapping[str, Any]) -> Fill:
+    return Fill(
+        d["fill_id"], d["client_id"], d["venue"], d["asset"], d["side"], float(d["qty"]), float(d["price"]),
+        float(d["fee"]), float(d["slippage"]), datetime.fromisoformat(d["time"]), float(d["gas"]),
+    )  # fmt: skip
+
+
+def erc165_id(*signatures: str) -> bytes:
+    """XOR of the function selectors: an interface id, computed independently of any contract."""
+    v = 0
+    for s in signatures:
+        v ^= int.from_bytes(function_signature_to_4byte_selector(s), "big")
+    return v.to_bytes(4, "big")
+
+
+__all__ = [
+    "AsyncAssetConfig",
+    "AsyncRequests",
+    "AsyncSides",
+    "PendingExposure",
+    "TxSender",
+    "VenueSender",
+    "erc165_id",
+]
