@@ -355,6 +355,8 @@ class Pair:
     excess_diff: float = math.nan
     excess_se: float = math.nan
     excess_ratio: float = math.nan
+    excess_by_phase: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Mean Δ excess and its block-bootstrap SE over the calm, stress and first-24-h-of-stress hours."""
 
 
 def paired_differences(
@@ -364,6 +366,7 @@ def paired_differences(
     *,
     block: int,
     truth: np.ndarray | None = None,
+    regime: np.ndarray | None = None,
     n_boot: int = 1000,
 ) -> list[Pair]:
     """``name`` against every other forecaster, on the periods where all have a forecast (as ``score``).
@@ -395,6 +398,11 @@ def paired_differences(
             p.excess_diff = float(np.mean(e))
             p.excess_se = block_bootstrap_se(e, block, n_boot)
             p.excess_ratio = float(np.mean(excess[name]) / np.mean(excess[k]))
+            if regime is not None:  # the phase's hours, concatenated, resampled in blocks as above
+                phases = stress_phase(regime)[mask]
+                for label, sel in (("calm", phases == 0), ("stress", phases >= 1), ("stress_first24h", phases == 2)):
+                    if sel.any():
+                        p.excess_by_phase[label] = (float(np.mean(e[sel])), block_bootstrap_se(e[sel], block, n_boot))
         out.append(p)
     return out
 
@@ -402,9 +410,11 @@ def paired_differences(
 def format_pairs(pairs: Sequence[Pair], unit: str = "period") -> str:
     """Markdown table of ``paired_differences``; "beyond 2 SE" marks |Δ| > 2·SE."""
     truth = any(math.isfinite(p.excess_diff) for p in pairs)
+    phases = [k for k in ("calm", "stress", "stress_first24h") if any(k in p.excess_by_phase for p in pairs)]
     head = ["vs", f"Δ QLIKE (nats/{unit})", "±SE", "t"]
     if truth:
         head += ["Δ excess", "±SE", "t", "excess ratio"]
+    head += [f"Δ excess {k.replace('_', ' ')} ±SE" for k in phases]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def t_stat(d: float, se: float) -> str:
@@ -419,6 +429,9 @@ def format_pairs(pairs: Sequence[Pair], unit: str = "period") -> str:
                 t_stat(p.excess_diff, p.excess_se),
                 f"{p.excess_ratio:.3f}",
             ]
+        for k in phases:
+            d, se = p.excess_by_phase.get(k, (math.nan, math.nan))
+            row.append(f"{d:+.4f} ± {se:.4f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -652,7 +665,8 @@ class Evaluation:
 
     def pairs(self, name: str) -> list[Pair]:
         """``name`` against every other forecaster (see ``paired_differences``)."""
-        return paired_differences(self.paths, self.dataset.returns, name, block=self.block, truth=self.dataset.truth)
+        ds = self.dataset
+        return paired_differences(self.paths, ds.returns, name, block=self.block, truth=ds.truth, regime=ds.regime)
 
 
 def build_forecasters(specs: Sequence[str], options: Mapping[str, Mapping[str, Any]], state_dir: Any) -> dict[str, Any]:
@@ -730,6 +744,8 @@ def save_forecasts(ev: Evaluation, path: str) -> None:
         arrays[f"cov_{k}"] = p.cov
     if ev.dataset.truth is not None:
         arrays["truth"] = np.concatenate([np.full((1, *ev.dataset.truth.shape[1:]), np.nan), ev.dataset.truth])
+    if ev.dataset.regime is not None:  # aligned like truth: index t = the regime of the return into row t
+        arrays["regime"] = np.concatenate([[-1], np.asarray(ev.dataset.regime).astype(int)])
     np.savez_compressed(path, **arrays)
 
 

@@ -271,6 +271,15 @@ def test_pairwise_differences_against_every_other_forecaster() -> None:
     assert p.excess_ratio == pytest.approx(e_ew.mean() / e_sa.mean(), rel=1e-12)
     assert p.excess_diff > 2 * p.excess_se > 0  # constant Σ: EWMA is worse than the sample, beyond noise
     assert "ewma − sample" in ev.format_pairs([p])
+    # by regime: the phase means are the means of the paired excess over those hours
+    regime = (np.arange(t_ret) // 100) % 3 == 2  # stress episodes of 100 hours
+    (q,) = ev.paired_differences(paths, r, "ewma", block=100, truth=truth, regime=regime)
+    d_ex = e_ew - e_sa
+    calm, first = ~regime[warm:], ev.stress_phase(regime)[warm:] == 2
+    assert q.excess_by_phase["calm"][0] == pytest.approx(d_ex[calm].mean(), rel=1e-12)
+    assert q.excess_by_phase["stress"][0] == pytest.approx(d_ex[~calm].mean(), rel=1e-12)
+    assert q.excess_by_phase["stress_first24h"][0] == pytest.approx(d_ex[first].mean(), rel=1e-12)
+    assert "Δ excess stress first24h ±SE" in ev.format_pairs([q])
 
 
 def test_cli_evaluate_prices_reports_missing_values_and_calendars(tmp_path: Path) -> None:
