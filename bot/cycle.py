@@ -104,6 +104,7 @@ class PlanInputs:
     participation: float
     cost_margin: float = 0.01  # extra cash kept aside per buy for spread and impact
     min_trade_weight: float = 0.0  # trades smaller than this fraction of NAV are not worth their fixed costs
+    hold: frozenset[str] = frozenset()  # assets not traded this cycle (their venue failed)
 
 
 @dataclass
@@ -119,12 +120,16 @@ def plan_orders(p: PlanInputs) -> Plan:
     Rules: no order exceeds ``participation ×`` the last hour's traded volume; quantities are
     floored to the venue's step; dust below the venue's minimum quantity or notional is skipped;
     a sell never exceeds the position; buys on a venue are scaled down together when that venue's
-    cash plus its sells' proceeds cannot pay for them (cash does not move between venues).
+    cash plus its sells' proceeds cannot pay for them (cash does not move between venues);
+    ``cash_by_venue`` is the cash that can buy assets (a gas reserve is not); assets in ``hold``
+    are not traded.
     """
     plan = Plan()
     sells: list[tuple[str, float]] = []
     buys: dict[str, list[tuple[str, float]]] = {}
     for i, a in enumerate(p.assets):
+        if a in p.hold:
+            continue
         price = float(p.prices[i])
         delta_value = float(p.decided[i]) * p.nav - float(p.positions[i]) * price
         if abs(delta_value) < p.min_trade_weight * p.nav:
@@ -198,6 +203,24 @@ class Components:
     optimizer: Optimizer
     policy: Policy
     venues: dict[str, Venue]
+
+
+@dataclass
+class Holdings:
+    """What the venues hold, read at one moment; venues that could not be read are held at the
+    ledger's last known values (``failed`` says why, ``held`` lists their assets)."""
+
+    prices: np.ndarray
+    positions: np.ndarray
+    cash: dict[str, float]  # all cash per venue, reserves included: what NAV counts
+    spendable: dict[str, float]  # cash per venue that can buy assets
+    failed: dict[str, str] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+    excluded: tuple[str, ...] = ()  # venues with no value known at all: left out of NAV
+
+    @property
+    def nav(self) -> float:
+        return float(sum(self.cash.values()) + self.positions @ self.prices)
 
 
 def make_clock(cfg: Config) -> RealClock | SimulatedClock:
@@ -278,6 +301,7 @@ class Engine:
         self._above_threshold = False
         # venues with the optional ``reconcile`` hook are reconciled on start and after a failure
         self._venues_to_reconcile: set[str] = set(self.c.venues)
+        self._failed_at_plan: dict[str, dict[str, str]] = {}  # cycle key -> venue -> why, until it executes
 
     def close(self) -> None:
         for v in self.c.venues.values():
@@ -311,39 +335,91 @@ class Engine:
 
     # -- portfolio ----------------------------------------------------------------------------------------
 
-    def _holdings(self) -> tuple[np.ndarray, dict[str, float]]:
-        positions = np.zeros(len(self.assets))
+    def _read_venues(self, fallback_prices: np.ndarray) -> Holdings:
+        """Cash, positions and quotes of every venue; a venue that raises is held, not fatal.
+
+        A venue whose node or API is unreachable (``VenueError`` from ``balances`` or ``quote``)
+        must not stop the others from being planned and traded. Its assets are held at the
+        ledger's last known positions and prices (the last snapshot plus the fills recorded
+        since), or left out of NAV when the ledger has never seen the venue; ``fallback_prices``
+        (the data source's) price its assets the ledger never priced.
+        """
+        n = len(self.assets)
+        prices = np.array(fallback_prices, dtype=float, copy=True)
+        positions = np.zeros(n)
         cash: dict[str, float] = {}
+        spendable: dict[str, float] = {}
+        failed: dict[str, str] = {}
+        held: set[str] = set()
+        excluded: list[str] = []
         for vname, venue in self.c.venues.items():
-            bal = venue.balances()
+            idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
+            try:
+                bal = venue.balances()
+                mids = [venue.quote(self.assets[i]).mid for i in idx]
+            except VenueError as exc:
+                failed[vname] = str(exc)
+                held.update(self.assets[i] for i in idx)
+                known = self._last_known(vname)
+                if known is None:
+                    excluded.append(vname)
+                    cash[vname], spendable[vname] = 0.0, 0.0
+                    continue
+                kcash, kpos, kprices = known
+                cash[vname], spendable[vname] = kcash, 0.0
+                for i in idx:
+                    a = self.assets[i]
+                    positions[i] = kpos.get(a, 0.0)
+                    p = kprices.get(a)
+                    if p is not None and math.isfinite(p) and p > 0:
+                        prices[i] = p
+                continue
             cash[vname] = float(bal.cash)
-            for i, a in enumerate(self.assets):
-                if self.venue_of[a] == vname:
-                    positions[i] = float(bal.positions.get(a, 0.0))
-        return positions, cash
+            spendable[vname] = bal.spendable
+            for i, mid in zip(idx, mids):
+                positions[i] = float(bal.positions.get(self.assets[i], 0.0))
+                prices[i] = mid
+        live = [i for i, a in enumerate(self.assets) if a not in held]
+        check_prices([self.assets[i] for i in live], prices[live], "venue quotes")
+        check_prices(self.assets, prices, "last known prices")
+        return Holdings(prices, positions, cash, spendable, failed, frozenset(held), tuple(excluded))
 
-    def _mids(self) -> np.ndarray:
-        mids = np.array([self.c.venues[self.venue_of[a]].quote(a).mid for a in self.assets])
-        check_prices(self.assets, mids, "venue quotes")
-        return mids
+    def _last_known(self, vname: str) -> tuple[float, dict[str, float], dict[str, float]] | None:
+        """The ledger's view of a venue: cash, positions and prices of the last cycle's snapshot,
+        moved by the fills recorded for later cycles; None when no snapshot has the venue."""
+        with self.ledger.session() as s:
+            snap = s.exec(
+                select(SnapshotRow)
+                .where(SnapshotRow.cycle_id.is_not(None))  # type: ignore[union-attr]
+                .order_by(SnapshotRow.cycle_id.desc(), SnapshotRow.id.desc())  # type: ignore[union-attr]
+            ).first()
+            if snap is None or vname not in snap.cash_by_venue:
+                return None
+            later = s.exec(
+                select(FillRow)
+                .join(OrderRow, OrderRow.client_id == FillRow.client_id)  # type: ignore[arg-type]
+                .where(FillRow.venue == vname, OrderRow.cycle_id > snap.cycle_id)
+            ).all()
+        cash = float(snap.cash_by_venue[vname])
+        positions = {a: float(snap.positions.get(a, 0.0)) for a in self.assets if self.venue_of[a] == vname}
+        for f in later:
+            sign = 1.0 if f.side == "buy" else -1.0
+            if f.asset in positions:
+                positions[f.asset] += sign * f.qty
+            cash -= sign * f.qty * f.price + f.fee + f.gas
+        return cash, positions, {a: float(p) for a, p in snap.prices.items()}
 
-    def _snapshot(self, now: datetime, fallback_prices: np.ndarray | None) -> SnapshotRow:
-        positions, cash = self._holdings()
-        try:
-            prices = self._mids()
-        except (VenueError, DataError):
-            if fallback_prices is None:
-                raise
-            prices = fallback_prices
-        nav = float(sum(cash.values()) + positions @ prices)
-        return SnapshotRow(
+    def _snapshot(self, now: datetime, fallback_prices: np.ndarray) -> tuple[SnapshotRow, Holdings]:
+        h = self._read_venues(fallback_prices)
+        row = SnapshotRow(
             time=now,
-            nav=nav,
-            cash=float(sum(cash.values())),
-            cash_by_venue=cash,
-            positions={a: float(q) for a, q in zip(self.assets, positions)},
-            prices={a: float(p) for a, p in zip(self.assets, prices)},
+            nav=h.nav,
+            cash=float(sum(h.cash.values())),
+            cash_by_venue=h.cash,
+            positions={a: float(q) for a, q in zip(self.assets, h.positions)},
+            prices={a: float(p) for a, p in zip(self.assets, h.prices)},
         )
+        return row, h
 
     def _history(self, now: datetime, key: str | None) -> tuple[np.ndarray, Any]:
         bars = self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1)
@@ -405,9 +481,11 @@ class Engine:
         returns, bars = self._history(now, key)
         forecast = self.c.forecaster.forecast(self.assets, returns)
         forecast.validate()
-        prices = self._mids()
-        positions, cash = self._holdings()
-        nav = float(sum(cash.values()) + positions @ prices)
+        h = self._read_venues(bars.close[-1])
+        if h.failed and len(h.failed) == len(self.c.venues):
+            raise VenueError(", ".join(h.failed), "every venue failed: " + "; ".join(h.failed.values()))
+        prices, positions = h.prices, h.positions
+        nav = h.nav
         if nav <= 0:
             raise DataError(f"portfolio NAV is {nav:.2f}: nothing to allocate")
         w0 = positions * prices / nav
@@ -416,8 +494,32 @@ class Engine:
         liq = liquidity_limits(tv, risk.participation, nav)
         upper = np.minimum(np.array([self.cfg.assets[a].upper for a in self.assets]), liq)
         lower = np.minimum(np.array([self.cfg.assets[a].lower for a in self.assets]), upper)
+        held = np.array([a in h.held for a in self.assets], dtype=bool)
+        # a failed venue's assets stay where they are: the optimizer plans the rest around them
+        upper[held] = lower[held] = w0[held]
         invest = 1.0 - risk.cash_buffer
         events: list[RiskEvent] = []
+        for vname, why in h.failed.items():
+            self._venues_to_reconcile.add(vname)
+            mine = [a for a in self.assets if self.venue_of[a] == vname]
+            fate = (
+                "left out of NAV: the ledger has no value for it yet"
+                if vname in h.excluded
+                else f"held at its last known value {float(w0[held & np.isin(self.assets, mine)].sum()):.2%} of NAV"
+            )
+            events.append(
+                self._event(
+                    "venue_failed",
+                    f"venue:{vname}",
+                    f"at planning: {why}; not traded this cycle, its assets {mine} {fate}",
+                    key,
+                    Severity.CRITICAL,
+                    assets=mine,
+                    stage="plan",
+                )
+            )
+        if h.failed:
+            self._failed_at_plan[key] = dict(h.failed)
         try:
             target = self.c.optimizer.optimize(
                 forecast, upper=upper / invest, lower=lower / invest, current=w0 / invest
@@ -455,13 +557,14 @@ class Engine:
             raise OptimizerError(f"optimizer {self.names['optimizer']} broke its bounds: {target.weights}")
         free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         opt_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
-        target, venue_events = self._fit_to_venues(target, positions, prices, cash, nav, forecast, key)
+        target, venue_events = self._fit_to_venues(target, positions, prices, h, nav, forecast, key)
         events.extend(venue_events)
         decision = self.c.policy.decide(w0, target, forecast)
         decided = np.clip(decision.weights, 0.0, upper)
+        decided[held] = w0[held]
         if decided.sum() > 1.0:
             decided = decided / decided.sum()
-        markets = {a: self.c.venues[self.venue_of[a]].market(a) for a in self.assets}
+        markets = {a: self.c.venues[self.venue_of[a]].market(a) for a in self.assets if a not in h.held}
         plan = Plan()
         if decision.trade:
             plan = plan_orders(
@@ -471,13 +574,14 @@ class Engine:
                     self.venue_of,
                     prices,
                     positions,
-                    cash,
+                    h.spendable,
                     nav,
                     decided,
                     markets,
                     bars.volume[-1],
                     risk.participation,
                     min_trade_weight=risk.min_trade_weight,
+                    hold=h.held,
                 )
             )
         for s in plan.skips:
@@ -537,7 +641,7 @@ class Engine:
         target: Target,
         positions: np.ndarray,
         prices: np.ndarray,
-        cash: dict[str, float],
+        h: Holdings,
         nav: float,
         forecast: Forecast,
         key: str,
@@ -548,16 +652,17 @@ class Engine:
         so a target that needs more value on a venue than the venue holds is unreachable, and a
         policy chasing it would trade every hour. The optimizer's weights are kept in proportion
         inside each venue; the rest stays in cash on the venues that have too much, and a
-        ``cash_shortfall`` event says how much should be moved.
+        ``cash_shortfall`` event says how much should be moved. Only spendable cash counts (a
+        gas reserve cannot buy assets); a failed venue's assets are already fixed where they are.
         """
         w = target.weights.copy()
         events: list[RiskEvent] = []
         invest = 1.0 - self.cfg.risk.cash_buffer
         for vname in self.c.venues:
             idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
-            if not idx:
+            if not idx or vname in h.failed:
                 continue
-            budget = (cash.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
+            budget = (h.spendable.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
             want = float(w[idx].sum())
             if want > budget + 1e-12:
                 w[idx] *= budget / want
@@ -582,7 +687,9 @@ class Engine:
         now = self.clock.now()
         ttl = timedelta(minutes=self.cfg.schedule.plan_ttl_minutes)
         fresh = now - (utc(row.started_at) or now) <= ttl
-        failed_venues: dict[str, str] = {}
+        failed_venues: dict[str, str] = {
+            v: f"at planning: {why}" for v, why in self._failed_at_plan.pop(row.key, {}).items()
+        }
         pending: list[tuple[OrderRow, Future[OrderState]]] = []
         pools: dict[str, ThreadPoolExecutor] = {}
         for o in self.ledger.orders_of(row.id):
@@ -647,15 +754,32 @@ class Engine:
             pool.shutdown(wait=True)
         status = "done" if fresh else "expired"
         message = "; ".join(f"venue {v} failed: {m}" for v, m in failed_venues.items())
+        targets = self.ledger.targets_of(row.id)
         try:
-            snapshot: SnapshotRow | None = self._snapshot(now, None)
-        except (VenueError, DataError) as exc:  # a venue that died mid-cycle: its legs are resolved later
+            snapshot: SnapshotRow | None
+            fallback = np.array(
+                [t.price for t in targets] if len(targets) == len(self.assets) else [np.nan] * len(self.assets)
+            )
+            snapshot, closing = self._snapshot(now, fallback)
+            for v, why in closing.failed.items():
+                if v not in failed_venues:  # it answered at planning but not now
+                    self._venues_to_reconcile.add(v)
+                    ev = self._event(
+                        "venue_failed", f"venue:{v}", f"closing snapshot: {why}", row.key, Severity.CRITICAL
+                    )
+                    self.emit(ev)
+            if closing.excluded:  # a NAV without a whole venue would be a false loss: write none
+                raise DataError(f"no value known for venues {list(closing.excluded)}")
+            if closing.failed:
+                down = ", ".join(sorted(closing.failed))
+                message = "; ".join(filter(None, [message, f"closing snapshot holds {down} at last known values"]))
+        except (VenueError, DataError) as exc:
             snapshot = None
             message = "; ".join(filter(None, [message, f"no closing snapshot: {exc}"]))
         held = None
         if forecast is not None and snapshot is not None and snapshot.nav > 0:
             w = np.array([snapshot.positions[a] * snapshot.prices[a] for a in self.assets]) / snapshot.nav
-            free = ~np.array([t.capped for t in self.ledger.targets_of(row.id)], dtype=bool)
+            free = ~np.array([t.capped for t in targets], dtype=bool)
             held = rc_dispersion(w, forecast.cov, free & (w > 0)) if (free & (w > 0)).any() else None
         self.ledger.finish_cycle(row.key, status, snapshot=snapshot, message=message, rc_dispersion_held=held)
         return self._report_from_row(self.ledger.get_cycle(row.key), message)  # type: ignore[arg-type]
@@ -746,23 +870,10 @@ class Engine:
             self._venues_to_reconcile.discard(vname)
 
     def _check_positions(self, vname: str, venue: Venue) -> None:
-        with self.ledger.session() as s:
-            snap = s.exec(
-                select(SnapshotRow)
-                .where(SnapshotRow.cycle_id.is_not(None))  # type: ignore[union-attr]
-                .order_by(SnapshotRow.cycle_id.desc(), SnapshotRow.id.desc())  # type: ignore[union-attr]
-            ).first()
-            if snap is None:
-                return  # nothing in the ledger yet: whatever the venue holds is the starting point
-            later = s.exec(
-                select(FillRow.asset, FillRow.side, FillRow.qty)
-                .join(OrderRow, OrderRow.client_id == FillRow.client_id)  # type: ignore[arg-type]
-                .where(FillRow.venue == vname, OrderRow.cycle_id > snap.cycle_id)
-            ).all()
-        expected = {a: float(snap.positions.get(a, 0.0)) for a in self.assets if self.venue_of[a] == vname}
-        for asset, side, qty in later:
-            if asset in expected:
-                expected[asset] += qty if side == "buy" else -qty
+        known = self._last_known(vname)
+        if known is None:
+            return  # nothing in the ledger yet: whatever the venue holds is the starting point
+        expected = known[1]
         held = venue.balances().positions
         for a, want in expected.items():
             have = float(held.get(a, 0.0))
@@ -782,7 +893,7 @@ class Engine:
 
     def _affordable(self, venue: Venue, order: Order) -> float:
         """The largest quantity of a buy the venue's free cash pays for now (fee and a margin)."""
-        cash = venue.balances().cash
+        cash = venue.balances().spendable
         q = venue.quote(order.asset)
         m = venue.market(order.asset)
         unit = q.ask * (1 + m.taker_fee) * 1.01
@@ -833,9 +944,9 @@ class Engine:
             close = np.vstack([close, snap.prices])
         forecast = self.c.forecaster.forecast(self.assets, log_returns(close))
         forecast.validate()
-        positions, cash = self._holdings()
-        nav = float(sum(cash.values()) + positions @ snap.prices)
-        w = positions * snap.prices / nav if nav > 0 else np.zeros(len(self.assets))
+        h = self._read_venues(snap.prices)  # a venue that is down counts at its last known holdings
+        nav = float(sum(h.cash.values()) + h.positions @ snap.prices)
+        w = h.positions * snap.prices / nav if nav > 0 else np.zeros(len(self.assets))
         return annualise_sigma(portfolio_sigma(w, forecast.cov))
 
     def monitor(self, now: datetime | None = None) -> CycleReport | None:

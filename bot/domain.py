@@ -187,10 +187,20 @@ class Quote:
 
 @dataclass(frozen=True)
 class Balances:
-    """Free cash in the quote currency and positions in asset units, as the venue reports them."""
+    """Free cash in the quote currency and positions in asset units, as the venue reports them.
+
+    ``reserved`` is the part of ``cash`` that cannot buy assets (an on-chain wallet's gas reserve
+    in the native token): it counts in NAV, but the cycle never plans buys with it.
+    """
 
     cash: float
     positions: Mapping[str, float]
+    reserved: float = 0.0
+
+    @property
+    def spendable(self) -> float:
+        """Cash that can pay for assets: ``cash - reserved``, never below zero."""
+        return max(float(self.cash) - float(self.reserved), 0.0)
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ def rwabot_register_venues(register: Register) -> None:
     :param register: as above; the factory returns a ``Venue``: ``market(asset)`` trading rules,
         ``quote(asset)``, ``balances()``, ``place_order(order)`` (idempotent per client id),
         ``fetch_order(client_id)`` (None when the venue never saw it), ``cancel_order``, ``close``.
+        ``Balances.reserved`` is cash that counts in NAV but cannot buy assets (a gas reserve).
     Venue methods raise ``VenueError`` (``retryable`` set for transient faults),
     ``InsufficientFunds`` or ``InvalidOrder``; they never return a partial result silently.
     """

@@ -66,6 +66,10 @@ class VenueContract:
         q = venue.quote(venue_asset)
         assert 0 < q.bid <= q.ask and q.time.tzinfo is not None and q.hourly_volume >= 0
 
+    def test_reserved_cash_is_part_of_cash(self, venue) -> None:  # noqa: ANN001
+        b = venue.balances()
+        assert 0.0 <= b.reserved <= b.cash and b.spendable == pytest.approx(b.cash - b.reserved)
+
     def test_unknown_order_is_none(self, venue) -> None:  # noqa: ANN001
         assert venue.fetch_order("rw-never-sent") is None
 

@@ -24,7 +24,8 @@ venue (risk event) and goes on with the others.
 
 Cash. The stablecoin balance plus, by default, the native balance valued in the quote currency
 (``count_native_as_cash``): gas is paid from it, so every fill's ``qty·price + fee + gas`` is
-exactly what the wallet lost. Keep only a gas reserve in the native token.
+exactly what the wallet lost. The native part is reported as ``Balances.reserved``: it counts in
+NAV, but the cycle never plans buys with it.
 
 Keys. From an encrypted keystore file whose password is in an environment variable, or a hex key
 in an environment variable; the options hold only the *names*. The key is never logged, printed
@@ -376,15 +377,17 @@ class EvmVenue:
         if self.journal is not None:
             return self.journal.balances()
         cash = self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()) / self._q
+        reserved = 0.0
         if self.cfg.count_native_as_cash:
             wei = self._rpc("native balance", lambda: self.w3.eth.get_balance(self.address))
-            cash += wei / 1e18 * self.native_price()
+            reserved = wei / 1e18 * self.native_price()  # gas money: in NAV, but it cannot buy a token
+            cash += reserved
         positions: dict[str, float] = {}
         for asset, c in self.contracts.items():
             raw = self._rpc(f"balanceOf {asset}", lambda c=c: c.functions.balanceOf(self.address).call())
             if raw:
                 positions[asset] = raw / self._unit(asset)
-        return Balances(cash, positions)
+        return Balances(cash, positions, reserved)
 
     # -- preparing a trade --------------------------------------------------------------------------------
 
