@@ -12,7 +12,8 @@ import pytest
 from bot.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PAPER = ROOT / "config" / "paper.toml"
+PAPER = ROOT / "config" / "paper-offline.toml"  # the embedded defaults without the local chain: fast
+DEFAULT = ROOT / "config" / "paper.toml"  # the README's main command: the tokenized assets on a local anvil
 START = datetime(2026, 3, 1, tzinfo=UTC)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
+import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -32,8 +35,15 @@ def rpc(url: str, method: str, params: list | None = None, timeout: float = 2.0)
     return out["result"]
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the kernel sends the node SIGTERM when the process that started it dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 class AnvilNode:
-    """One anvil process. ``timestamp`` sets the genesis time (history can then be mined hour by hour)."""
+    """One anvil process. ``timestamp`` sets the genesis time (history can then be mined hour by hour);
+    ``die_with_parent`` (Linux) ties the node's life to the starting process, so a daemon that is
+    killed never leaves a chain running."""
 
     def __init__(
         self,
@@ -45,6 +55,7 @@ class AnvilNode:
         balance_eth: int = 10_000,
         log_file: Path | None = None,
         extra_args: tuple[str, ...] = (),
+        die_with_parent: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.chain_id = chain_id
@@ -55,11 +66,18 @@ class AnvilNode:
             args += ["--timestamp", str(timestamp)]
         self.args = [*args, *extra_args]
         self.log_file = log_file
+        self.die_with_parent = die_with_parent and sys.platform == "linux"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> AnvilNode:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,  # noqa: PLW1509
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -15,6 +15,10 @@ def rwabot_register_venues(register) -> None:  # noqa: ANN001 - pluggy passes bo
 
     register("evm", make, EvmVenueConfig)
 
+    from connectors.evm.localnet import EvmDevnetConfig, make_devnet_venue
+
+    register("evm_devnet", make_devnet_venue, EvmDevnetConfig)  # paper on a local anvil it starts itself
+
 
 @hookimpl
 def rwabot_register_data_sources(register) -> None:  # noqa: ANN001

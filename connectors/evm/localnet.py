@@ -1,0 +1,207 @@
+"""The ``evm_devnet`` venue: the ``evm`` venue in paper mode on a local anvil chain it starts itself.
+
+This is what the embedded defaults (``config/paper.toml``) trade the tokenized assets on, so that a
+newcomer sees real contracts quote and fill with nothing but this repository and its npm tools. At
+start the venue launches anvil on a free 127.0.0.1 port (genesis an hour before the clock), deploys
+the RWA world of ``connectors/evm/deploy.py`` (an ERC-4626 fund vault per name in ``funds``, a
+permissioned token on a constant-product pool per name in ``pools``, all at the data source's
+current prices) and trades through an ordinary ``EvmVenue`` with ``paper = true``: every fill is the
+trade's own call run with ``eth_call`` against the live contracts from anvil's development account
+#2 (an address only: paper mode holds no key and signs nothing).
+
+The chain has no market of its own, so a keeper stands in for the world: the first time the venue
+is used in a new hour of the clock, it mines one block at the clock's time in which the fund
+manager sets each vault's NAV to the data source's latest price and an arbitrageur swaps each pool
+to it. Chain quotes then track the simulated market and the cycle's prices, liquidity limits and
+fills agree. If the keeper cannot reach the node, the venue raises ``VenueError`` and the cycle
+fails this venue only. ``close()`` stops anvil; on Linux the node also dies with the process that
+started it, so a killed daemon leaves no chain behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from bot.clock import floor_hour
+from bot.components import ComponentConfig, ComponentContext
+from bot.domain import Balances, MarketInfo, Order, OrderState, Quote
+from bot.errors import ConfigError, RwabotError, VenueError
+from connectors.evm.build import ToolchainMissing, require_node_modules
+from connectors.evm.chain import connect
+from connectors.evm.deploy import FundSpec, PoolSpec, World, WorldSpec, deploy_world, mine_block
+from connectors.evm.node import AnvilNode
+from connectors.evm.venue import EvmVenue, EvmVenueConfig
+
+log = logging.getLogger("rwabot.evm.devnet")
+
+CHAIN_ID = 31337
+
+
+class EvmDevnetConfig(ComponentConfig):
+    """Options of ``evm_devnet``: which assets are fund shares and which are pool tokens, and sizes."""
+
+    funds: list[str] = Field(default_factory=list, description="assets held as ERC-4626 fund shares")
+    pools: list[str] = Field(default_factory=list, description="assets traded on constant-product pools")
+    paper_cash: float = Field(default=1_000_000.0, ge=0, description="stablecoin in the paper account")
+    pool_depth_usd: float = Field(default=25_000_000.0, gt=0, description="stablecoin side of each pool")
+    pool_fee_bps: int = Field(default=30, ge=0, le=1000)
+    fund_size_usd: float = Field(default=20_000_000.0, gt=0, description="assets of each fund at start")
+    max_slippage_bps: float = Field(default=50.0, ge=0, le=5000)
+    eth_usd: float = Field(default=3000.0, gt=0, description="price of the gas token on the chain's feed")
+    keeper: bool = Field(default=True, description="move chain prices to the data source's every hour")
+
+    @model_validator(mode="after")
+    def _assets(self) -> EvmDevnetConfig:
+        both = set(self.funds) & set(self.pools)
+        if both:
+            raise ValueError(f"assets {sorted(both)} are listed both as funds and as pools")
+        if not self.funds and not self.pools:
+            raise ValueError("list at least one asset in funds or pools")
+        return self
+
+
+class DevnetVenue:
+    """An ``EvmVenue`` (paper) on its own anvil node, with the hourly keeper; owns the node."""
+
+    def __init__(self, venue: EvmVenue, node: AnvilNode, world: World, ctx: ComponentContext, cfg: EvmDevnetConfig):
+        self.name = venue.name
+        self.venue = venue
+        self.node = node
+        self.world = world
+        self.cfg = cfg
+        self.clock = ctx.clock
+        self.data = ctx.data
+        self._kept: datetime | None = None
+
+    def __getattr__(self, item: str) -> Any:  # optional venue members (reconcile, ...) of the evm venue
+        return getattr(self.venue, item)
+
+    def __repr__(self) -> str:
+        return f"DevnetVenue({self.venue!r}, node {self.node.url})"
+
+    def keep(self, force: bool = False) -> None:
+        """Once per hour of the clock: vault NAVs and pool prices to the data source's latest prices."""
+        if not self.cfg.keeper or self.data is None:
+            return
+        now = self.clock.now()
+        hour = floor_hour(now)
+        if hour == self._kept and not force:
+            return
+        names = [*self.cfg.funds, *self.cfg.pools]
+        prices = dict(zip(names, (float(p) for p in self.data.latest(names, now).prices)))
+        w3 = self.world.w3
+        try:
+            last = int(w3.eth.get_block("latest")["timestamp"])
+            when = max(int(now.timestamp()), last + 1)
+
+            def moves() -> None:
+                for a in self.cfg.funds:
+                    self.world.set_nav(a, prices[a])
+                for a in self.cfg.pools:
+                    self.world.move_pool(a, prices[a])
+
+            mine_block(w3, when, moves)
+        except Exception as exc:  # the node is gone or refused: this venue fails the cycle, not the bot
+            raise VenueError(self.name, f"keeper could not move the local chain: {type(exc).__name__}: {exc}") from None
+        self._kept = hour
+        log.debug("keeper: local chain at %s moved to %s", now.isoformat(), prices)
+
+    # -- the Venue protocol ---------------------------------------------------------------------------
+
+    def market(self, asset: str) -> MarketInfo:
+        self.keep()
+        return self.venue.market(asset)
+
+    def quote(self, asset: str) -> Quote:
+        self.keep()
+        return self.venue.quote(asset)
+
+    def balances(self) -> Balances:
+        self.keep()
+        return self.venue.balances()
+
+    def place_order(self, order: Order) -> OrderState:
+        self.keep()
+        return self.venue.place_order(order)
+
+    def fetch_order(self, client_id: str) -> OrderState | None:
+        return self.venue.fetch_order(client_id)
+
+    def cancel_order(self, client_id: str) -> OrderState:
+        return self.venue.cancel_order(client_id)
+
+    def close(self) -> None:
+        try:
+            self.venue.close()
+        finally:
+            self.node.stop()
+
+
+def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenue:
+    """Start anvil, deploy the world at the data source's prices, and open a paper venue on it."""
+    name = str(ctx.extra.get("venue_name", "evm_devnet"))
+    where = f"venues.{name}.options"
+    if ctx.data is None:
+        raise ConfigError(f"{where}: the local chain takes its prices from the data source, and there is none")
+    names = [*cfg.funds, *cfg.pools]
+    known = set(ctx.data.assets())
+    unknown = [a for a in names if a not in known]
+    if unknown:
+        raise ConfigError(f"{where}: assets {unknown} are not known to the data source (it has {sorted(known)})")
+    try:
+        require_node_modules()
+    except ToolchainMissing as exc:
+        raise ConfigError(f"{where}: the local chain needs the npm tools (anvil, solc-js, OZ): {exc}") from None
+    now = ctx.clock.now()
+    prices = dict(zip(names, (float(p) for p in ctx.data.latest(names, now).prices)))
+    ctx.state_dir.mkdir(parents=True, exist_ok=True)
+    node = AnvilNode(
+        chain_id=CHAIN_ID,
+        timestamp=int(now.timestamp()) - 3600,
+        log_file=ctx.state_dir / f"anvil-{name}.log",
+        die_with_parent=True,
+    ).start()
+    try:
+        w3 = connect(node.url, 10.0)
+        depth = cfg.pool_depth_usd
+        spec = WorldSpec(
+            funds=tuple(FundSpec(a, prices[a], 0.0, cfg.fund_size_usd / 20) for a in cfg.funds),
+            pools=tuple(PoolSpec(a, prices[a], 0.0, depth, depth / 50, cfg.pool_fee_bps) for a in cfg.pools),
+            eth_usd=cfg.eth_usd,
+            trader_usd=0.0,  # paper mode: the account's cash is the paper journal's, overridden in each eth_call
+        )
+        world = deploy_world(w3, spec)
+        assets = world.venue_assets()
+        options = {
+            "rpc_url": node.url,
+            "chain_id": CHAIN_ID,
+            "quote_token": world.stable.address,
+            "assets": {a: assets[a] for a in names},
+            "native_price_feed": world.feeds["ETH"].address,
+            "paper": True,
+            "account": world.trader,  # anvil's public development account #2; no key is read or held
+            "key_env": None,
+            "paper_cash": cfg.paper_cash,
+            "max_slippage_bps": cfg.max_slippage_bps,
+            "receipt_timeout_s": 30.0,
+            "poll_interval_s": 0.05,
+        }
+        venue = EvmVenue(name, EvmVenueConfig.model_validate(options), ctx)
+    except (RwabotError, OSError, ValueError, RuntimeError) as exc:
+        node.stop()
+        raise ConfigError(f"{where}: could not set up the local chain: {type(exc).__name__}: {exc}") from exc
+    except BaseException:
+        node.stop()
+        raise
+    log.info("venue %s: local anvil chain on %s with %s", name, node.url, ", ".join(names))
+    out = DevnetVenue(venue, node, world, ctx, cfg)
+    try:
+        out.keep(force=True)
+    except BaseException:
+        out.close()
+        raise
+    return out
