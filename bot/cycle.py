@@ -335,14 +335,15 @@ class Engine:
 
     # -- portfolio ----------------------------------------------------------------------------------------
 
-    def _read_venues(self, fallback_prices: np.ndarray) -> Holdings:
+    def _read_venues(self, fallback_prices: np.ndarray, *, quotes: bool = True) -> Holdings:
         """Cash, positions and quotes of every venue; a venue that raises is held, not fatal.
 
         A venue whose node or API is unreachable (``VenueError`` from ``balances`` or ``quote``)
         must not stop the others from being planned and traded. Its assets are held at the
         ledger's last known positions and prices (the last snapshot plus the fills recorded
         since), or left out of NAV when the ledger has never seen the venue; ``fallback_prices``
-        (the data source's) price its assets the ledger never priced.
+        (the data source's) price its assets the ledger never priced, and every asset when
+        ``quotes`` is false (the risk monitor needs holdings, not the venues' quotes).
         """
         n = len(self.assets)
         prices = np.array(fallback_prices, dtype=float, copy=True)
@@ -356,7 +357,7 @@ class Engine:
             idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
             try:
                 bal = venue.balances()
-                mids = [venue.quote(self.assets[i]).mid for i in idx]
+                mids = [venue.quote(self.assets[i]).mid if quotes else prices[i] for i in idx]
             except VenueError as exc:
                 failed[vname] = str(exc)
                 held.update(self.assets[i] for i in idx)
@@ -944,7 +945,7 @@ class Engine:
             close = np.vstack([close, snap.prices])
         forecast = self.c.forecaster.forecast(self.assets, log_returns(close))
         forecast.validate()
-        h = self._read_venues(snap.prices)  # a venue that is down counts at its last known holdings
+        h = self._read_venues(snap.prices, quotes=False)  # a venue that is down counts at its last known holdings
         nav = float(sum(h.cash.values()) + h.positions @ snap.prices)
         w = h.positions * snap.prices / nav if nav > 0 else np.zeros(len(self.assets))
         return annualise_sigma(portfolio_sigma(w, forecast.cov))

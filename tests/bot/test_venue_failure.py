@@ -129,6 +129,8 @@ def test_a_venue_down_at_planning_is_held_and_the_others_trade(tmp_path: Path, f
     assert snap2.cycle_id == row2.id and "closing snapshot holds wallet at last known values" in r2.message
     assert {a: snap2.positions[a] for a in WALLET} == {a: snap1.positions[a] for a in WALLET}
     assert snap2.cash_by_venue["wallet"] == snap1.cash_by_venue["wallet"]
+    # the risk monitor still sees the whole portfolio (the wallet at its last known holdings)
+    assert 0.0 < e.forecast_sigma(later) < 1.0
 
     # the wallet comes back: the next cycle trades it again, and its book is what the ledger expects
     flaky.down.clear()
