@@ -294,7 +294,8 @@ class Engine:
         # the ledger is offered to venues that keep their own records in it (chain transactions)
         ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit, extra={"ledger": self.ledger})
         try:
-            self.c, self.names = build_components(cfg, self.registry, ctx)
+            with self.clock.hold():  # starting a venue (a local chain) takes no simulated time
+                self.c, self.names = build_components(cfg, self.registry, ctx)
         except Exception:
             self.ledger.close()
             raise
