@@ -26,7 +26,10 @@ LSTM = {
 
 
 def lstm_config(tmp_path: Path, **options: object) -> dict:
-    return paper_dict(tmp_path, forecaster={"plugin": "lstm", "options": {**LSTM, **options}})
+    # an hourly risk monitor instead of every 5 minutes: fewer forecasts, same schedule logic
+    return paper_dict(
+        tmp_path, forecaster={"plugin": "lstm", "options": {**LSTM, **options}}, schedule={"monitor_minutes": 60}
+    )
 
 
 def test_retrain_job_runs_on_the_simulated_clock_and_cycles_go_on_while_it_trains(tmp_path: Path) -> None:
