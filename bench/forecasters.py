@@ -474,8 +474,8 @@ def rescore(npz: Path, compare: str, freq: str = "1h") -> str:
     regime = z["regime"][1:] if "regime" in z.files else None
     if regime is None and truth is not None and str(z["assets"][0]) in ("SPY", "TLT", "USTB"):
         sim = ev.simulated_dataset(len(prices), seed=7)
-        assert np.allclose(sim.prices[:, [sim.assets.index(str(a)) for a in z["assets"]]], prices)
-        regime = sim.regime
+        assert np.array_equal(sim.times.astype("datetime64[s]"), times), "not the seed-7 simulated market"
+        regime = sim.regime  # the seasonal scenario rescales these prices but keeps the regimes
     ds = ev.Dataset(tuple(str(a) for a in z["assets"]), times, prices, [f"rescored from {npz}"], truth, regime)
     hourly = freq == "1h"
     block = 168 if hourly else 21
