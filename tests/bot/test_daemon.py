@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -55,7 +56,8 @@ def _count_cycles(ledger: Path) -> int:
 
 def _write_config(tmp_path: Path, speed: float) -> Path:
     text = PAPER.read_text()
-    text = text.replace('ledger = "var/paper.sqlite"', f'ledger = "{tmp_path / "daemon.sqlite"}"')
+    text = re.sub(r'(?m)^ledger = ".*"$', f'ledger = "{tmp_path / "daemon.sqlite"}"', text)
+    assert str(tmp_path) in text, "the test must never write the config's own ledger"
     text = text.replace("speed = 3600.0", f"speed = {speed}")
     cfg = tmp_path / "paper.toml"
     cfg.write_text(text)
