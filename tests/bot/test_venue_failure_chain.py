@@ -55,8 +55,8 @@ def test_a_node_down_before_the_cycle_fails_only_its_venue(
         native_usd = before["native"] / 1e18 * world.feeds["ETH"].functions.latestRoundData().call()[1] / 1e8
         assert bal.reserved == pytest.approx(native_usd, rel=1e-3) and bal.spendable == bal.cash - bal.reserved
 
-        # USTB's NAV jumps, so a rebalance is due on the first chain; the second chain's node dies first
-        world.set_nav("USTB", world.nav("USTB") * 1.05)
+        # USTB's NAV jumps 20% (far past its cap): a rebalance is due on chain; chain_b's node dies first
+        world.set_nav("USTB", world.nav("USTB") * 1.2)
         other.stop()
         when = NOW + timedelta(minutes=10)
         e.clock.advance_to(when)
