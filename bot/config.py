@@ -69,6 +69,12 @@ class RiskSection(Section):
     min_trade_weight: float = Field(
         default=0.0005, ge=0, lt=0.1, description="skip trades smaller than this fraction of NAV"
     )
+    cap_tolerance: float = Field(
+        default=0.10,
+        ge=0,
+        lt=1,
+        description="a holding up to this share above its liquidity cap L_i is kept, not sold (targets stay <= L_i)",
+    )
 
 
 class AssetSection(Section):

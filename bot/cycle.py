@@ -64,6 +64,11 @@ from bot.riskmath import (
 log = logging.getLogger("rwabot.cycle")
 
 TERMINAL_CYCLE = ("done", "failed", "expired")
+SHORTFALL_CHANGE = 0.25
+"""A venue's cash shortfall is reported again when the amount to move changes by more than this share."""
+SHORTFALL_MIN_SHARE = 0.005
+"""A shortfall below this share of NAV is none: drift inside a no-trade band moves value between venues by
+about this much, and reporting it would bring back the hourly noise. It is also the least change reported."""
 
 
 # -- pure planning ---------------------------------------------------------------------------------
@@ -303,6 +308,8 @@ class Engine:
         # venues with the optional ``reconcile`` hook are reconciled on start and after a failure
         self._venues_to_reconcile: set[str] = set(self.c.venues)
         self._failed_at_plan: dict[str, dict[str, str]] = {}  # cycle key -> venue -> why, until it executes
+        self._shortfall_reported: dict[str, float] = {}  # venue -> amount of its last cash_shortfall event
+        self._venue_scale: dict[str, float] = {}  # venue -> factor its targets were scaled by last cycle
 
     def close(self) -> None:
         for v in self.c.venues.values():
@@ -494,7 +501,8 @@ class Engine:
         risk = self.cfg.risk
         tv = bars.traded_value[-risk.liquidity_lookback_hours :]
         liq = liquidity_limits(tv, risk.participation, nav)
-        upper = np.minimum(np.array([self.cfg.assets[a].upper for a in self.assets]), liq)
+        hard = np.array([self.cfg.assets[a].upper for a in self.assets])  # the operator's caps: never tolerated
+        upper = np.minimum(hard, liq)
         lower = np.minimum(np.array([self.cfg.assets[a].lower for a in self.assets]), upper)
         held = np.array([a in h.held for a in self.assets], dtype=bool)
         # a failed venue's assets stay where they are: the optimizer plans the rest around them
@@ -522,47 +530,45 @@ class Engine:
             )
         if h.failed:
             self._failed_at_plan[key] = dict(h.failed)
-        try:
-            target = self.c.optimizer.optimize(
-                forecast, upper=upper / invest, lower=lower / invest, current=w0 / invest
-            )
-            weights = target.weights * invest
-            target = Target(
-                target.assets,
-                weights,
-                target.risk_contributions,
-                portfolio_sigma(weights, forecast.cov),
-                target.capped,
-                target.diagnostics,
-            )
-        except InfeasibleBoundsError as exc:
-            weights = upper.copy()
-            rc, sp = risk_contributions(weights, forecast.cov)
-            target = Target(
-                self.assets,
-                weights,
-                rc / sp if sp > 0 else rc,
-                sp,
-                np.ones(len(weights), bool),
-                {"infeasible": str(exc)},
-            )
+        w_frame = self._in_optimizer_frame(w0, upper)
+        target, infeasible = self._optimize(forecast, upper, lower, w_frame, invest)
+        if infeasible:
             events.append(
                 self._event(
                     "liquidity_cap",
                     "optimizer",
-                    f"caps allow only {weights.sum():.2%} invested; the rest stays in cash ({exc})",
+                    f"caps allow only {target.weights.sum():.2%} invested; the rest stays in cash ({infeasible})",
                     key,
-                    invested=float(weights.sum()),
+                    invested=float(target.weights.sum()),
                 )
             )
         if np.any(target.weights > upper + 1e-9) or np.any(target.weights < -1e-12) or target.weights.sum() > 1 + 1e-9:
             raise OptimizerError(f"optimizer {self.names['optimizer']} broke its bounds: {target.weights}")
+        budgets, want = self._venue_budgets(target.weights, positions, prices, h, nav)
+        events.extend(self._shortfall_events(budgets, want, nav, key))
         free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         opt_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
-        target, venue_events = self._fit_to_venues(target, positions, prices, h, nav, forecast, key)
-        events.extend(venue_events)
-        decision = self.c.policy.decide(w0, target, forecast)
-        decided = np.clip(decision.weights, 0.0, upper)
+        target = self._fit_to_venues(target, budgets, forecast)
+        # A holding a little above a liquidity cap that moved with the hour's volume is kept, not sold (a
+        # configured ``upper`` is the operator's limit and always binds): the target
+        # stays under L_i (issue 2), but the policy is handed the target re-planned around the kept holding,
+        # so the rest of the book does not move to make room for a sale nobody needs.
+        keep = ~held & (w0 > upper) & (w0 <= upper * (1.0 + risk.cap_tolerance)) & (w0 <= hard)
+        aim = target
+        if keep.any():
+            scale = dict(self._venue_scale)
+            pin = w0.copy()  # the kept holdings in the optimizer's frame, so that the venue scaling returns w0
+            for vname, sv in scale.items():
+                mine = np.array([self.venue_of[a] == vname for a in self.assets])
+                pin[mine] = w0[mine] / sv
+            up_k, lo_k = upper.copy(), lower.copy()
+            up_k[keep] = lo_k[keep] = pin[keep]
+            aim, _ = self._optimize(forecast, up_k, np.minimum(lo_k, up_k), w_frame, invest)
+            aim = self._fit_to_venues(aim, self._venue_budgets(aim.weights, positions, prices, h, nav)[0], forecast)
+            self._venue_scale = scale
+        upper_dec = np.where(keep, w0, upper)
+        decision = self.c.policy.decide(w0, aim, forecast)
+        decided = np.clip(decision.weights, 0.0, upper_dec)
         decided[held] = w0[held]
         if decided.sum() > 1.0:
             decided = decided / decided.sum()
@@ -638,51 +644,135 @@ class Engine:
             self.emit(e, store=False)
         return row, forecast
 
-    def _fit_to_venues(
-        self,
-        target: Target,
-        positions: np.ndarray,
-        prices: np.ndarray,
-        h: Holdings,
-        nav: float,
-        forecast: Forecast,
-        key: str,
-    ) -> tuple[Target, list[RiskEvent]]:
-        """Scale each venue's targets down to what that venue's own value can hold.
+    def _optimize(
+        self, forecast: Forecast, upper: np.ndarray, lower: np.ndarray, current: np.ndarray, total: float
+    ) -> tuple[Target, str]:
+        """The optimizer on a book of ``total`` of NAV (its weights sum to 1): the cycle's weights in, out.
 
-        Cash does not move between venues (an exchange balance cannot buy a token in the wallet),
-        so a target that needs more value on a venue than the venue holds is unreachable, and a
-        policy chasing it would trade every hour. The optimizer's weights are kept in proportion
-        inside each venue; the rest stays in cash on the venues that have too much, and a
-        ``cash_shortfall`` event says how much should be moved. Only spendable cash counts (a
-        gas reserve cannot buy assets); a failed venue's assets are already fixed where they are.
+        Bounds that leave less than ``total`` investable hold every asset at its cap (the rest in cash)
+        and return the reason as the second value.
         """
-        w = target.weights.copy()
-        events: list[RiskEvent] = []
+        try:
+            t = self.c.optimizer.optimize(forecast, upper=upper / total, lower=lower / total, current=current / total)
+        except InfeasibleBoundsError as exc:
+            weights = upper.copy()
+            rc, sp = risk_contributions(weights, forecast.cov)
+            frac = rc / sp if sp > 0 else rc
+            capped = np.ones(len(weights), bool)
+            return Target(self.assets, weights, frac, sp, capped, {"infeasible": str(exc)}), str(exc)
+        weights = t.weights * total
+        rc, sp = risk_contributions(weights, forecast.cov)
+        return Target(t.assets, weights, rc / sp if sp > 0 else rc, sp, t.capped, t.diagnostics), ""
+
+    def _venue_budgets(
+        self, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray, h: Holdings, nav: float
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Per venue that can trade: the share of NAV it can hold (its assets and spendable cash, less the
+        cash buffer) and the share ``weights`` put on it. A failed venue's assets are fixed and not listed."""
         invest = 1.0 - self.cfg.risk.cash_buffer
+        budgets: dict[str, float] = {}
+        want: dict[str, float] = {}
         for vname in self.c.venues:
             idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
             if not idx or vname in h.failed:
                 continue
-            budget = (h.spendable.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
-            want = float(w[idx].sum())
-            if want > budget + 1e-12:
-                w[idx] *= budget / want
-                events.append(
-                    self._event(
-                        "cash_shortfall",
-                        f"venue:{vname}",
-                        f"target needs {want:.2%} of NAV on {vname}, which holds {budget:.2%}; "
-                        f"move {(want - budget) * nav:,.2f} {self.cfg.bot.quote} there to reach it",
-                        key,
-                        needed=(want - budget) * nav,
+            budgets[vname] = (h.spendable.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
+            want[vname] = float(weights[idx].sum())
+        return budgets, want
+
+    def _shortfall_events(
+        self, budgets: Mapping[str, float], want: Mapping[str, float], nav: float, key: str
+    ) -> list[RiskEvent]:
+        """``cash_shortfall`` when a venue's share of the optimizer's book first exceeds what the venue holds,
+        and again only when the amount to move changes by more than ``SHORTFALL_CHANGE`` of itself.
+
+        The condition persists for as long as nobody moves cash, so an event every hour would bury the
+        news (9193 events in a simulated year); the ledger keeps the last one per venue, which is what a
+        restarted daemon compares with.
+        """
+        events: list[RiskEvent] = []
+        for vname, budget in budgets.items():
+            need = (want[vname] - budget) * nav
+            last = self._shortfall_reported.get(vname)
+            if last is None:
+                last = self._last_shortfall(vname)
+                self._shortfall_reported[vname] = last
+            if need <= SHORTFALL_MIN_SHARE * nav:
+                if last > 0:
+                    self._shortfall_reported[vname] = 0.0
+                    events.append(
+                        self._event(
+                            "cash_shortfall",
+                            f"venue:{vname}",
+                            f"resolved: {vname} holds what the target needs there",
+                            key,
+                            Severity.INFO,
+                            needed=0.0,
+                        )
                     )
+                continue
+            if last > 0 and abs(need - last) <= max(SHORTFALL_CHANGE * last, SHORTFALL_MIN_SHARE * nav):
+                continue
+            self._shortfall_reported[vname] = need
+            events.append(
+                self._event(
+                    "cash_shortfall",
+                    f"venue:{vname}",
+                    f"target needs {want[vname]:.2%} of NAV on {vname}, which holds {budget:.2%}; "
+                    f"move {need:,.2f} {self.cfg.bot.quote} there to reach it",
+                    key,
+                    needed=need,
                 )
-        if not events:
-            return target, events
+            )
+        return events
+
+    def _last_shortfall(self, vname: str) -> float:
+        """The amount of the last ``cash_shortfall`` planning event of a venue in the ledger (0: none open)."""
+        for ev in self.ledger.events("cash_shortfall"):  # newest first
+            if ev.where == f"venue:{vname}" and ev.data and "needed" in ev.data:
+                return float(ev.data["needed"])
+        return 0.0
+
+    def _fit_to_venues(self, target: Target, budgets: Mapping[str, float], forecast: Forecast) -> Target:
+        """Scale each over-budget venue's targets down to what that venue's own value can hold.
+
+        Cash does not move between venues (an exchange balance cannot buy a token in the wallet), so a
+        target that needs more value on a venue than it holds is unreachable, and a policy chasing it
+        would trade every hour. The optimizer's weights are kept in proportion inside the venue; the
+        rest stays in cash on the venues that have too much. Proportional scaling takes weight from the
+        venue's capped near-cash assets as well as from its risky ones, which keeps the book's risk
+        contributions closer to equal than re-optimizing the venue alone with the others fixed (that
+        keeps the caps binding and cuts only the free, risky assets: measured RC spread 0.22 between the
+        venues' free assets on the default config, against 0.1 scaled). ``scale`` (venue -> factor) is
+        remembered, so the next cycle hands the optimizer the holdings in its own, unscaled frame.
+        """
+        w = target.weights.copy()
+        scale: dict[str, float] = {}
+        for vname, budget in budgets.items():
+            mine = np.array([self.venue_of[a] == vname for a in self.assets])
+            want = float(w[mine].sum())
+            if want > budget + 1e-12:
+                scale[vname] = budget / want
+                w[mine] *= scale[vname]
+        self._venue_scale = scale
+        if not scale:
+            return target
         rc, sp = risk_contributions(w, forecast.cov)
-        diag = {**target.diagnostics, "venue_scaled": True}
-        return Target(target.assets, w, rc / sp if sp > 0 else rc, sp, target.capped, diag), events
+        diag = {**target.diagnostics, "venue_scaled": scale}
+        return Target(target.assets, w, rc / sp if sp > 0 else rc, sp, target.capped, diag)
+
+    def _in_optimizer_frame(self, w0: np.ndarray, upper: np.ndarray) -> np.ndarray:
+        """The holdings as the optimizer's unscaled book: a venue scaled by s last cycle holds w0/s of it.
+
+        Without this the optimizer is told that a venue held at its reachable target is underweight (and
+        that the other venue's idle cash must be invested), so a cost-aware optimizer, which trades only
+        when the gain pays the cost, trades every hour to chase a target the venue scaling then undoes.
+        """
+        w = w0.copy()
+        for vname, s in getattr(self, "_venue_scale", {}).items():
+            mine = np.array([self.venue_of[a] == vname for a in self.assets])
+            w[mine] = np.minimum(w0[mine] / s, np.maximum(upper[mine], w0[mine]))
+        return w
 
     def _execute(self, row: CycleRow, info: CycleInfo, forecast: Forecast | None) -> CycleReport:
         assert row.id is not None
