@@ -213,7 +213,9 @@ class Components:
 @dataclass
 class Holdings:
     """What the venues hold, read at one moment; venues that could not be read are held at the
-    ledger's last known values (``failed`` says why, ``held`` lists their assets)."""
+    ledger's last known values (``failed`` says why, ``held`` lists their assets). Assets with value
+    in flight (``Balances.pending``: an asynchronous request) are held too, listed in ``pending``
+    with their units, which ``positions`` include."""
 
     prices: np.ndarray
     positions: np.ndarray
@@ -222,6 +224,7 @@ class Holdings:
     failed: dict[str, str] = field(default_factory=dict)
     held: frozenset[str] = frozenset()
     excluded: tuple[str, ...] = ()  # venues with no value known at all: left out of NAV
+    pending: Mapping[str, float] = field(default_factory=dict)  # units in flight, held until settled
 
     @property
     def nav(self) -> float:
@@ -361,6 +364,7 @@ class Engine:
         failed: dict[str, str] = {}
         held: set[str] = set()
         excluded: list[str] = []
+        in_flight: dict[str, float] = {}
         for vname, venue in self.c.venues.items():
             idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
             try:
@@ -385,13 +389,19 @@ class Engine:
                 continue
             cash[vname] = float(bal.cash)
             spendable[vname] = bal.spendable
+            pend = getattr(bal, "pending", None) or {}
             for i, mid in zip(idx, mids):
-                positions[i] = float(bal.positions.get(self.assets[i], 0.0))
+                a = self.assets[i]
+                units = float(pend.get(a, 0.0))
+                positions[i] = float(bal.positions.get(a, 0.0)) + units  # value in flight counts in NAV and risk
                 prices[i] = mid
+                if units > 0:
+                    in_flight[a] = units
         live = [i for i, a in enumerate(self.assets) if a not in held]
         check_prices([self.assets[i] for i in live], prices[live], "venue quotes")
         check_prices(self.assets, prices, "last known prices")
-        return Holdings(prices, positions, cash, spendable, failed, frozenset(held), tuple(excluded))
+        held.update(in_flight)  # not traded until the request settles
+        return Holdings(prices, positions, cash, spendable, failed, frozenset(held), tuple(excluded), in_flight)
 
     def _last_known(self, vname: str) -> tuple[float, dict[str, float], dict[str, float]] | None:
         """The ledger's view of a venue: cash, positions and prices of the last cycle's snapshot,
@@ -530,6 +540,19 @@ class Engine:
             )
         if h.failed:
             self._failed_at_plan[key] = dict(h.failed)
+        for a, units in h.pending.items():
+            events.append(
+                self._event(
+                    "async_pending",
+                    f"venue:{self.venue_of[a]}",
+                    f"{a}: {units:.6g} units ({w0[self.assets.index(a)]:.2%} of NAV with the wallet's) in an open "
+                    "request; held fixed until it settles",
+                    key,
+                    Severity.INFO,
+                    asset=a,
+                    units=units,
+                )
+            )
         w_frame = self._in_optimizer_frame(w0, upper)
         target, infeasible = self._optimize(forecast, upper, lower, w_frame, invest)
         if infeasible:
@@ -966,7 +989,9 @@ class Engine:
         if known is None:
             return  # nothing in the ledger yet: whatever the venue holds is the starting point
         expected = known[1]
-        held = venue.balances().positions
+        bal = venue.balances()
+        pend = getattr(bal, "pending", None) or {}  # snapshots count value in flight as a position
+        held = {a: float(bal.positions.get(a, 0.0)) + float(pend.get(a, 0.0)) for a in {*bal.positions, *pend}}
         for a, want in expected.items():
             have = float(held.get(a, 0.0))
             if abs(have - want) > max(0.5 * venue.market(a).qty_step, 1e-9 * max(abs(have), abs(want))):

@@ -191,11 +191,17 @@ class Balances:
 
     ``reserved`` is the part of ``cash`` that cannot buy assets (an on-chain wallet's gas reserve
     in the native token): it counts in NAV, but the cycle never plans buys with it.
+
+    ``pending`` is value in flight that is neither cash nor in the wallet yet, in asset units at
+    today's price: an asynchronous subscription or redemption (ERC-7540) waiting to be claimed. It
+    counts in NAV and risk as a position of that asset, and the cycle holds the asset fixed (does
+    not trade it) until the request settles.
     """
 
     cash: float
     positions: Mapping[str, float]
     reserved: float = 0.0
+    pending: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def spendable(self) -> float:

@@ -83,7 +83,7 @@ class AsyncAssetConfig(ComponentConfig):
     decimals: int = Field(default=18, ge=0, le=36, description="decimals of the shares")
     request_fn: str = Field(default="cooldownShares(uint256)", description="cooldown: the request")
     status_fn: str = Field(default="cooldowns(address)", description="cooldown: the status view")
-    status_outputs: tuple[str, ...] = Field(default=("uint104", "uint152"), min_length=2)
+    status_outputs: tuple[str, ...] = Field(default=("uint104", "uint152"), min_length=2, strict=False)
     claimable_at_index: int = Field(default=0, ge=0, description="cooldown: output holding the claim time")
     amount_index: int = Field(default=1, ge=0, description="cooldown: output holding the assets waiting")
     claim_fn: str = Field(default="unstake(address)", description="cooldown: the claim")

@@ -17,6 +17,7 @@ Pluggable per token: ``TokenEligibility.checks`` names the checks to run, in ord
   the receiver verified and the compliance; a burn needs nothing from the holder's side.
 - ``allowlist``: a configured view (``allowlist_fn`` on ``allowlist``, default the token's own
   ``isVerified(address)``) must be true for every party.
+- ``compliance``: ``compliance().canTransfer(from, to, amount)`` only (tokens without pause/freeze views).
 - ``pause``: ``pause_fn`` must be false on the token and on ``pause_targets`` (a pool, a vault).
 """
 
@@ -44,11 +45,13 @@ class TokenEligibility(ComponentConfig):
     """How to decide whether a token may move between two addresses."""
 
     token: str = Field(pattern=ADDRESS)
-    checks: tuple[str, ...] = Field(default=("erc3643",), min_length=1)
+    checks: tuple[str, ...] = Field(default=("erc3643",), min_length=1, strict=False)  # TOML gives lists
     allowlist: str | None = Field(default=None, pattern=ADDRESS, description="contract of the list (the token)")
     allowlist_fn: str = Field(default="isVerified(address)", description="view(address) -> bool")
     pause_fn: str = Field(default="paused()", description="view() -> bool")
-    pause_targets: tuple[str, ...] = Field(default=(), description="other contracts whose pause blocks the trade")
+    pause_targets: tuple[str, ...] = Field(
+        default=(), strict=False, description="other contracts whose pause blocks the trade"
+    )
 
 
 @dataclass(frozen=True)
@@ -143,6 +146,17 @@ def allowlist(ctx: CheckContext, t: Transfer) -> list[str]:
     ]
 
 
+def compliance(ctx: CheckContext, t: Transfer) -> list[str]:
+    """``compliance().canTransfer(from, to, amount)`` alone: for tokens with an ERC-3643-style compliance
+    view but no ``paused``/``isFrozen`` (the allow-listed tokens of ``Permissioned.sol``)."""
+    where = ctx.view(ctx.cfg.token, "compliance()", ["address"])
+    frm = t.sender.address if t.sender else ZERO
+    to = t.receiver.address if t.receiver else ZERO
+    if ctx.view(where, "canTransfer(address,address,uint256)", ["bool"], frm, to, t.amount):
+        return []
+    return [f"compliance {where} refuses {t.sender or 'mint'} -> {t.receiver or 'burn'} of {t.amount} {ctx.asset}"]
+
+
 def pause(ctx: CheckContext, t: Transfer) -> list[str]:
     return [
         f"{a} is paused ({ctx.cfg.pause_fn})"
@@ -151,7 +165,7 @@ def pause(ctx: CheckContext, t: Transfer) -> list[str]:
     ]
 
 
-CHECKS: dict[str, Check] = {"erc3643": erc3643, "allowlist": allowlist, "pause": pause}
+CHECKS: dict[str, Check] = {"erc3643": erc3643, "allowlist": allowlist, "compliance": compliance, "pause": pause}
 
 
 def register_check(name: str, check: Check) -> None:

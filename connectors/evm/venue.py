@@ -3,9 +3,12 @@
 Trading. A buy of fund shares deposits the stablecoin (``previewMint`` of the shares wanted), a
 sell redeems shares; a buy or sell of a pool token swaps against the stablecoin with a minimum
 output of the quote less ``max_slippage_bps``. Approvals are for the exact amount of the trade.
-Before anything is signed: permissioned tokens are checked the ERC-3643 way (``identityRegistry()
-.isVerified`` and ``compliance().canTransfer`` for the account and the counterparty), so an
-ineligible trade is a clear ``InvalidOrder`` ("not eligible") instead of a paid revert; balances
+Before anything is signed: the pluggable ``Eligibility`` checks of ``connectors.evm.eligibility``
+run for every transfer of the traded token the leg implies, for the wallet and the counterparty
+(pool, vault): per asset from the ``eligibility`` option, or for a ``permissioned`` asset by default
+the token's allow-list (``isVerified``) and ``compliance().canTransfer``, plus ``paused()`` for a vault.
+An ineligible trade is a ``NotEligible`` (an ``InvalidOrder``: "not eligible: <who>, <why>", a
+``not_eligible`` risk event) instead of a paid revert; balances
 are checked (``InsufficientFunds``); the base fee plus the priority fee is checked against the
 gas policy's cap (over it: skipped, ``gas_cap`` risk event); the gas is estimated, which also
 reveals a revert for free (decoded: ``Error(string)``, panics, every custom error of the ABIs).
@@ -30,6 +33,14 @@ NAV, but the cycle never plans buys with it.
 Keys. From an encrypted keystore file whose password is in an environment variable, or a hex key
 in an environment variable; the options hold only the *names*. The key is never logged, printed
 or stored; only signed transactions are.
+
+Asynchronous funds (``kind = "async"``: ERC-7540, or the cooldown variant described by the
+``asynchronous`` sub-options, see ``connectors.evm.async_requests``). An order becomes a request; it
+stays OPEN across cycles and restarts (never cancelled by ``reconcile``) until claimed. ``balances``
+polls the requests first (claims what is claimable) and reports what is still in flight as
+``Balances.pending`` (asset units at today's NAV): the cycle counts it in NAV and holds the asset
+fixed until it settles. Quotes are the NAV per share (``convertToAssets``; async previews revert).
+Not available in paper mode.
 
 Paper (``paper = true``). Nothing is signed or sent: the trade's own call is run with ``eth_call``
 against the live contracts from the configured ``account`` with its token balance and allowance
@@ -63,8 +74,10 @@ from bot.components import ComponentConfig, ComponentContext
 from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, RiskEvent, Severity
 from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
 from bot.ledger import ChainTxRow, Ledger
+from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender
 from connectors.evm.chain import BlockIndex, NonceManager, RevertDecoder, Unreachable, abis, connect, rpc
 from connectors.evm.data import traded_units
+from connectors.evm.eligibility import Eligibility, TokenEligibility, trade_transfers
 
 log = logging.getLogger("rwabot.evm")
 
@@ -74,9 +87,10 @@ CASH = "__cash__"
 
 
 class EvmAssetConfig(ComponentConfig):
-    """One asset on the chain: fund shares (``vault``) or a token traded on a pool (``pool``)."""
+    """One asset on the chain: fund shares (``vault``), a token traded on a pool (``pool``), or the
+    shares of an asynchronous fund (``async``: traded by request and claim)."""
 
-    kind: Literal["vault", "pool"]
+    kind: Literal["vault", "pool", "async"]
     address: str = Field(pattern=ADDRESS, description="the vault (its shares are the asset) or the token")
     pool: str | None = Field(default=None, pattern=ADDRESS, description="kind pool: the pool contract")
     decimals: int = Field(default=18, ge=0, le=36)
@@ -85,12 +99,25 @@ class EvmAssetConfig(ComponentConfig):
     min_notional: float = Field(default=1.0, ge=0)
     balance_slot: int = Field(default=0, ge=0, description="paper: storage slot of the ERC-20 balances")
     allowance_slot: int = Field(default=1, ge=0, description="paper: storage slot of the ERC-20 allowances")
+    asynchronous: dict[str, Any] = Field(
+        default_factory=dict,
+        description="kind async: options of AsyncAssetConfig other than vault/decimals (e.g. kind = 'cooldown')",
+    )
 
     @model_validator(mode="after")
     def _pool(self) -> EvmAssetConfig:
         if (self.kind == "pool") != (self.pool is not None):
-            raise ValueError("pool is required for kind 'pool' and not allowed for kind 'vault'")
+            raise ValueError(f"pool is required for kind 'pool' and not allowed for kind '{self.kind}'")
+        if self.asynchronous and self.kind != "async":
+            raise ValueError("asynchronous is only for kind 'async'")
+        if self.kind == "async":
+            self.async_config()  # unknown or bad keys fail at load time
         return self
+
+    def async_config(self) -> AsyncAssetConfig:
+        if "vault" in self.asynchronous or "decimals" in self.asynchronous:
+            raise ValueError("asynchronous: vault and decimals come from the asset's address and decimals")
+        return AsyncAssetConfig.model_validate({"vault": self.address, "decimals": self.decimals, **self.asynchronous})
 
 
 class GasPolicy(ComponentConfig):
@@ -126,9 +153,18 @@ class EvmVenueConfig(ComponentConfig):
     paper_cash: float = Field(default=1_000_000.0, ge=0)
     quote_balance_slot: int = Field(default=0, ge=0)
     quote_allowance_slot: int = Field(default=1, ge=0)
+    eligibility: dict[str, TokenEligibility] = Field(
+        default_factory=dict,
+        description="per asset: the eligibility checks (default for permissioned assets: allowlist + compliance)",
+    )
 
     @model_validator(mode="after")
     def _checks(self) -> EvmVenueConfig:
+        stray = sorted(set(self.eligibility) - set(self.assets))
+        if stray:
+            raise ValueError(f"eligibility names assets that are not configured: {stray}")
+        if self.paper and any(a.kind == "async" for a in self.assets.values()):
+            raise ValueError("paper mode does not support kind 'async' assets yet (no simulated fulfilment)")
         if (self.native_price is None) == (self.native_price_feed is None):
             raise ValueError("give exactly one of native_price and native_price_feed (to cost gas in the quote)")
         if self.paper and self.account is None:
@@ -271,7 +307,7 @@ class EvmVenue:
         self.contracts: dict[str, Any] = {}
         self.pools: dict[str, Any] = {}
         for asset, ac in cfg.assets.items():
-            abi = a["FundVault"] if ac.kind == "vault" else a["RwaToken"]
+            abi = {"vault": a["FundVault"], "pool": a["RwaToken"], "async": a["AsyncVault"]}[ac.kind]
             self.contracts[asset] = self.w3.eth.contract(address=Web3.to_checksum_address(ac.address), abi=abi)
             if ac.pool:
                 self.pools[asset] = self.w3.eth.contract(
@@ -288,6 +324,15 @@ class EvmVenue:
         self._checked_chain = False
         self._fee_bps: dict[str, int] = {}
         self._lock = threading.RLock()
+        self.eligibility = Eligibility(self.w3, name, eligibility_tokens(cfg), emit=self.emit, now=self.clock.now)
+        asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind == "async"}
+        self.async_: AsyncRequests | None = None
+        if asyncs:
+            self.async_ = AsyncRequests(
+                VenueSender(self), self.ledger, asyncs, quote_token=cfg.quote_token, quote_decimals=cfg.quote_decimals,
+                emit=self.emit, now=self.clock.now,
+                eligible=self.eligibility.for_async({n: c.vault for n, c in asyncs.items()}, self.address),
+            )  # fmt: skip
 
     def __repr__(self) -> str:  # never the key
         return f"EvmVenue({self.name!r}, chain {self.cfg.chain_id}, {self.address}, paper={self.cfg.paper})"
@@ -342,7 +387,7 @@ class EvmVenue:
 
     def market(self, asset: str) -> MarketInfo:
         a = self._asset(asset)
-        fee = self.fee_bps(asset) / 1e4 if a.kind == "pool" else 0.0
+        fee = self.fee_bps(asset) / 1e4 if a.kind == "pool" else 0.0  # vault, async: NAV, no fee
         return MarketInfo(asset, a.qty_step, a.qty_step, a.min_notional, 10.0**-self.cfg.quote_decimals, fee)
 
     def quote(self, asset: str) -> Quote:
@@ -350,7 +395,10 @@ class EvmVenue:
         one = self._unit(asset)
         c = self.contracts[asset]
         try:
-            if a.kind == "vault":
+            if a.kind == "async":  # previews revert on the async sides: requests settle at a later NAV
+                assert self.async_ is not None
+                bid = ask = self._rpc("convertToAssets", lambda: self.async_.nav_per_share(asset))  # type: ignore[union-attr]
+            elif a.kind == "vault":
                 bid = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(one).call()) / self._q
                 ask = self._rpc("previewMint", lambda: c.functions.previewMint(one).call()) / self._q
             else:
@@ -369,13 +417,26 @@ class EvmVenue:
         """Units traded in the last hour of blocks (the data source gives the hourly bars proper)."""
         a = self._asset(asset)
         return traded_units(
-            self.w3, self.name, a.kind, self.contracts[asset], self.pools.get(asset), a.decimals,
+            self.w3, self.name, "vault" if a.kind == "async" else a.kind, self.contracts[asset],
+            self.pools.get(asset), a.decimals,
             int(block["timestamp"]) - 3600, int(block["timestamp"]), int(block["number"]), self.index,
         )  # fmt: skip
 
     def balances(self) -> Balances:
         if self.journal is not None:
             return self.journal.balances()
+        pending: dict[str, float] = {}
+        if self.async_ is not None:
+            with self._lock:  # claims first, so a settled request lands in the wallet, not in pending
+                try:
+                    self._rpc("async poll", self.async_.poll)
+                except VenueError as exc:
+                    if exc.retryable:
+                        raise
+                    # a claim refused at its estimate: recorded by the poll, retried next cycle; the
+                    # request is still in flight and counted below
+                    self._event("async_poll_failed", str(exc), Severity.CRITICAL)
+                pending = {a: e.units for a, e in self._rpc("async exposure", self.async_.exposure).items()}
         cash = self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()) / self._q
         reserved = 0.0
         if self.cfg.count_native_as_cash:
@@ -387,44 +448,21 @@ class EvmVenue:
             raw = self._rpc(f"balanceOf {asset}", lambda c=c: c.functions.balanceOf(self.address).call())
             if raw:
                 positions[asset] = raw / self._unit(asset)
-        return Balances(cash, positions, reserved)
+        return Balances(cash, positions, reserved, pending)
 
     # -- preparing a trade --------------------------------------------------------------------------------
 
-    def _eligible(self, asset: str, frm: str | None, to: str | None, amount: int) -> None:
-        """ERC-3643 checks through the token's identity registry and compliance module."""
-        a = self._asset(asset)
-        if not a.permissioned:
-            return
-        token = self.contracts[asset]
-        abi = abis()["RwaToken"]
-        try:
-            reg = self.w3.eth.contract(
-                address=self._rpc("identityRegistry", lambda: token.functions.identityRegistry().call()), abi=abi
-            )
-            comp = self.w3.eth.contract(
-                address=self._rpc("compliance", lambda: token.functions.compliance().call()), abi=abi
-            )
-            for who in (frm, to):
-                if who is not None and not self._rpc("isVerified", lambda w=who: reg.functions.isVerified(w).call()):
-                    role = "this account" if who == self.address else "the counterparty"
-                    self._refuse_ineligible(asset, f"{role} {who} is not verified in {asset}'s identity registry")
-            zero = "0x" + "00" * 20
-            ok = self._rpc("canTransfer", lambda: comp.functions.canTransfer(frm or zero, to or zero, amount).call())
-        except ContractLogicError as exc:
-            raise VenueError(self.name, f"eligibility of {asset}: {self.decoder.from_exception(exc)}") from None
-        if not ok:
-            self._refuse_ineligible(asset, f"compliance refuses the transfer {frm or 'mint'} -> {to or 'burn'}")
-
-    def _refuse_ineligible(self, asset: str, why: str) -> None:
-        msg = f"not eligible to trade {asset}: {why}; nothing sent"
-        self._event("not_eligible", msg, Severity.CRITICAL, asset=asset)
-        raise InvalidOrder(self.name, msg)
+    def _eligible(self, order: Order, kind: Literal["pool", "vault"], counterparty: str, amount: int) -> None:
+        """The asset's eligibility checks for the transfers this leg implies (views only, nothing signed)."""
+        transfers = trade_transfers(kind, order.side, self.address, counterparty, amount)
+        self._rpc("eligibility", lambda: self.eligibility.check(order.asset, transfers))
 
     def _prepare(self, order: Order, *, deadline: int) -> Prepared:
         a = self._asset(order.asset)
         if not (order.qty > 0 and math.isfinite(order.qty)):
             raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
+        if a.kind == "async":
+            raise InvalidOrder(self.name, f"order {order.client_id}: {order.asset} is traded by request, not at once")
         qty_raw = int(round(order.qty * self._unit(order.asset)))
         c = self.contracts[order.asset]
         me = self.address
@@ -445,24 +483,24 @@ class EvmVenue:
         try:
             if a.kind == "vault":
                 if order.side == "buy":
-                    self._eligible(order.asset, None, me, qty_raw)
+                    self._eligible(order, "vault", c.address, qty_raw)
                     amount_in = self._rpc("previewMint", lambda: c.functions.previewMint(qty_raw).call())
                     out = self._rpc("previewDeposit", lambda: c.functions.previewDeposit(amount_in).call())
                     return Prepared(order.asset, a, "buy", qty_raw, "deposit", c.functions.deposit(amount_in, me),
                                     self.stable, c.address, amount_in, out, out)  # fmt: skip
-                self._eligible(order.asset, me, None, qty_raw)
+                self._eligible(order, "vault", c.address, qty_raw)
                 out = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(qty_raw).call())
                 return Prepared(order.asset, a, "sell", qty_raw, "redeem", c.functions.redeem(qty_raw, me, me),
                                 None, None, qty_raw, out, out)  # fmt: skip
             p = self.pools[order.asset]
             if order.side == "buy":
-                self._eligible(order.asset, p.address, me, qty_raw)
+                self._eligible(order, "pool", p.address, qty_raw)
                 amount_in = self._rpc("getAmountIn", lambda: p.functions.getAmountIn(qty_raw, c.address).call())
                 min_out = int(qty_raw * (1 - slip))
                 call = p.functions.swap(self.stable.address, amount_in, min_out, me, deadline)
                 return Prepared(order.asset, a, "buy", qty_raw, "swap", call, self.stable, p.address, amount_in,
                                 qty_raw, min_out)  # fmt: skip
-            self._eligible(order.asset, me, p.address, qty_raw)
+            self._eligible(order, "pool", p.address, qty_raw)
             out = self._rpc("getAmountOut", lambda: p.functions.getAmountOut(qty_raw, c.address).call())
             call = p.functions.swap(c.address, qty_raw, int(out * (1 - slip)), me, deadline)
             return Prepared(order.asset, a, "sell", qty_raw, "swap", call, c, p.address, qty_raw, out,
@@ -510,6 +548,9 @@ class EvmVenue:
         with self._lock:
             if self.journal is not None:
                 return self._paper_place(order)
+            if self._asset(order.asset).kind == "async":
+                assert self.async_ is not None
+                return self._rpc("async request", lambda: self.async_.request(order))  # type: ignore[union-attr]
             rows = self.ledger.txs(venue=self.name, client_id=order.client_id)
             if any(r.step in MAIN_STEPS for r in rows):
                 return self._resume(order.client_id)
@@ -771,6 +812,10 @@ class EvmVenue:
         with self._lock:
             if self.journal is not None:
                 return self.journal.get(client_id)
+            if self.async_ is not None:
+                st = self.async_.order_state(client_id)
+                if st is not None:
+                    return st
             return self._state(client_id)
 
     def cancel_order(self, client_id: str) -> OrderState:
@@ -781,6 +826,8 @@ class EvmVenue:
                 raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
             if state.status is not OrderStatus.OPEN or self.journal is not None:
                 return state
+            if self.async_ is not None and self.async_.order_state(client_id) is not None:
+                return state  # a request cannot be withdrawn (no ERC-7887): it stays open until claimed
             main = [r for r in self.ledger.txs(venue=self.name, client_id=client_id) if r.step in MAIN_STEPS][-1]
             max_fee = max(int(main.max_fee_per_gas * 1.25), self._fees()[0])
             prio = max(int(self.cfg.gas.priority_fee_gwei * 1e9 * 1.25), 1)
@@ -810,7 +857,13 @@ class EvmVenue:
             if self.journal is not None:
                 return [s for s in (self.journal.get(c) for c in in_flight) if s is not None], []
             states: list[OrderState] = []
+            if self.async_ is not None:
+                self._rpc("async poll", self.async_.poll)
             for cid in in_flight:
+                ast = self.async_.order_state(cid) if self.async_ is not None else None
+                if ast is not None:  # an open request is meant to stay open across cycles: reported as it is
+                    states.append(ast)
+                    continue
                 st = self._state(cid)
                 if st is not None and st.status is OrderStatus.OPEN:
                     try:
@@ -910,6 +963,20 @@ class EvmVenue:
         if prep.spender is not None:
             diff[_slot(prep.spender, _slot_int(me, aslot))] = _word(prep.amount_in)
         return {token: {"stateDiff": diff}}
+
+
+def eligibility_tokens(cfg: EvmVenueConfig) -> dict[str, TokenEligibility]:
+    """The ``eligibility`` option, and for each other ``permissioned`` asset the checks its contracts
+    support: the token's own allow-list (``isVerified``) and ``compliance().canTransfer`` (the
+    ERC-3643-style views of the world's tokens), plus ``paused()`` where the asset is a vault's shares
+    (a pool token has no ``paused()``; a paused pool is caught by the free gas estimate)."""
+    out = dict(cfg.eligibility)
+    for name, a in cfg.assets.items():
+        if name in out or not a.permissioned:
+            continue
+        checks = ("allowlist", "compliance", "pause") if a.kind == "vault" else ("allowlist", "compliance")
+        out[name] = TokenEligibility(token=a.address, checks=checks)
+    return out
 
 
 def _DISCARD_factory() -> Any:

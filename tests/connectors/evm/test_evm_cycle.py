@@ -93,8 +93,9 @@ def test_an_ineligible_account_is_refused_before_anything_is_paid(
     report = e.run_cycle(NOW)
     assert report.status == "done"
     credit = next(o for o in e.ledger.all_orders() if o.asset == "CREDIT")
-    assert credit.status == "rejected" and "not eligible to trade CREDIT" in credit.message
-    assert "is not verified in CREDIT's identity registry" in credit.message
+    trader = world.trader
+    assert credit.status == "rejected" and f"not eligible: wallet {trader} is not on the allow-list" in credit.message
+    assert f"refuses mint -> wallet {trader}" in credit.message and "CREDIT" in credit.message
     assert not [t for t in e.ledger.txs() if t.asset == "CREDIT"]  # no approval, no deposit, no gas
     assert e.ledger.events("not_eligible") and e.ledger.events("order_rejected")
     assert {o.asset: o.status for o in e.ledger.all_orders()} == {"USTB": "filled", "CREDIT": "rejected",
