@@ -3,6 +3,7 @@ contracts (the T-REX suite, the world's allow-listed vaults and pools, an ERC-75
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,13 @@ from bot.clock import SimulatedClock
 from bot.components import ComponentContext
 from bot.domain import Order, OrderStatus
 from bot.ledger import Ledger
-from connectors.evm.deploy import SHARE, World, send
+from connectors.evm.deploy import SHARE, USD, World, send
 from connectors.evm.eligibility import NotEligible
 from connectors.evm.node import AnvilNode
+from connectors.evm.rwa_world import buy_shares, deploy_async_vault, deploy_cooldown_vault, set_async_nav
 from connectors.evm.trex import deploy_trex, trex_pool
 from connectors.evm.venue import EvmVenue, EvmVenueConfig
-from tests.connectors.evm.conftest import NOW, venue_options
+from tests.connectors.evm.conftest import NOW, evm_config, evm_engine, venue_options
 
 
 def make_venue(tmp_path: Path, world: World, url: str, events: list[Any], ledger: Ledger, **kw: Any) -> EvmVenue:
@@ -106,3 +108,118 @@ def test_eligibility_config_is_strict(world: World, anvil: AnvilNode) -> None:
             ),
             ComponentContext(SimulatedClock(NOW, 0.0), Path("/tmp/unused"), (), lambda e: None),
         )
+
+
+# -- asynchronous funds through whole cycles ----------------------------------------------------------------
+
+
+def async_config(tmp_path: Path, world: World, url: str, fund: Any) -> dict[str, Any]:
+    """USTB, REALT and an ERC-7540 fund PCRED on the chain venue. The fund was deployed after the mined
+    history, so the data source prices it from CREDIT's history (same NAV level); its trades and
+    quotes are PCRED's own."""
+    cfg = evm_config(tmp_path, world, url, upper={"USTB": 0.3, "PCRED": 0.25})
+    cfg["venues"]["chain"]["options"]["assets"]["PCRED"] = {
+        "kind": "async", "address": fund.address, "decimals": 18, "permissioned": True,
+    }  # fmt: skip
+    cfg["data"]["options"]["assets"]["PCRED"] = {**world.data_assets()["CREDIT"]}
+    cfg["assets"] = {a: cfg["assets"][a] for a in ("USTB", "REALT")} | {"PCRED": {"venue": "chain", "upper": 0.25}}
+    return cfg
+
+
+def test_async_fund_pending_in_nav_held_fixed_and_claimed_once_after_a_restart(
+    tmp_path: Path, world: World, anvil: AnvilNode
+) -> None:
+    fund = deploy_async_vault(world, "PCRED", 10.0)
+    cfg = async_config(tmp_path, world, anvil.url, fund)
+    e = evm_engine(tmp_path, cfg)
+    r1 = e.run_cycle(NOW)
+    assert r1.status == "done"
+    (o1,) = [o for o in e.ledger.all_orders() if o.asset == "PCRED"]
+    assert o1.side == "buy" and o1.status == "open"  # a request, not a fill
+    req = e.ledger.get_async_request(o1.client_id)
+    assert req is not None and req.status == "pending"
+    paid = int(req.amount_raw)
+    assert fund.functions.pendingDepositRequest(0, world.trader).call() == paid
+    assert fund.functions.balanceOf(world.trader).call() == 0
+    # the money in flight is in the closing NAV, as PCRED units at today's NAV per share
+    snap = e.ledger.snapshots()[-1]
+    assert snap.prices["PCRED"] == pytest.approx(10.0, rel=1e-6)
+    assert snap.positions["PCRED"] == pytest.approx(paid / USD / snap.prices["PCRED"], rel=1e-9)
+    others = sum(snap.positions[a] * snap.prices[a] for a in ("USTB", "REALT"))
+    assert snap.nav - snap.cash - others == pytest.approx(paid / USD, rel=1e-9)
+    assert r1.nav == pytest.approx(snap.nav)
+    # a risk cycle while pending: PCRED held at its weight, no second request, the pending event says why
+    r2 = e.run_cycle(NOW + timedelta(minutes=10), trigger="risk")
+    assert r2.status == "done"
+    assert [o.client_id for o in e.ledger.all_orders() if o.asset == "PCRED"] == [o1.client_id]
+    i = list(r2.assets).index("PCRED")
+    assert r2.decided[i] == pytest.approx(r2.current[i], abs=1e-12) and r2.current[i] > 0.05
+    assert any(ev.data.get("asset") == "PCRED" for ev in e.ledger.events("async_pending"))
+    e.close()
+    # the manager fulfils at a higher NAV while the daemon is down; the restarted daemon claims once
+    set_async_nav(world, fund, 10.5)
+    send(world.w3, fund.functions.fulfillDeposit(world.trader, paid), world.owner)
+    e2 = evm_engine(tmp_path, cfg)
+    r3 = e2.run_cycle(NOW + timedelta(minutes=20), trigger="risk")
+    assert r3.status == "done"
+    o1 = next(o for o in e2.ledger.all_orders() if o.client_id == o1.client_id)
+    fills = [f for f in e2.ledger.fills() if f.client_id == o1.client_id]
+    assert o1.status == "filled" and len(fills) == 1
+    assert fills[0].price == pytest.approx(10.5, rel=1e-9) and fills[0].qty == pytest.approx(paid / USD / 10.5)
+    steps = [t.step for t in e2.ledger.txs(client_id=o1.client_id)]
+    assert steps == ["approve", "request", "claim"]  # one request, one claim, across the restart
+    later = [f for f in e2.ledger.fills() if f.asset == "PCRED" and f.client_id != o1.client_id]
+    held = fund.functions.balanceOf(world.trader).call() / SHARE
+    assert held == pytest.approx(fills[0].qty + sum(f.qty if f.side == "buy" else -f.qty for f in later), rel=1e-12)
+    assert fills[0].gas == pytest.approx(sum(t.gas_cost_quote for t in e2.ledger.txs(client_id=o1.client_id)))
+    e2.close()
+
+
+def test_async_asset_config(world: World, anvil: AnvilNode) -> None:
+    base = {"kind": "async", "address": world.trader}
+    ok = venue_options(world, anvil.url, assets={"X": {**base, "asynchronous": {"kind": "cooldown"}}})
+    ac = EvmVenueConfig.model_validate(ok).assets["X"].async_config()
+    assert ac.kind == "cooldown" and ac.vault == world.trader and ac.claim_fn == "unstake(address)"
+    for bad, why in (
+        ({**base, "asynchronous": {"kind": "cooldown", "claim": "x()"}}, "extra"),
+        ({**base, "asynchronous": {"vault": world.trader}}, "come from the asset's address"),
+        ({"kind": "vault", "address": world.trader, "asynchronous": {"kind": "cooldown"}}, "only for kind 'async'"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            EvmVenueConfig.model_validate(venue_options(world, anvil.url, assets={"X": bad}))
+    paper = venue_options(world, anvil.url, assets={"X": base}, paper=True, account=world.trader)
+    with pytest.raises(ValueError, match="paper mode does not support kind 'async'"):
+        EvmVenueConfig.model_validate(paper)
+
+
+def test_cooldown_asset_through_the_venue(tmp_path: Path, world: World, anvil: AnvilNode) -> None:
+    """A cooldown fund configured as ``kind = "async"``: a sell is a request that ``reconcile`` reports
+    as open (never cancels), ``balances`` shows it as pending until its time, then claims it."""
+    vault = deploy_cooldown_vault(world, "sUSD", 1.10, cooldown_s=7 * 86_400)
+    buy_shares(world, vault, 1_100.0)  # 1000 shares
+    asset = {"kind": "async", "address": vault.address, "asynchronous": {"kind": "cooldown"}}
+    events: list[Any] = []
+    ledger = Ledger(tmp_path / "l.sqlite")
+    v = make_venue(tmp_path, world, anvil.url, events, ledger, assets={**world.venue_assets(), "sUSD": asset})
+    q = v.quote("sUSD")
+    assert q.bid == q.ask == pytest.approx(1.10, rel=1e-6) and v.market("sUSD").taker_fee == 0.0
+    assert v.balances().positions["sUSD"] == pytest.approx(1000.0) and not v.balances().pending
+    st = v.place_order(order("cd1", "sUSD", "sell", 1000.0, 1.10))
+    assert st.status is OrderStatus.OPEN
+    assert v.place_order(order("cd1", "sUSD", "sell", 1000.0, 1.10)).status is OrderStatus.OPEN  # idempotent
+    bal = v.balances()
+    assert bal.positions.get("sUSD", 0.0) < 1e-9 and bal.pending["sUSD"] == pytest.approx(1000.0, rel=1e-6)
+    assert v.cancel_order("cd1").status is OrderStatus.OPEN  # a request cannot be withdrawn
+    states, _ = v.reconcile({"cd1": "sUSD"})
+    assert [s.status for s in states] == [OrderStatus.OPEN]
+    world.w3.provider.make_request("evm_increaseTime", [7 * 86_400])  # type: ignore[arg-type]
+    world.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    before = world.stable.functions.balanceOf(world.trader).call()
+    bal = v.balances()  # polls first: the claim is sent and booked
+    assert not bal.pending and bal.positions.get("sUSD", 0.0) < 1e-9
+    assert (world.stable.functions.balanceOf(world.trader).call() - before) / USD == pytest.approx(1_100.0, rel=1e-6)
+    st = v.fetch_order("cd1")
+    assert st is not None and st.status is OrderStatus.FILLED and st.filled_qty == pytest.approx(1000.0)
+    assert [t.step for t in ledger.txs(client_id="cd1")] == ["request", "claim"]
+    v.close()
+    ledger.close()
