@@ -249,6 +249,8 @@ def solve_budget(s_mat, b, lo, hi, w0, c, a, rho, eps_max, x, tol, budget):  # t
     lo_nu = lo_ex = hi_nu = hi_ex = 0.0
     side = 0
     step = 1.0
+    last = math.inf
+    before = math.inf
     iters = 0
     free = np.zeros(n, np.bool_)
     for _ in range(budget + 200):
@@ -292,7 +294,12 @@ def solve_budget(s_mat, b, lo, hi, w0, c, a, rho, eps_max, x, tol, budget):  # t
                 nn = lo_nu - lo_ex * (hi_nu - lo_nu) / (hi_ex - lo_ex)
                 if not (lft < nn < rgt):
                     nn = 0.5 * (lft + rgt)
+            # bisect when the step is not half the one before last (piecewise-smooth Σx(ν), as in numpy)
+            if abs(nn - nu) > 0.5 * before:
+                nn = 0.5 * (lft + rgt)
         dnu = nn - nu
+        before = last
+        last = abs(dnu)
         nu = nn
         for i in range(n):
             x[i] = min(max(x[i] - dnu * p[i], max(lo[i], 0.1 * x[i])), hi[i])

@@ -49,7 +49,10 @@ Algorithm
 Lagrangian dual in the one equality: for a multiplier ν, R(ν) = min_{lower ≤ w ≤ upper} φ(w) + ν Σw has a
 unique solution w(ν) with Σw(ν) non-increasing in ν (dΣw/dν = −1ᵀH_FF⁻¹1 < 0), and ν is found by
 safeguarded Newton (Illinois regula falsi inside a bracket) on Σw(ν) = 1, each R(ν) warm-started on the
-predicted path. R(ν) is solved by a projected Newton method on *segments*: the kink of |w_i − w0_i| is a
+predicted path. Σw(ν) is only piecewise smooth (its slope jumps where an asset leaves w0 or a bound), and
+Newton inside the bracket can alternate between two pieces for ever (it did, in real cycles); so, as in
+rtsafe, a step that is not half the step before last is replaced by bisection of the bracket: steps then
+shrink geometrically or the bracket halves, and the iteration converges whatever the pieces. R(ν) is solved by a projected Newton method on *segments*: the kink of |w_i − w0_i| is a
 breakpoint like a bound, so each coordinate lives on [lower_i, w0_i] or [w0_i, upper_i] where φ is
 smooth, and an asset sitting at w0_i with |g_i + ν| ≤ c_i is held there (no trade) exactly like an asset
 held at its cap. Newton steps use the Cholesky factor of the free block of
@@ -403,12 +406,14 @@ def solve_cost_aware(
 def _solve_budget(
     prob: _Segments, x: np.ndarray, tol: float, budget: int
 ) -> tuple[np.ndarray, float, np.ndarray, bool]:
-    """Outer iteration: ν with Σx(ν) = 1, safeguarded Newton (dΣx/dν = −1ᵀH_FF⁻¹1) and Illinois."""
+    """Outer iteration: ν with Σx(ν) = 1, safeguarded Newton (dΣx/dν = −1ᵀH_FF⁻¹1), Illinois, and
+    bisection when the steps stop shrinking (module docstring, "Algorithm")."""
     nu = 0.0
     lo_b: tuple[float, float] | None = None  # (ν, Σx − 1) with Σx > 1: ν must grow
     hi_b: tuple[float, float] | None = None  # with Σx < 1: ν must shrink
     side = 0
     step = 1.0
+    last = before = math.inf  # |Δν| of the last two outer steps (the bisection safeguard)
     for _ in range(budget + 200):
         x, ok, free, chol = prob.solve(nu, x, budget)
         excess = float(x.sum()) - 1.0
@@ -443,7 +448,14 @@ def _solve_budget(
                 nn = ua - fa * (uz - ua) / (fz - fa)
                 if not (a < nn < z):
                     nn = 0.5 * (a + z)
+            # Σx(ν) is only piecewise smooth (an asset leaving w0 or a bound changes its slope), so
+            # Newton can land inside the bracket yet jump between two pieces for ever: a step that is
+            # not half the one before last is replaced by bisection (rtsafe's rule), which makes the
+            # steps shrink geometrically and the iteration converge.
+            if abs(nn - nu) > 0.5 * before:
+                nn = 0.5 * (a + z)
         dnu = nn - nu
+        before, last = last, abs(dnu)
         nu = nn
         # Warm start on the predicted path dx = −dν H_FF⁻¹1, kept positive and in the box.
         x = np.clip(x - dnu * p, np.maximum(prob.lo, 0.1 * x), prob.hi)

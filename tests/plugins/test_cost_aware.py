@@ -276,3 +276,47 @@ def test_without_the_compiled_solver_numpy_answers_and_says_so(
         plain = solve(k)
     assert "compiled solver unavailable" in caplog.text and cost_aware._kernel is False
     assert np.max(np.abs(compiled.weights - plain.weights)) <= 1e-12
+
+
+# A cycle of `rwabot backtest` (rp_cost, cost_bps 12, horizon 720 h, policy full, simulated data seed 11)
+# that failed with "no convergence within max_iter=200": the ewma Σ of the default universe, volume caps
+# (1/0.99 = uncapped under the cash buffer), the holdings w0; costs 12 bps / √720.
+CYCLE_COV = np.array([
+    [2.5160889217553546e-06, 1.1536195319596941e-07, 1.0528033984440656e-06, 1.8559732005253784e-06,
+     -1.0633600332349866e-09, 1.7398855502989121e-08, 7.9025096818442282e-09, 7.9882474449381751e-07],
+    [1.1536195319596941e-07, 2.7144246713342981e-06, 1.5619987439139283e-07, 2.9462968668676596e-07,
+     4.0315935819393836e-09, 8.0152769366554863e-09, -4.2596123028435441e-08, 8.4225794668760831e-08],
+    [1.0528033984440656e-06, 1.5619987439139283e-07, 3.8272506122612002e-06, 8.5007992485015293e-07,
+     1.0769919590243453e-08, 3.2687884121705609e-08, 2.4035545580934891e-08, 3.2313975355671692e-06],
+    [1.8559732005253784e-06, 2.9462968668676596e-07, 8.5007992485015293e-07, 5.6094093701885283e-06,
+     1.9170223394216936e-08, 7.9846335586957632e-08, -1.2750656466199833e-08, 5.0305278333582022e-07],
+    [-1.0633600332349866e-09, 4.0315935819393836e-09, 1.0769919590243453e-08, 1.9170223394216936e-08,
+     3.9008759189823126e-09, 1.0336806335099021e-09, 4.4096404154097503e-10, 6.5568956022178203e-09],
+    [1.7398855502989121e-08, 8.0152769366554863e-09, 3.2687884121705609e-08, 7.9846335586957632e-08,
+     1.0336806335099021e-09, 4.7977839401239388e-08, 2.9618658194292282e-09, 5.4407314629819464e-10],
+    [7.9025096818442282e-09, -4.2596123028435441e-08, 2.4035545580934891e-08, -1.2750656466199833e-08,
+     4.4096404154097503e-10, 2.9618658194292282e-09, 6.0687770073847489e-08, 1.0044195383611618e-08],
+    [7.9882474449381751e-07, 8.4225794668760831e-08, 3.2313975355671692e-06, 5.0305278333582022e-07,
+     6.5568956022178203e-09, 5.4407314629819464e-10, 1.0044195383611618e-08, 3.1734591019854978e-06],
+])
+CYCLE_UPPER = np.array([1.0101010101010102, 1.0101010101010102, 1.0101010101010102, 1.0101010101010102,
+                        0.7492412971705564, 0.06084437244890222, 0.3075389119018119, 1.0101010101010102])
+CYCLE_W0 = np.array([0.022996905260482977, 0.03201041791087913, 0.015547351238492029, 0.015419016331970636,
+                     0.6371566622824654, 0.059990200366892135, 0.19832631301888742, 0.019696601768434754])
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_cycle_that_did_not_converge_now_does(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newton on ν alternated inside its bracket between two pieces of Σx(ν) (assets leaving w0) until
+    max_iter; the bisection safeguard (a step not half the one before last) makes it converge."""
+    monkeypatch.setattr(cost_aware, "FAST_PATH", fast)
+    n = len(CYCLE_W0)
+    c = np.full(n, 12e-4 / math.sqrt(720.0))
+    lo = np.zeros(n)
+    r = solve_cost_aware(CYCLE_COV, None, CYCLE_UPPER, lo, w0=CYCLE_W0, costs=c)
+    w = r.weights
+    assert abs(w.sum() - 1.0) <= 1e-12 and np.all(w <= CYCLE_UPPER) and np.all(w > 0)
+    zero = np.zeros(n)
+    assert kkt_residual(w, CYCLE_COV, np.full(n, 1 / n), lo, CYCLE_UPPER, CYCLE_W0, c, zero, 0.0, r.rho) <= 1e-8
+    assert r.iterations - r.rp.iterations <= 100
+    assert r.turnover > 0 and r.held.any()  # it trades, and leaves some assets alone

@@ -17,6 +17,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from bot.errors import InfeasibleBoundsError, OptimizerError
+from plugins.optimizers import cost_aware
 from plugins.optimizers.cost_aware import nearest_psd, solve_cost_aware
 from plugins.optimizers.erc import solve_risk_budget
 
@@ -41,17 +42,23 @@ def random_cov(n: int, seed: int, rank_gap: bool, hedges: bool = False) -> np.nd
 def problems(draw: st.DrawFn) -> dict:
     n = draw(st.integers(2, 14))
     seed = draw(st.integers(0, 2**31 - 1))
-    rng = np.random.default_rng(seed + 1)
-    cov = random_cov(n, seed, draw(st.booleans()), hedges=draw(st.booleans()))
-    b = rng.uniform(0.2, 1.0, n) if draw(st.booleans()) else np.full(n, 1.0 / n)
-    b = b / b.sum()
+    rank_gap, hedges, spread = draw(st.booleans()), draw(st.booleans()), draw(st.booleans())
     slack = draw(st.floats(1.02, 3.0))  # Σ caps = slack: caps bind more as slack → 1
+    return problem(n, seed, rank_gap, hedges, spread, slack, draw(st.booleans()))
+
+
+def problem(n: int, seed: int, rank_gap: bool, hedges: bool, spread: bool, slack: float, floors: bool) -> dict:
+    """The problem ``problems`` draws, from its choices (so that a falsifying example can be replayed)."""
+    rng = np.random.default_rng(seed + 1)
+    cov = random_cov(n, seed, rank_gap, hedges=hedges)
+    b = rng.uniform(0.2, 1.0, n) if spread else np.full(n, 1.0 / n)
+    b = b / b.sum()
     hi = rng.uniform(0.3, 1.0, n)
     hi = np.minimum(hi / hi.sum() * slack, 1.0)
     if hi.sum() < 1.01:
         hi = np.full(n, min(1.0, 1.5 / n))
     lo = np.zeros(n)
-    if draw(st.booleans()):
+    if floors:
         lo = np.minimum(rng.uniform(0, 0.6, n) / n, hi * 0.9)
     w0 = rng.dirichlet(np.ones(n))
     return dict(cov=cov, b=b, hi=hi, lo=lo, w0=w0, n=n)
@@ -143,6 +150,27 @@ def test_rp_cost_bounds_kkt_and_costs_never_increase_turnover(p: dict, level: fl
     more = solve_cost_aware(cov, p["b"], p["hi"], p["lo"], w0=p["w0"], costs=c * factor + 1e-4 * sig)
     assert more.turnover <= r.turnover + 1e-10
     assert r.turnover <= r.rp.weights.__sub__(p["w0"]).__abs__().sum() + 1e-10  # no more than erc trades
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("factor", [1.0, 2.0])
+def test_rp_cost_converges_where_newton_on_nu_jumped_between_pieces(fast: bool, factor: float,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypothesis' falsifying example (12 assets, hedges, variances 5e-5 next to 0.23, floors, level 0.75,
+    factor 2): Σx(ν) changes slope where an asset leaves w0, and Newton on ν, always inside its bracket,
+    alternated between two pieces until max_iter (both solvers). Bisection on stalled steps ends it."""
+    monkeypatch.setattr(cost_aware, "FAST_PATH", fast)
+    p = problem(12, 154364340, True, True, True, 2.0, True)
+    cov = p["cov"]
+    assert float(cov[4, 4]) == pytest.approx(4.936056e-5, rel=1e-6)  # the example as hypothesis printed it
+    assert float(cov[3, 3]) == pytest.approx(0.2286, rel=1e-3)
+    sig = math.sqrt(float(np.max(np.diag(cov))))
+    c = np.full(12, 0.75 * sig * 0.05) * factor + (1e-4 * sig if factor > 1 else 0.0)
+    r = solve_cost_aware(cov, p["b"], p["hi"], p["lo"], w0=p["w0"], costs=c)
+    w = r.weights
+    assert abs(w.sum() - 1.0) <= 1e-12 and np.all(w <= p["hi"]) and np.all(w >= p["lo"])
+    assert q_kkt(w, cov, p["b"], p["lo"], p["hi"], p["w0"], c, r.rho, r.nu) <= 1e-8
+    assert r.iterations - r.rp.iterations <= 100  # rp_cost's own Newton steps, well inside max_iter = 200
 
 
 # -- robust input, both solvers ------------------------------------------------------------------------
