@@ -508,6 +508,7 @@ class Engine:
         if nav <= 0:
             raise DataError(f"portfolio NAV is {nav:.2f}: nothing to allocate")
         w0 = positions * prices / nav
+        price_events = self._price_holds(h, key)
         risk = self.cfg.risk
         tv = bars.traded_value[-risk.liquidity_lookback_hours :]
         liq = liquidity_limits(tv, risk.participation, nav)
@@ -518,7 +519,7 @@ class Engine:
         # a failed venue's assets stay where they are: the optimizer plans the rest around them
         upper[held] = lower[held] = w0[held]
         invest = 1.0 - risk.cash_buffer
-        events: list[RiskEvent] = []
+        events: list[RiskEvent] = list(price_events)
         for vname, why in h.failed.items():
             self._venues_to_reconcile.add(vname)
             mine = [a for a in self.assets if self.venue_of[a] == vname]
@@ -666,6 +667,32 @@ class Engine:
         for e in events:
             self.emit(e, store=False)
         return row, forecast
+
+    def _price_holds(self, h: Holdings, key: str) -> list[RiskEvent]:
+        """Optional venue hook ``price_holds()`` -> ``{asset: (message, data)}``: assets whose price source
+        breaks its rules (stale oracle, NAV/market divergence) are held fixed this cycle (not traded), each
+        with a ``price_rule`` event. A venue that fails here holds its assets, as at reading."""
+        events: list[RiskEvent] = []
+        held = set(h.held)
+        for vname, venue in self.c.venues.items():
+            hook = getattr(venue, "price_holds", None)
+            if hook is None or vname in h.failed:
+                continue
+            try:
+                found = hook()
+            except VenueError as exc:
+                mine = [a for a in self.assets if self.venue_of[a] == vname]
+                held.update(mine)
+                found = {a: (f"{a}: price rules cannot be checked: {exc}", {"asset": a}) for a in mine}
+            for a, (message, data) in found.items():
+                if a not in self.venue_of or self.venue_of[a] != vname:
+                    continue
+                held.add(a)
+                events.append(
+                    self._event("price_rule", f"venue:{vname}", f"{message}; not traded this cycle", key, **data)
+                )
+        h.held = frozenset(held)
+        return events
 
     def _optimize(
         self, forecast: Forecast, upper: np.ndarray, lower: np.ndarray, current: np.ndarray, total: float

@@ -31,8 +31,8 @@ class TradingCalendar(ComponentConfig):
     tz: str = "America/New_York"
     open: time = time(9, 30)
     close: time = time(16, 0)
-    weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday = 0
-    holidays: tuple[date, ...] = ()
+    weekdays: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), strict=False)  # Monday = 0; TOML gives lists
+    holidays: tuple[date, ...] = Field(default=(), strict=False)
     always_open: bool = False
 
     def open_seconds(self, start: datetime, end: datetime) -> float:
@@ -62,6 +62,14 @@ class PriceRule(ComponentConfig):
     max_open_age_s: float = Field(default=3 * 3600, gt=0, description="age counted in open-market seconds")
     max_unchanged_s: float = Field(default=2 * 86_400, gt=0, description="open seconds with the same answer")
     max_divergence_bps: float = Field(default=200, gt=0, description="|market / NAV - 1| allowed")
+
+
+class FeedRule(PriceRule):
+    """A rule on an asset's NAV oracle (AggregatorV3 ``feed``): its age and its divergence from the
+    venue's market price (pool mid, or the vault's own price)."""
+
+    feed: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="AggregatorV3 NAV oracle of the asset")
+    max_reads: int = Field(default=500, ge=3, le=100_000, description="reads kept for the block-time-echo check")
 
 
 @dataclass(frozen=True)

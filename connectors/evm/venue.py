@@ -78,6 +78,7 @@ from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, Venue
 from connectors.evm.chain import BlockIndex, NonceManager, RevertDecoder, Unreachable, abis, connect, rpc
 from connectors.evm.data import traded_units
 from connectors.evm.eligibility import Eligibility, TokenEligibility, trade_transfers
+from connectors.evm.price_rules import FeedRead, FeedRule, evaluate, read_feed
 
 log = logging.getLogger("rwabot.evm")
 
@@ -99,6 +100,9 @@ class EvmAssetConfig(ComponentConfig):
     min_notional: float = Field(default=1.0, ge=0)
     balance_slot: int = Field(default=0, ge=0, description="paper: storage slot of the ERC-20 balances")
     allowance_slot: int = Field(default=1, ge=0, description="paper: storage slot of the ERC-20 allowances")
+    price_rule: FeedRule | None = Field(
+        default=None, description="NAV oracle checks before planning: a violation holds the asset this cycle"
+    )
     asynchronous: dict[str, Any] = Field(
         default_factory=dict,
         description="kind async: options of AsyncAssetConfig other than vault/decimals (e.g. kind = 'cooldown')",
@@ -324,6 +328,7 @@ class EvmVenue:
         self._checked_chain = False
         self._fee_bps: dict[str, int] = {}
         self._lock = threading.RLock()
+        self._feed_reads: dict[str, list[FeedRead]] = {}
         self.eligibility = Eligibility(self.w3, name, eligibility_tokens(cfg), emit=self.emit, now=self.clock.now)
         asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind == "async"}
         self.async_: AsyncRequests | None = None
@@ -449,6 +454,37 @@ class EvmVenue:
             if raw:
                 positions[asset] = raw / self._unit(asset)
         return Balances(cash, positions, reserved, pending)
+
+    def price_holds(self) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Optional venue hook, before planning: the assets whose ``price_rule`` is violated (stale NAV
+        oracle by the underlying's calendar, an oracle echoing the block time with an answer unchanged
+        too long, market too far from NAV), each with a message and data (reasons, premium/discount).
+        The cycle holds them fixed this cycle with a ``price_rule`` risk event. An unreadable oracle
+        is a violation (fail closed); an unreachable node raises ``VenueError`` as usual."""
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for asset, a in self.cfg.assets.items():
+            rule = a.price_rule
+            if rule is None:
+                continue
+            feed = self.w3.eth.contract(address=Web3.to_checksum_address(rule.feed), abi=abis()["PriceFeed"])
+            try:
+                read = self._rpc("price rule feed", lambda feed=feed: read_feed(feed))
+            except (ContractLogicError, VenueError) as exc:
+                if isinstance(exc, VenueError) and exc.retryable:
+                    raise
+                why = self.decoder.from_exception(exc) if isinstance(exc, ContractLogicError) else str(exc)
+                out[asset] = (f"{asset}: NAV oracle {rule.feed} cannot be read ({why})", {"asset": asset})
+                continue
+            reads = self._feed_reads.setdefault(asset, [])
+            if not reads or reads[-1].block_time != read.block_time:
+                reads.append(read)
+                del reads[: max(0, len(reads) - rule.max_reads)]
+            verdict = evaluate(rule, reads, nav=read.answer, market=self.quote(asset).mid)
+            if not verdict.ok:
+                data = {"asset": asset, "reasons": list(verdict.reasons), "premium_bps": verdict.premium_bps,
+                        "nav": read.answer, "feed": rule.feed}  # fmt: skip
+                out[asset] = (f"{asset}: price rule: {'; '.join(verdict.reasons)}", data)
+        return out
 
     # -- preparing a trade --------------------------------------------------------------------------------
 

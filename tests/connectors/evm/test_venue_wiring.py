@@ -13,7 +13,7 @@ from bot.clock import SimulatedClock
 from bot.components import ComponentContext
 from bot.domain import Order, OrderStatus
 from bot.ledger import Ledger
-from connectors.evm.deploy import SHARE, USD, World, send
+from connectors.evm.deploy import SHARE, USD, World, deploy, send
 from connectors.evm.eligibility import NotEligible
 from connectors.evm.node import AnvilNode
 from connectors.evm.rwa_world import buy_shares, deploy_async_vault, deploy_cooldown_vault, set_async_nav
@@ -221,5 +221,56 @@ def test_cooldown_asset_through_the_venue(tmp_path: Path, world: World, anvil: A
     st = v.fetch_order("cd1")
     assert st is not None and st.status is OrderStatus.FILLED and st.filled_qty == pytest.approx(1000.0)
     assert [t.step for t in ledger.txs(client_id="cd1")] == ["request", "claim"]
+    v.close()
+    ledger.close()
+
+
+# -- price rules before planning ------------------------------------------------------------------------------
+
+
+def test_price_rule_violation_holds_the_asset_with_an_event(tmp_path: Path, world: World, anvil: AnvilNode) -> None:
+    """REALT's NAV oracle says 5% above the pool: REALT is not traded (price_rule event with the
+    premium); USTB, whose oracle agrees with the vault, is traded as usual."""
+    feed = world.feeds["REALT"]
+    mid = world.mid("REALT")
+    send(world.w3, feed.functions.updateAnswer(int(mid * 1.05 * 1e8)), world.owner)
+    ustb_feed = deploy(world.w3, world.artifacts["PriceFeed"], 8, "USTB NAV", world.owner, sender=world.owner)
+    send(world.w3, ustb_feed.functions.updateAnswer(int(world.nav("USTB") * 1e8)), world.owner)
+    cfg = evm_config(tmp_path, world, anvil.url)
+    always = {"calendar": {"always_open": True}, "max_open_age_s": 7200.0}
+    assets = cfg["venues"]["chain"]["options"]["assets"]
+    assets["REALT"]["price_rule"] = {"feed": feed.address, **always}
+    assets["USTB"]["price_rule"] = {"feed": ustb_feed.address, "max_divergence_bps": 10.0, **always}
+    e = evm_engine(tmp_path, cfg)
+    assert e.run_cycle(NOW).status == "done"
+    traded = {o.asset for o in e.ledger.all_orders()}
+    assert "REALT" not in traded and {"USTB", "CREDIT"} <= traded
+    (ev,) = e.ledger.events("price_rule")
+    assert ev.data["asset"] == "REALT" and ev.data["premium_bps"] == pytest.approx(-1e4 / 21, rel=1e-3)
+    assert "bps from NAV" in ev.message and "not traded this cycle" in ev.message
+    e.close()
+    # the oracle back in line: REALT is planned again
+    send(world.w3, feed.functions.updateAnswer(int(world.mid("REALT") * 1e8)), world.owner)
+    e2 = evm_engine(tmp_path, cfg)
+    e2.run_cycle(NOW + timedelta(minutes=10), trigger="risk")
+    assert len(e2.ledger.events("price_rule")) == 1
+    e2.close()
+
+
+def test_price_rule_stale_and_unreadable_oracles(tmp_path: Path, world: World, anvil: AnvilNode) -> None:
+    feed = world.feeds["REALT"]
+    rule = {"feed": feed.address, "calendar": {"always_open": True}, "max_open_age_s": 600.0}
+    events: list[Any] = []
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assets = {**world.venue_assets()}
+    assets["REALT"] = {**assets["REALT"], "price_rule": rule}
+    assets["USTB"] = {**assets["USTB"], "price_rule": {**rule, "feed": world.stable.address}}  # not a feed
+    v = make_venue(tmp_path, world, anvil.url, events, ledger, assets=assets)
+    holds = v.price_holds()
+    assert set(holds) == {"USTB"} and "cannot be read" in holds["USTB"][0]
+    world.w3.provider.make_request("evm_increaseTime", [3600])  # type: ignore[arg-type]
+    world.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+    holds = v.price_holds()
+    assert "stale: updated 1.0 open-market hours ago (max 0.2)" in holds["REALT"][0]
     v.close()
     ledger.close()
