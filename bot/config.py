@@ -63,6 +63,12 @@ class RiskSection(Section):
     history_hours: int = Field(default=720, ge=24, le=24 * 365 * 5)
     participation: float = Field(default=0.10, gt=0, le=1)
     liquidity_lookback_hours: int = Field(default=24, ge=1, le=24 * 30)
+    liquidity_horizon_hours: int | None = Field(
+        default=None,
+        ge=1,
+        le=24 * 30,
+        description="L_i = participation × mean hourly traded value × this; unset: the look-back sum",
+    )
     max_price_age_minutes: float = Field(default=90.0, gt=0)
     vol_threshold_annual: float = Field(default=0.25, gt=0)
     cash_buffer: float = Field(default=0.01, ge=0, lt=0.5)

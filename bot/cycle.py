@@ -511,7 +511,7 @@ class Engine:
         price_events = self._price_holds(h, key)
         risk = self.cfg.risk
         tv = bars.traded_value[-risk.liquidity_lookback_hours :]
-        liq = liquidity_limits(tv, risk.participation, nav)
+        liq = liquidity_limits(tv, risk.participation, nav, risk.liquidity_horizon_hours)
         hard = np.array([self.cfg.assets[a].upper for a in self.assets])  # the operator's caps: never tolerated
         upper = np.minimum(hard, liq)
         lower = np.minimum(np.array([self.cfg.assets[a].lower for a in self.assets]), upper)

@@ -51,16 +51,22 @@ def rc_dispersion(w: np.ndarray, cov: np.ndarray, mask: np.ndarray | None = None
     return float(np.max(np.abs(sel / mean - 1.0)))
 
 
-def liquidity_limits(traded_value: np.ndarray, participation: float, nav: float) -> np.ndarray:
-    """L_i = participation × recent traded value of asset i / NAV.
+def liquidity_limits(
+    traded_value: np.ndarray, participation: float, nav: float, horizon_hours: int | None = None
+) -> np.ndarray:
+    """L_i = participation × traded value of asset i over ``horizon_hours`` / NAV.
 
-    ``traded_value`` is the (T, N) hourly quote-currency value over the look-back; the sum over the
-    look-back is used, so a 24 h look-back and a 10% participation allow holding what we could
-    build by taking 10% of one day's volume.
+    ``traded_value`` is the (T, N) hourly quote-currency value over the look-back. With no horizon the
+    sum over the look-back is used, so a 24 h look-back and a 10% participation allow holding what we
+    could build by taking 10% of one day's volume. With a horizon, the look-back's mean hourly value ×
+    the horizon is used: the same "10% of a day" cap estimated on a week, which keeps the cap from
+    moving a couple of percent every hour with the intraday and weekly volume cycle (a moving cap
+    moves every other target with it, and the policy trades on that noise).
     """
     if nav <= 0:
         raise DataError(f"portfolio NAV must be positive to size liquidity limits, got {nav}")
-    tv = np.nan_to_num(np.asarray(traded_value, dtype=float).sum(axis=0), nan=0.0)
+    tv_hourly = np.nan_to_num(np.asarray(traded_value, dtype=float), nan=0.0)
+    tv = tv_hourly.sum(axis=0) if horizon_hours is None else tv_hourly.mean(axis=0) * horizon_hours
     return np.clip(participation * tv / nav, 0.0, None)
 
 

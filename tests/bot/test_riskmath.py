@@ -49,3 +49,23 @@ def test_liquidity_limits() -> None:
     assert lim == pytest.approx([0.04, 0.004])
     with pytest.raises(DataError):
         liquidity_limits(tv, 0.1, 0.0)
+
+
+def test_liquidity_limits_over_a_horizon_average_the_look_back() -> None:
+    # a week of hourly volume with a daily cycle: 24 h of it sized from the week's mean
+    rng = np.random.default_rng(0)
+    hours = np.arange(168)
+    tv = (1000.0 * (1.5 + np.sin(2 * np.pi * hours / 24)))[:, None] * rng.uniform(0.8, 1.2, (168, 1))
+    lim = liquidity_limits(tv, 0.1, 1e5, horizon_hours=24)
+    assert lim[0] == pytest.approx(0.1 * tv.mean() * 24 / 1e5)
+    # equal to the plain 24 h sum when the look-back is exactly the horizon
+    day = tv[-24:]
+    assert liquidity_limits(day, 0.1, 1e5, horizon_hours=24) == pytest.approx(liquidity_limits(day, 0.1, 1e5))
+
+    # and it moves less from one hour to the next than the 24 h sum does
+    def caps(h: int | None, span: int) -> np.ndarray:
+        return np.array([liquidity_limits(tv[t - span : t], 0.1, 1e5, h)[0] for t in range(span, 168)])
+
+    week_moves = np.abs(np.diff(np.log(caps(24, 120))))
+    day_moves = np.abs(np.diff(np.log(caps(None, 24))))
+    assert np.median(week_moves) < np.median(day_moves)
