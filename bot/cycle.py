@@ -999,19 +999,24 @@ class Engine:
                     for f in self.ledger.record_order_state(st):
                         self._notify("rwabot_fill", fill=f)
                 seen = {st.client_id for st in states}
+                settled = {r.asset for r, _ in rows for st in states if st.client_id == r.client_id and st.fills}
                 for r, cycle_status in rows:
                     if r.client_id not in seen and cycle_status in TERMINAL_CYCLE:
                         # its cycle is over and the venue does not have it: it never reached the exchange
                         self.ledger.close_order(r.client_id, OrderStatus.CANCELED, "not at the venue (reconciled)")
                 for e in events:
                     self.emit(e)
-                self._check_positions(vname, venue)
+                self._check_positions(vname, venue, settled)
             except VenueError as exc:
                 self.emit(self._event("venue_failed", f"venue:{vname}", f"reconcile: {exc}", None, Severity.CRITICAL))
                 continue
             self._venues_to_reconcile.discard(vname)
 
-    def _check_positions(self, vname: str, venue: Venue) -> None:
+    def _check_positions(self, vname: str, venue: Venue, settled: frozenset[str] | set[str] = frozenset()) -> None:
+        """Venue positions (wallet + pending) against the ledger's. ``settled``: assets whose in-flight
+        order just got its fills, after the last snapshot was taken; that snapshot could only count the
+        value in flight (an ERC-7540 request's units at that day's NAV), so a difference there is the
+        settlement, reported as ``position_settled`` (info), not as a mismatch."""
         known = self._last_known(vname)
         if known is None:
             return  # nothing in the ledger yet: whatever the venue holds is the starting point
@@ -1022,6 +1027,11 @@ class Engine:
         for a, want in expected.items():
             have = float(held.get(a, 0.0))
             if abs(have - want) > max(0.5 * venue.market(a).qty_step, 1e-9 * max(abs(have), abs(want))):
+                if a in settled:
+                    msg = f"{a}: venue holds {have:.10g} after a settlement, the last snapshot counted {want:.10g}"
+                    self.emit(self._event("position_settled", f"venue:{vname}", msg, None, Severity.INFO, asset=a,
+                                          venue_qty=have, ledger_qty=want))  # fmt: skip
+                    continue
                 self.emit(
                     self._event(
                         "position_mismatch",

@@ -172,6 +172,11 @@ def test_async_fund_pending_in_nav_held_fixed_and_claimed_once_after_a_restart(
     held = fund.functions.balanceOf(world.trader).call() / SHARE
     assert held == pytest.approx(fills[0].qty + sum(f.qty if f.side == "buy" else -f.qty for f in later), rel=1e-12)
     assert fills[0].gas == pytest.approx(sum(t.gas_cost_quote for t in e2.ledger.txs(client_id=o1.client_id)))
+    # the snapshot counted the request at NAV 10; the claim at 10.5 is a settlement, not a mismatch
+    assert not e2.ledger.events("position_mismatch")
+    (st,) = e2.ledger.events("position_settled")
+    assert st.data["ledger_qty"] == pytest.approx(paid / USD / 10.0, rel=1e-6)
+    assert st.data["venue_qty"] == pytest.approx(held, rel=1e-12)
     e2.close()
 
 
