@@ -72,7 +72,7 @@ def test_a_holding_above_a_cap_that_moved_is_sold_only_beyond_the_tolerance(tmp_
         "wallet": {"plugin": "paper", "options": {"initial_cash": 900000.0, "fee_bps": 10.0}},
     }
     # caps from one hour's volume, so the capped assets fill in an hour or two (orders are at most 10% of it)
-    risk = {"liquidity_lookback_hours": 1}
+    risk = {"liquidity_lookback_hours": 1, "liquidity_horizon_hours": 1}
     e = engine(tmp_path, policy=full, venues=venues, risk=risk)
     for h in range(4):
         first = e.run_cycle(NOW + timedelta(hours=h))
