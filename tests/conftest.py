@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
+from bot.config import Config, parse_config
+
 # Property tests run the same examples on every machine, so a red CI always reproduces; search new
 # ones with `pytest --hypothesis-profile=explore` (or HYPOTHESIS_PROFILE=explore) and pin what it finds.
 settings.register_profile("default", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-from bot.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER = ROOT / "config" / "paper-offline.toml"  # the embedded defaults without the local chain: fast

@@ -52,7 +52,8 @@ safeguarded Newton (Illinois regula falsi inside a bracket) on Σw(ν) = 1, each
 predicted path. Σw(ν) is only piecewise smooth (its slope jumps where an asset leaves w0 or a bound), and
 Newton inside the bracket can alternate between two pieces for ever (it did, in real cycles); so, as in
 rtsafe, a step that is not half the step before last is replaced by bisection of the bracket: steps then
-shrink geometrically or the bracket halves, and the iteration converges whatever the pieces. R(ν) is solved by a projected Newton method on *segments*: the kink of |w_i − w0_i| is a
+shrink geometrically or the bracket halves, and the iteration converges whatever the pieces.
+R(ν) is solved by a projected Newton method on *segments*: the kink of |w_i − w0_i| is a
 breakpoint like a bound, so each coordinate lives on [lower_i, w0_i] or [w0_i, upper_i] where φ is
 smooth, and an asset sitting at w0_i with |g_i + ν| ≤ c_i is held there (no trade) exactly like an asset
 held at its cap. Newton steps use the Cholesky factor of the free block of
