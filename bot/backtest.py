@@ -31,6 +31,7 @@ class BacktestSummary:
     annual_return: float
     annual_vol: float
     sharpe: float
+    risk_free_annual: float
     max_drawdown: float
     turnover_annual: float
     traded: float
@@ -47,8 +48,12 @@ class BacktestSummary:
         return self.fees + self.slippage + self.gas
 
 
-def summarize(ledger: Ledger) -> BacktestSummary:
-    """Performance from the ledger's snapshots (one per cycle); Sharpe with a zero risk-free rate."""
+def summarize(ledger: Ledger, risk_free_annual: float = 0.0) -> BacktestSummary:
+    """Performance from the ledger's snapshots (one per cycle).
+
+    Sharpe is of the excess log return over ``risk_free_annual``: a book that is half a T-bill token
+    earns a high Sharpe against zero and almost none against the rate the token pays.
+    """
     snaps = [s for s in ledger.snapshots() if s.time.minute == 0 and s.time.second == 0]
     if len(snaps) < 2:
         raise ValueError("need at least two hourly snapshots to summarize a run")
@@ -60,7 +65,8 @@ def summarize(ledger: Ledger) -> BacktestSummary:
     mean_h = float(rets.sum() / max(hours, 1e-9))
     ann_ret = float(np.exp(mean_h * HOURS_PER_YEAR) - 1)
     ann_vol = float(rets.std(ddof=1) * np.sqrt(HOURS_PER_YEAR)) if len(rets) > 1 else 0.0
-    sharpe = float(mean_h * HOURS_PER_YEAR / ann_vol) if ann_vol > 0 else float("nan")
+    excess = mean_h * HOURS_PER_YEAR - float(np.log1p(risk_free_annual))
+    sharpe = float(excess / ann_vol) if ann_vol > 0 else float("nan")
     peak = np.maximum.accumulate(nav)
     mdd = float(np.max(1 - nav / peak))
     costs = ledger.cost_totals()
@@ -80,6 +86,7 @@ def summarize(ledger: Ledger) -> BacktestSummary:
         annual_return=ann_ret,
         annual_vol=ann_vol,
         sharpe=sharpe,
+        risk_free_annual=risk_free_annual,
         max_drawdown=mdd,
         turnover_annual=float(costs["traded"] / nav.mean() / years),
         traded=costs["traded"],
@@ -100,6 +107,7 @@ def run_backtest(
     start: datetime | None = None,
     pm: pluggy.PluginManager | None = None,
     on_cycle: Callable[[object], None] | None = None,
+    risk_free_annual: float = 0.0,
 ) -> BacktestSummary:
     """Run the daemon for ``hours`` simulated hours on ``cfg`` (whose ledger should be fresh)."""
     begin = start or cfg.clock.start
@@ -112,6 +120,6 @@ def run_backtest(
     Daemon(engine, until=begin + timedelta(hours=hours), on_cycle=on_cycle).run()
     ledger = Ledger(cfg.bot.ledger)
     try:
-        return summarize(ledger)
+        return summarize(ledger, risk_free_annual)
     finally:
         ledger.close()

@@ -142,6 +142,9 @@ def backtest(
     hours: Annotated[int, typer.Option(min=2, help="simulated hours to run")] = 24 * 30,
     ledger: Annotated[str | None, typer.Option(help="keep the backtest's ledger here (default: a temp file)")] = None,
     start: Annotated[str | None, typer.Option(help="ISO UTC start time (default: the config's clock.start)")] = None,
+    risk_free: Annotated[
+        float, typer.Option(min=-0.5, max=1.0, help="annual risk-free rate for the Sharpe ratio, e.g. 0.045")
+    ] = 0.0,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Replay the same cycle on simulated time and print performance, costs and risk balance."""
@@ -170,7 +173,7 @@ def backtest(
             def on_cycle(report: Any) -> None:
                 progress.update(task, advance=1 if not report.key.endswith("/risk") else 0)
 
-            s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle)
+            s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
     except (RwabotError, ValueError) as exc:
         _fail(exc)
     finally:
@@ -183,7 +186,7 @@ def backtest(
         ("total return", f"{s.total_return:.3%}"),
         ("annualised return", f"{s.annual_return:.2%}"),
         ("annualised volatility", f"{s.annual_vol:.2%}"),
-        ("Sharpe (rf = 0)", f"{s.sharpe:.2f}"),
+        (f"Sharpe (rf = {s.risk_free_annual:.2%})", f"{s.sharpe:.2f}"),
         ("max drawdown", f"{s.max_drawdown:.2%}"),
         ("turnover (× NAV per year)", f"{s.turnover_annual:.2f}"),
         ("traded", f"{s.traded:,.2f}"),

@@ -14,12 +14,15 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bot.backtest import summarize
 from bot.clock import SimulatedClock
 from bot.config import parse_config
 from bot.cycle import Engine
 from bot.daemon import Daemon
+from bot.ledger import Ledger
 from tests.conftest import PAPER, START, paper_dict
 
 
@@ -155,13 +158,26 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
 def test_backtest_cli_prints_the_summary(tmp_path: Path) -> None:
     cfg = _write_config(tmp_path, speed=3600.0)
     env = {**os.environ, "COLUMNS": "200"}
+    kept = tmp_path / "bt.sqlite"
     r = subprocess.run(
-        _rwabot("backtest", "--config", str(cfg), "--hours", "48"), capture_output=True, text=True, env=env, timeout=300
+        _rwabot("backtest", "--config", str(cfg), "--hours", "48", "--risk-free", "0.04", "--ledger", str(kept)),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr
-    for word in ("annualised volatility", "Sharpe", "max drawdown", "turnover", "total costs", "RC dispersion"):
+    for word in ("annualised volatility", "Sharpe (rf = 4.00%)", "max drawdown", "turnover", "total costs", "RC disp"):
         assert word in r.stdout
     assert not (tmp_path / "daemon.sqlite").exists()  # a backtest never touches the live ledger
+    # Sharpe is of the excess log return: against 4% it is lower by exactly log(1.04) / annual vol
+    ledger = Ledger(str(kept))
+    try:
+        zero, rf = summarize(ledger), summarize(ledger, 0.04)
+    finally:
+        ledger.close()
+    assert zero.annual_vol > 0
+    assert zero.sharpe - rf.sharpe == pytest.approx(np.log(1.04) / zero.annual_vol, rel=1e-12)
 
 
 def test_simulated_clock_start_is_utc() -> None:
