@@ -256,6 +256,17 @@ def realized_corr_ahead(r: np.ndarray, horizon: int) -> np.ndarray:
     return out
 
 
+def _paired_periods(paths: Mapping[str, Any], t_ret: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The forecasts cut to the returns, and the periods where every forecaster has one (paired scoring)."""
+    covs = {k: p.cov[:t_ret] for k, p in paths.items()}
+    mask = np.ones(t_ret, dtype=bool)
+    for c in covs.values():
+        mask &= np.isfinite(c).all(axis=(1, 2))
+    if not mask.any():
+        raise DataError("evaluate: no period has a forecast from every forecaster")
+    return covs, mask
+
+
 def score(
     paths: Mapping[str, ForecastPath],
     returns: np.ndarray,
@@ -278,12 +289,7 @@ def score(
     t_ret, n = r.shape
     if baseline not in paths:
         raise DataError(f"evaluate: baseline {baseline!r} is not among the forecasters {list(paths)}")
-    covs = {k: p.cov[:t_ret] for k, p in paths.items()}
-    mask = np.ones(t_ret, dtype=bool)
-    for c in covs.values():
-        mask &= np.isfinite(c).all(axis=(1, 2))
-    if not mask.any():
-        raise DataError("evaluate: no period has a forecast from every forecaster")
+    covs, mask = _paired_periods(paths, t_ret)
     rr = r[mask]
     losses = {k: qlike(c[mask], rr) for k, c in covs.items()}
     if truth is not None:
@@ -379,12 +385,7 @@ def paired_differences(
     t_ret = r.shape[0]
     if name not in paths:
         raise DataError(f"evaluate: {name!r} is not among the forecasters {list(paths)}")
-    covs = {k: p.cov[:t_ret] for k, p in paths.items()}
-    mask = np.ones(t_ret, dtype=bool)
-    for c in covs.values():
-        mask &= np.isfinite(c).all(axis=(1, 2))
-    if not mask.any():
-        raise DataError("evaluate: no period has a forecast from every forecaster")
+    covs, mask = _paired_periods(paths, t_ret)
     losses = {k: qlike(c[mask], r[mask]) for k, c in covs.items()}
     excess = {k: stein_loss(c[mask], truth[mask]) for k, c in covs.items()} if truth is not None else {}
     out = []
