@@ -35,14 +35,13 @@ def main() -> None:
     ap.add_argument("--assets", type=int, default=50)
     ap.add_argument("--window", type=int, default=800)
     ap.add_argument("--repeat", type=int, default=50)
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; the plugin's is 1)")
     a = ap.parse_args()
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    threads = a.threads or torch.get_num_threads()
     n = a.assets
     names = [f"a{i}" for i in range(n)]
     r = np.random.default_rng(0).standard_normal((a.window, n)) * 1e-3
-    lstm = LstmForecaster(LstmConfig(min_train_hours=50))
+    lstm = LstmForecaster(LstmConfig(min_train_hours=50, threads=threads))
     lstm.net, lstm.meta = build_net(n, lstm.cfg.hidden, np.eye(n)).eval(), {"assets": names, "scale": None}
     ewma = EwmaForecaster(EwmaConfig(half_life_hours=72.0))
     t_lstm = median_ms(lambda: lstm.predict(names, r), a.repeat)

@@ -96,7 +96,7 @@ class LstmConfig(ComponentConfig):
     max_age_hours: float = Field(default=72.0, gt=0, description="older checkpoints are stale: fall back to ewma")
     auto_retrain: bool = Field(default=True, description="start background training from forecast() when due")
     fallback_half_life_hours: float = Field(default=72.0, gt=0)
-    threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads for training")
+    threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads for training and inference")
 
 
 # -- pure numerics (numpy side) --------------------------------------------------------------------------
@@ -327,6 +327,10 @@ class LstmForecaster:
         scale = meta.get("scale")
         z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
         x = torch.from_numpy(features(z)[-self.cfg.window_hours :][None])
+        if torch.get_num_threads() != self.cfg.threads:
+            # torch's intra-op threads fight numpy and the cycle for the cores: 50 assets took 25 ms with
+            # 2 threads on a busy 2-core machine and 1.7 ms with one (bench/lstm_inference.py)
+            torch.set_num_threads(self.cfg.threads)
         with torch.no_grad():
             chol = net(x)[0].double().numpy()
         # the network's float32 row normalisation leaves |row| = 1 ± 1e-7; the same normalisation in

@@ -173,9 +173,11 @@ def test_inference_for_50_assets_gives_a_valid_forecast(tmp_path: Path) -> None:
     net = build_net(n, fc.cfg.hidden, np.eye(n))
     fc.net, fc.meta = net.eval(), {"assets": [f"a{i}" for i in range(n)], "scale": None}
     r = np.random.default_rng(0).standard_normal((800, n)) * 1e-3
+    torch.set_num_threads(2)
     f = fc.predict(fc.meta["assets"], r)
     f.validate()
     assert f.cov.shape == (n, n)
+    assert fc.cfg.threads == 1 and torch.get_num_threads() == 1  # inference on the configured threads
     assert np.linalg.eigvalsh(f.corr).min() > 0
 
 
