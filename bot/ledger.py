@@ -479,14 +479,19 @@ class Ledger:
             s.add(row)
             s.commit()
 
-    def update_tx(self, tx_hash: str, **fields: Any) -> None:
+    def _touch(self, model: Any, where: Any, fields: dict[str, Any]) -> Any:
+        """Set ``fields`` and ``updated_at`` on the one row matching ``where``, in one commit."""
         with self.session() as s:
-            row = s.exec(select(ChainTxRow).where(ChainTxRow.tx_hash == tx_hash)).one()
+            row = s.exec(select(model).where(where)).one()
             for k, v in fields.items():
                 setattr(row, k, v)
             row.updated_at = _naive(datetime.now(UTC))
             s.add(row)
             s.commit()
+            return row
+
+    def update_tx(self, tx_hash: str, **fields: Any) -> None:
+        self._touch(ChainTxRow, ChainTxRow.tx_hash == tx_hash, fields)
 
     def txs(self, *, venue: str | None = None, client_id: str | None = None) -> list[ChainTxRow]:
         with self.session() as s:
@@ -508,14 +513,7 @@ class Ledger:
         return row
 
     def update_async_request(self, client_id: str, **fields: Any) -> AsyncRequestRow:
-        with self.session() as s:
-            row = s.exec(select(AsyncRequestRow).where(AsyncRequestRow.client_id == client_id)).one()
-            for k, v in fields.items():
-                setattr(row, k, v)
-            row.updated_at = _naive(datetime.now(UTC))
-            s.add(row)
-            s.commit()
-            return row
+        return self._touch(AsyncRequestRow, AsyncRequestRow.client_id == client_id, fields)
 
     def async_requests(self, *, venue: str | None = None, open_only: bool = False) -> list[AsyncRequestRow]:
         with self.session() as s:
