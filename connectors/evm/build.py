@@ -34,6 +34,10 @@ CONTRACTS = (
     "PriceFeed",
     "AsyncVault",
     "CooldownVault",
+    "FundToken",
+    "IssuerManager",
+    "FeeOnTransferToken",
+    "RebasingToken",
 )
 SETTINGS: dict[str, Any] = {
     "optimizer": {"enabled": True, "runs": 200},
