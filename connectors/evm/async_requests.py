@@ -357,7 +357,9 @@ class AsyncRequests:
         return self.order_state(row.client_id)  # type: ignore[return-value]
 
     def _txs(self, row: AsyncRequestRow, step: str) -> list[ChainTxRow]:
-        return [t for t in self.ledger.txs(venue=self.name, client_id=row.client_id) if t.step == step]
+        # a row another of ours replaced (fee bump) never executes: its replacement stands for it
+        return [t for t in self.ledger.txs(venue=self.name, client_id=row.client_id)
+                if t.step == step and t.status != "replaced"]  # fmt: skip
 
     # -- polling ---------------------------------------------------------------------------------------------
 

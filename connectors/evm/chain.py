@@ -1,11 +1,10 @@
 """What the venue and the data source share: a connection, RPC errors as VenueErrors, revert
-decoding, a nonce manager, and finding the block of an hour's close."""
+decoding, and finding the block of an hour's close (the nonce manager is ``connectors.evm.nonces``)."""
 
 from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,31 +131,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, str) and v.startswith("0x") and len(v) == 42:
         return Web3.to_checksum_address(v)
     return str(v)
-
-
-class NonceManager:
-    """Hands out consecutive nonces locally; after any doubt (a failed send) it resyncs from the node.
-
-    The node's *pending* count is the truth after a resync, so a transaction that did reach the node
-    keeps its nonce and one that did not frees it.
-    """
-
-    def __init__(self, fetch: Callable[[], int]) -> None:
-        self._fetch = fetch
-        self._next: int | None = None
-        self._lock = threading.Lock()
-
-    def reserve(self) -> int:
-        with self._lock:
-            if self._next is None:
-                self._next = self._fetch()
-            n = self._next
-            self._next += 1
-            return n
-
-    def resync(self) -> None:
-        with self._lock:
-            self._next = None
 
 
 class BlockIndex:

@@ -75,9 +75,10 @@ from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatu
 from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
 from bot.ledger import ChainTxRow, Ledger
 from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender
-from connectors.evm.chain import BlockIndex, NonceManager, RevertDecoder, Unreachable, abis, connect, rpc
+from connectors.evm.chain import BlockIndex, RevertDecoder, Unreachable, abis, connect, rpc
 from connectors.evm.data import traded_units
 from connectors.evm.eligibility import Eligibility, TokenEligibility, trade_transfers
+from connectors.evm.nonces import LIVE, NonceManager, NoncePlan, NoncePolicy, replacement
 from connectors.evm.price_rules import FeedRead, FeedRule, evaluate, read_feed
 
 log = logging.getLogger("rwabot.evm")
@@ -85,6 +86,11 @@ log = logging.getLogger("rwabot.evm")
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAIN_STEPS = ("deposit", "redeem", "swap")
 CASH = "__cash__"
+UNDERPRICED = ("less than block base fee", "underpriced", "fee too low", "feecap too low")
+
+
+class Underpriced(VenueError):
+    """The node refuses a signed transaction for its fee caps alone: it needs a replacement."""
 
 
 class EvmAssetConfig(ComponentConfig):
@@ -141,6 +147,7 @@ class EvmVenueConfig(ComponentConfig):
     assets: dict[str, EvmAssetConfig] = Field(min_length=1)
     confirmations: int = Field(default=1, ge=1, le=100)
     gas: GasPolicy = Field(default_factory=GasPolicy)
+    nonces: NoncePolicy = Field(default_factory=NoncePolicy)
     native_price: float | None = Field(default=None, gt=0, description="quote per native token, fixed")
     native_price_feed: str | None = Field(default=None, pattern=ADDRESS, description="AggregatorV3 native/quote")
     count_native_as_cash: bool = True
@@ -324,7 +331,12 @@ class EvmVenue:
         )
         self.decoder = RevertDecoder()
         self.index = BlockIndex(self.w3)
-        self.nonces = NonceManager(lambda: self.w3.eth.get_transaction_count(self.address, "pending"))
+        self.nonces = NonceManager(
+            mined=lambda: self.w3.eth.get_transaction_count(self.address, "latest"),
+            pending=lambda: self.w3.eth.get_transaction_count(self.address, "pending"),
+            live=lambda: [r.nonce for r in self._live_rows()],
+            repair=self._repair_nonces,
+        )
         self._checked_chain = False
         self._fee_bps: dict[str, int] = {}
         self._lock = threading.RLock()
@@ -608,9 +620,10 @@ class EvmVenue:
             row = self._send(order, prep.step, prep.call, max_fee, prio, notional=notional)
             receipt = self._wait(row)
             if receipt["status"] != 1:
+                mined = "0x" + bytes(receipt["transactionHash"]).hex()
                 fresh = next(r for r in self.ledger.txs(venue=self.name, client_id=order.client_id)
-                             if r.tx_hash == row.tx_hash)  # fmt: skip
-                raise VenueError(self.name, f"order {order.client_id}: {prep.step} {row.tx_hash} {fresh.message}")
+                             if r.tx_hash == mined)  # fmt: skip
+                raise VenueError(self.name, f"order {order.client_id}: {prep.step} {mined} {fresh.message}")
             state = self._state(order.client_id)
             assert state is not None
             return state
@@ -663,6 +676,11 @@ class EvmVenue:
             text = str(exc).lower()
             if "already known" in text or "already imported" in text:
                 pass  # the node has it: the same bytes, the same hash
+            elif any(k in text for k in UNDERPRICED):
+                # valid, but its fee caps no longer buy a place in a block (the node evicted it or
+                # will not take it back): not a drop, a replacement with higher caps is the cure
+                msg = f"{row.step} {row.tx_hash} is underpriced now: {exc}"
+                raise Underpriced(self.name, msg, retryable=True) from None
             else:
                 self.nonces.resync()
                 self.ledger.update_tx(row.tx_hash, status="dropped", message=f"refused by the node: {exc}"[:500])
@@ -671,39 +689,155 @@ class EvmVenue:
         self.ledger.update_tx(row.tx_hash, status="sent")
 
     def _wait(self, row: ChainTxRow, timeout: float | None = None) -> Any:
-        """The receipt after ``confirmations`` blocks; a dropped transaction is rebroadcast once."""
+        """The receipt of whichever of our transactions at ``row``'s nonce is mined, after
+        ``confirmations`` blocks. A transaction the node lost is broadcast again once; one that waits
+        longer than ``nonces.stuck_after_s`` is replaced with a fee bump (at most
+        ``nonces.max_replacements`` times, never over the gas cap); a nonce another signer used is a
+        drop. Raises ``VenueError`` (retryable when the transaction may still be mined later)."""
         deadline = time.monotonic() + (self.cfg.receipt_timeout_s if timeout is None else timeout)
+        since = time.monotonic()
         rebroadcast = False
+        replaced = 0
         while True:
-            receipt = self._receipt(row)
-            if receipt is not None:
-                head = self._rpc("block number", lambda: self.w3.eth.block_number)
-                if head - receipt["blockNumber"] + 1 >= self.cfg.confirmations:
-                    self._record_receipt(row, receipt)
-                    return receipt
-            elif not self._known(row):
-                used = self._rpc("nonce", lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
-                if used > row.nonce:
-                    # another transaction took this nonce (a replacement, or the wallet used elsewhere)
-                    msg = f"{row.step} {row.tx_hash} was dropped: nonce {row.nonce} is used by another transaction"
-                    self.ledger.update_tx(row.tx_hash, status="dropped", message=msg)
-                    self.nonces.resync()
-                    self._event("tx_dropped", msg, Severity.CRITICAL, client_id=row.client_id)
-                    raise VenueError(self.name, msg)
+            outcome, receipt = self._settle_nonce(row)
+            if outcome == "mined":
+                return receipt
+            if outcome == "dropped":
+                msg = f"{row.step} {row.tx_hash} was dropped: nonce {row.nonce} is used by another transaction"
+                self.nonces.resync()
+                self._event("tx_dropped", msg, Severity.CRITICAL, client_id=row.client_id)
+                raise VenueError(self.name, msg)
+            if outcome == "lost":
                 if rebroadcast:
                     msg = f"{row.step} {row.tx_hash} keeps disappearing from the mempool; left in flight"
                     self._event("tx_dropped", msg, Severity.WARNING, client_id=row.client_id)
                     raise VenueError(self.name, msg, retryable=True)
-                log.warning(
-                    "venue %s: %s %s not in the mempool; broadcasting it again", self.name, row.step, row.tx_hash
-                )
-                self._broadcast(row)
-                rebroadcast = True
+                log.warning("venue %s: %s %s not in the mempool; broadcasting it again", self.name, row.step,
+                            row.tx_hash)  # fmt: skip
+                try:
+                    self._broadcast(self._nonce_rows(row)[-1])
+                    rebroadcast = True
+                except Underpriced:
+                    if replaced < self.cfg.nonces.max_replacements and self._replace(row, why="underpriced"):
+                        replaced += 1
+                        since = time.monotonic()
+            elif (
+                outcome == "pending"
+                and time.monotonic() - since > self.cfg.nonces.stuck_after_s
+                and replaced < self.cfg.nonces.max_replacements
+            ):
+                if self._replace(row, why="stuck") is not None:
+                    replaced += 1
+                since = time.monotonic()
             if time.monotonic() > deadline:
                 msg = f"{row.step} {row.tx_hash} not confirmed within the timeout; it stays in flight"
                 self._event("tx_timeout", msg, client_id=row.client_id)
                 raise VenueError(self.name, msg, retryable=True)
             time.sleep(self.cfg.poll_interval_s)
+
+    # -- nonces: one nonce, several signed transactions (the original and its replacements) ------------------
+
+    def _live_rows(self) -> list[ChainTxRow]:
+        return [r for r in self.ledger.txs(venue=self.name) if r.sender == self.address and r.status in LIVE]
+
+    def _nonce_rows(self, row: ChainTxRow) -> list[ChainTxRow]:
+        """Our ledger rows at ``row``'s nonce, oldest first (the last is the highest-fee one)."""
+        return [r for r in self.ledger.txs(venue=self.name) if r.sender == row.sender and r.nonce == row.nonce]
+
+    def _settle_nonce(self, row: ChainTxRow) -> tuple[str, Any]:
+        """Look once at ``row``'s nonce: ``mined`` (with the receipt, confirmed, ledger updated),
+        ``confirming``, ``pending`` (in the mempool), ``lost`` (nowhere, nonce free) or ``dropped``."""
+        rows = self._nonce_rows(row)
+        for r in rows:
+            if r.status in ("mined", "reverted"):
+                return ("mined", self._receipt(r)) if r.client_id == row.client_id else ("dropped", None)
+        live = [r for r in rows if r.status in LIVE]
+        for r in live:
+            receipt = self._receipt(r)
+            if receipt is None:
+                continue
+            head = self._rpc("block number", lambda: self.w3.eth.block_number)
+            if head - receipt["blockNumber"] + 1 < self.cfg.confirmations:
+                return "confirming", None
+            self._record_receipt(r, receipt)
+            for other in live:
+                if other.tx_hash != r.tx_hash:
+                    how = "replaced" if other.client_id == r.client_id else "dropped"
+                    self.ledger.update_tx(other.tx_hash, status=how, message=f"{how} by {r.tx_hash} (same nonce)")
+            return ("mined", receipt) if r.client_id == row.client_id else ("dropped", None)
+        if not live:
+            return "dropped", None
+        if any(self._known(r) for r in live):
+            return "pending", None
+        used = self._rpc("nonce", lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
+        if used > row.nonce:  # another signer's transaction took the nonce (or ours, unrecorded)
+            for r in live:
+                self.ledger.update_tx(r.tx_hash, status="dropped",
+                                      message=f"nonce {r.nonce} is used by another transaction")  # fmt: skip
+            return "dropped", None
+        return "lost", None
+
+    def _sign_row(self, tx: dict[str, Any], like: ChainTxRow | None, *, client_id: str, step: str) -> ChainTxRow:
+        """Sign ``tx`` and commit it to the ledger (not yet broadcast)."""
+        signed = self._signer.sign_transaction(tx)
+        row = ChainTxRow(
+            tx_hash="0x" + bytes(signed.hash).hex(), venue=self.name, client_id=client_id, step=step,
+            chain_id=self.cfg.chain_id, sender=self.address, nonce=int(tx["nonce"]),
+            raw="0x" + bytes(signed.raw_transaction).hex(), asset=like.asset if like else "",
+            side=like.side if like else "", qty=like.qty if like else 0.0,
+            decision_price=like.decision_price if like else 0.0, status="signed", gas_limit=int(tx["gas"]),
+            max_fee_per_gas=int(tx["maxFeePerGas"]), created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
+        )  # fmt: skip
+        self.ledger.record_tx(row)
+        return row
+
+    def _replace(self, row: ChainTxRow, *, why: str, cancel: bool = False) -> ChainTxRow | None:
+        """Re-sign the newest transaction at ``row``'s nonce with both fee caps bumped (or as a
+        self-transfer, ``cancel``); None when the bump would exceed the gas cap (event ``gas_cap``)."""
+        last = self._nonce_rows(row)[-1]
+        base = int(self._latest().get("baseFeePerGas") or 0)
+        prio = int(self.cfg.gas.priority_fee_gwei * 1e9)
+        tx = replacement(last.raw, base_fee=base, priority_fee=prio, bump=self.cfg.nonces.fee_bump,
+                         cancel_to=self.address if cancel else None)  # fmt: skip
+        cap = int(self.cfg.gas.max_fee_gwei * 1e9)
+        if tx["maxFeePerGas"] > cap:
+            msg = (f"{last.step} {last.tx_hash} is {why}; a replacement needs {tx['maxFeePerGas'] / 1e9:.3f} gwei, "
+                   f"over the cap of {cap / 1e9:.3f} gwei: left as it is")  # fmt: skip
+            self._event("gas_cap", msg, client_id=row.client_id)
+            return None
+        new = self._sign_row(tx, last, client_id=last.client_id, step="cancel" if cancel else last.step)
+        self._event(
+            "tx_replaced",
+            f"{last.step} {last.tx_hash} {why}: replaced at nonce {last.nonce} by {new.tx_hash} "
+            f"(max fee {last.max_fee_per_gas / 1e9:.3f} → {tx['maxFeePerGas'] / 1e9:.3f} gwei)",
+            Severity.INFO if not cancel else Severity.WARNING,
+            client_id=row.client_id, old=last.tx_hash, new=new.tx_hash,
+        )  # fmt: skip
+        self._broadcast(new)
+        return new
+
+    def _repair_nonces(self, plan: NoncePlan) -> None:
+        """Before handing out nonces again: broadcast the ledger's transactions the node lacks, and
+        fill every gap below them with a 0-value self-transfer so that they can be mined."""
+        live = self._live_rows()
+        for n in plan.unknown:
+            rows = [r for r in live if r.nonce == n]
+            if rows and not any(self._known(r) for r in rows):
+                try:
+                    self._broadcast(rows[-1])
+                except VenueError:
+                    pass  # refused (nonce used meanwhile): marked dropped by _broadcast
+        for n in plan.gaps:
+            base = int(self._latest().get("baseFeePerGas") or 0)
+            prio = int(self.cfg.gas.priority_fee_gwei * 1e9)
+            tx = {"type": 2, "chainId": self.cfg.chain_id, "nonce": n, "to": self.address, "value": 0, "data": b"",
+                  "gas": 21_000, "maxFeePerGas": min(2 * base + prio, int(self.cfg.gas.max_fee_gwei * 1e9)),
+                  "maxPriorityFeePerGas": prio}  # fmt: skip
+            row = self._sign_row(tx, None, client_id=f"nonce-gap:{n}", step="gap")
+            self._event("nonce_gap", f"nonce {n} had no transaction and blocked later ones: filled by {row.tx_hash}",
+                        nonce=n, tx_hash=row.tx_hash)  # fmt: skip
+            self._broadcast(row)
+            self._wait(row)  # its cost is in chain_tx; nothing behind it mines before it does
 
     def _receipt(self, row: ChainTxRow) -> Any:
         try:
@@ -750,37 +884,49 @@ class EvmVenue:
     # -- what happened to an order ---------------------------------------------------------------------
 
     def _refresh(self, rows: list[ChainTxRow]) -> list[ChainTxRow]:
-        """Settle rows in doubt without waiting: receipts of pending ones, rebroadcast of lost ones."""
+        """Settle rows in doubt without waiting: receipts (once confirmed) of pending ones, the
+        replaced and the dropped, and a rebroadcast of lost ones."""
+        if not rows:
+            return rows
         changed = False
+        done: set[int] = set()
         for r in rows:
-            if r.status not in ("signed", "sent"):
+            if r.status not in LIVE or r.nonce in done:
                 continue
-            receipt = self._receipt(r)
-            if receipt is not None:
-                self._record_receipt(r, receipt)
+            done.add(r.nonce)
+            outcome, _ = self._settle_nonce(r)
+            if outcome in ("mined", "dropped"):
                 changed = True
-            elif not self._known(r):
-                used = self._rpc("nonce", lambda: self.w3.eth.get_transaction_count(self.address, "latest"))
-                if used > r.nonce:
-                    self.ledger.update_tx(
-                        r.tx_hash, status="dropped", message=f"nonce {r.nonce} used by another transaction"
-                    )
-                    changed = True
-                else:  # signed, never seen by the node (a crash between the ledger and the send)
-                    self._broadcast(r)
+            elif outcome == "lost":  # signed, never seen by the node (a crash between the ledger and the send)
+                try:
+                    self._broadcast(self._nonce_rows(r)[-1])
+                except Underpriced:
+                    pass  # stays in flight: the next wait replaces it with higher fee caps
         return self.ledger.txs(venue=self.name, client_id=rows[0].client_id) if changed else rows
+
+    @staticmethod
+    def _main(rows: list[ChainTxRow]) -> ChainTxRow:
+        """The main transaction of an order: of the rows at its last main nonce, the one mined, else
+        the newest (a replacement stands for the transaction it replaces)."""
+        mains = [r for r in rows if r.step in MAIN_STEPS]
+        same = [r for r in mains if r.nonce == mains[-1].nonce]
+        done = [r for r in same if r.status in ("mined", "reverted")]
+        if done:
+            return done[-1]
+        live = [r for r in same if r.status in LIVE]
+        return live[-1] if live else same[-1]
 
     def _state(self, client_id: str) -> OrderState | None:
         rows = self.ledger.txs(venue=self.name, client_id=client_id)
         if not any(r.step in MAIN_STEPS for r in rows):
             return None
         rows = self._refresh(rows)
-        main = [r for r in rows if r.step in MAIN_STEPS][-1]
+        main = self._main(rows)
         gas = sum(r.gas_cost_quote for r in rows)
         now = self.clock.now()
         if main.status in ("signed", "sent"):
             return OrderState(client_id, OrderStatus.OPEN, 0.0, (), main.tx_hash, f"{main.step} pending")
-        if main.status in ("reverted", "dropped"):
+        if main.status in ("reverted", "dropped", "replaced"):  # replaced: by a cancel that was mined
             fills: tuple[Fill, ...] = ()
             if gas > 0:
                 fills = (Fill(f"gas:{main.tx_hash}", client_id, self.name, main.asset, main.side, 0.0, 0.0, 0.0, 0.0,
@@ -839,7 +985,7 @@ class EvmVenue:
         assert state is not None
         if state.status is OrderStatus.OPEN:
             rows = self.ledger.txs(venue=self.name, client_id=client_id)
-            self._wait([r for r in rows if r.step in MAIN_STEPS][-1])
+            self._wait(self._main(rows))
             state = self._state(client_id)
             assert state is not None
         return state
@@ -855,7 +1001,8 @@ class EvmVenue:
             return self._state(client_id)
 
     def cancel_order(self, client_id: str) -> OrderState:
-        """A pending transaction is replaced by a 0-value transfer to self with the same nonce."""
+        """A pending transaction is replaced by a 0-value transfer to self at the same nonce, both fee
+        caps bumped by ``nonces.fee_bump``; whichever of the two is mined decides the order's fate."""
         with self._lock:
             state = self.fetch_order(client_id)
             if state is None:
@@ -864,21 +1011,10 @@ class EvmVenue:
                 return state
             if self.async_ is not None and self.async_.order_state(client_id) is not None:
                 return state  # a request cannot be withdrawn (no ERC-7887): it stays open until claimed
-            main = [r for r in self.ledger.txs(venue=self.name, client_id=client_id) if r.step in MAIN_STEPS][-1]
-            max_fee = max(int(main.max_fee_per_gas * 1.25), self._fees()[0])
-            prio = max(int(self.cfg.gas.priority_fee_gwei * 1e9 * 1.25), 1)
-            full = {"type": 2, "chainId": self.cfg.chain_id, "nonce": main.nonce, "to": self.address, "value": 0,
-                    "gas": 21_000, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": min(prio, max_fee)}  # fmt: skip
-            signed = self._signer.sign_transaction(full)
-            row = ChainTxRow(
-                tx_hash="0x" + bytes(signed.hash).hex(), venue=self.name, client_id=client_id, step="cancel",
-                chain_id=self.cfg.chain_id, sender=self.address, nonce=main.nonce,
-                raw="0x" + bytes(signed.raw_transaction).hex(), asset=main.asset, side=main.side, qty=main.qty,
-                decision_price=main.decision_price, status="signed", gas_limit=21_000, max_fee_per_gas=max_fee,
-                created_at=datetime.now(UTC), updated_at=datetime.now(UTC),
-            )  # fmt: skip
-            self.ledger.record_tx(row)
-            self._broadcast(row)
+            main = self._main(self.ledger.txs(venue=self.name, client_id=client_id))
+            row = self._replace(main, why="cancelled", cancel=True)
+            if row is None:  # over the gas cap: the original stays in flight
+                return state
             try:
                 self._wait(row)
             except VenueError:
