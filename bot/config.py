@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from bot.errors import ConfigError
 
@@ -107,6 +107,7 @@ class Config(Section):
     policy: PluginSection | None = None
     venues: dict[str, PluginSection]
     assets: dict[str, AssetSection]
+    _source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
@@ -129,12 +130,20 @@ class Config(Section):
     def asset_names(self) -> tuple[str, ...]:
         return tuple(self.assets)
 
+    @property
+    def source(self) -> str | None:
+        """The file (or label) the config was read from, so that errors found later, in a plugin's
+        options, name it as the section errors found at load do; None for a config built in code."""
+        return self._source
+
     def with_overrides(self, **sections: Any) -> Config:
         """A copy with whole sections replaced (used by the CLI's --ledger and by backtests)."""
         data = self.model_dump()
         for k, v in sections.items():
             data[k] = {**data[k], **v} if isinstance(data.get(k), dict) else v
-        return Config.model_validate(data, strict=False)
+        out = Config.model_validate(data, strict=False)
+        out._source = self._source
+        return out
 
 
 def _format(exc: ValidationError, source: str) -> str:
@@ -147,9 +156,11 @@ def _format(exc: ValidationError, source: str) -> str:
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format(exc, source)) from None
+    cfg._source = source
+    return cfg
 
 
 def load_config(path: str | Path) -> Config:

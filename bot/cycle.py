@@ -24,7 +24,7 @@ import pluggy
 from sqlmodel import select
 
 from bot.clock import RealClock, SimulatedClock, floor_hour
-from bot.components import ComponentContext, DataSource, Forecaster, Optimizer, Policy, Venue
+from bot.components import ComponentConfig, ComponentContext, DataSource, Forecaster, Optimizer, Policy, Venue
 from bot.config import Config
 from bot.domain import (
     CycleInfo,
@@ -51,7 +51,7 @@ from bot.errors import (
     VenueError,
 )
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, PlannedLeg, SnapshotRow, TargetRow, utc
-from bot.plugins import Registry, make_plugin_manager
+from bot.plugins import Registration, Registry, make_plugin_manager
 from bot.riskmath import (
     annualise_sigma,
     liquidity_limits,
@@ -238,41 +238,93 @@ def make_clock(cfg: Config) -> RealClock | SimulatedClock:
     return SimulatedClock(start, cfg.clock.speed)
 
 
-def build_components(cfg: Config, registry: Registry, ctx: ComponentContext) -> tuple[Components, dict[str, str]]:
-    """Build every configured plugin; a strategy fills the sections the config leaves out."""
-    sections: dict[str, Any] = {
-        "forecaster": cfg.forecaster.model_dump() if cfg.forecaster else None,
-        "optimizer": cfg.optimizer.model_dump() if cfg.optimizer else None,
-        "policy": cfg.policy.model_dump() if cfg.policy else None,
+@dataclass(frozen=True)
+class Resolved:
+    """One configured component with its options validated: what ``build_components`` calls."""
+
+    registration: Registration
+    options: ComponentConfig
+    where: str
+
+    def build(self, ctx: ComponentContext) -> Any:
+        return self.registration.factory(self.options, ctx)
+
+
+@dataclass(frozen=True)
+class ResolvedComponents:
+    sections: dict[str, Resolved]  # data, forecaster, optimizer, policy
+    venues: dict[str, Resolved]
+
+
+def resolve_components(
+    cfg: Config, registry: Registry, ctx: ComponentContext, *, source: str | None = None
+) -> ResolvedComponents:
+    """Find every configured plugin and validate its options, building none of them.
+
+    A misspelled option must stop the program before anything has a side effect (a ledger file, a
+    paper book, a local chain), so this runs first. Errors name ``source`` (default: the file the
+    config was read from) and the key. A strategy, the one component that is called here, fills the
+    sections the config leaves out.
+    """
+    src = source if source is not None else cfg.source
+    prefix = f"{src}: " if src else ""
+    sections: dict[str, tuple[dict[str, Any], str] | None] = {
+        k: ((sec.model_dump(), f"{prefix}{k}.options") if sec is not None else None)
+        for k, sec in (("forecaster", cfg.forecaster), ("optimizer", cfg.optimizer), ("policy", cfg.policy))
     }
     if cfg.strategy is not None:
-        preset = registry.get("strategy", cfg.strategy.plugin).build(
-            cfg.strategy.options, ctx, where="strategy.options"
-        )
+        strategy = cfg.strategy.plugin
+        preset = registry.get("strategy", strategy).build(cfg.strategy.options, ctx, where=f"{prefix}strategy.options")
         for k in sections:
             if sections[k] is None and k in preset:
-                sections[k] = preset[k]
+                sections[k] = (preset[k], f"{prefix}strategy {strategy}: {k}.options")
     missing = [k for k, v in sections.items() if v is None]
     if missing:
-        raise ConfigError(f"sections {missing} are missing and no strategy provides them")
-    data = registry.get("data", cfg.data.plugin).build(cfg.data.options, ctx, where="data.options")
+        raise ConfigError(f"{prefix}sections {missing} are missing and no strategy provides them")
+
+    def resolve(family: str, plugin: str, options: dict[str, Any] | None, where: str) -> Resolved:
+        reg = registry.get(family, plugin)
+        return Resolved(reg, reg.validate(options, where=where), where)
+
+    out = {"data": resolve("data", cfg.data.plugin, cfg.data.options, f"{prefix}data.options")}
+    for k, found in sections.items():
+        assert found is not None
+        sec, where = found
+        out[k] = resolve(k, sec["plugin"], sec.get("options", {}), where)
+    venues = {
+        vname: resolve("venue", vsec.plugin, vsec.options, f"{prefix}venues.{vname}.options")
+        for vname, vsec in cfg.venues.items()
+    }
+    return ResolvedComponents(out, venues)
+
+
+def build_components(
+    cfg: Config,
+    registry: Registry,
+    ctx: ComponentContext,
+    *,
+    resolved: ResolvedComponents | None = None,
+    source: str | None = None,
+) -> tuple[Components, dict[str, str]]:
+    """Build every configured plugin (``resolve_components`` first, unless given its result)."""
+    r = resolved if resolved is not None else resolve_components(cfg, registry, ctx, source=source)
+    data = r.sections["data"].build(ctx)
     known = set(data.assets())
     unknown = [a for a in cfg.asset_names if a not in known]
     if unknown:
+        src = source if source is not None else cfg.source
         raise ConfigError(
-            f"assets {unknown}: data source {cfg.data.plugin!r} does not know them (it has {sorted(known)})"
+            f"{src + ': ' if src else ''}assets {unknown}: data source {cfg.data.plugin!r} does not know them "
+            f"(it has {sorted(known)})"
         )
-    built = {}
-    names = {"data": cfg.data.plugin}
-    for k, sec in sections.items():
-        built[k] = registry.get(k, sec["plugin"]).build(sec.get("options", {}), ctx, where=f"{k}.options")
-        names[k] = sec["plugin"]
+    built = {k: r.sections[k].build(ctx) for k in ("forecaster", "optimizer", "policy")}
+    names = {k: r.sections[k].registration.name for k in ("data", "forecaster", "optimizer", "policy")}
     venues: dict[str, Venue] = {}
-    for vname, vsec in cfg.venues.items():
+    for vname, res in r.venues.items():
         vctx = ComponentContext(
-            ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname}
-        )
-        venues[vname] = registry.get("venue", vsec.plugin).build(vsec.options, vctx, where=f"venues.{vname}.options")
+            ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname, "where": res.where}
+        )  # ``where`` lets a factory's own errors name the file and the key as option errors do
+        venues[vname] = res.build(vctx)
     return Components(data, built["forecaster"], built["optimizer"], built["policy"], venues), names
 
 
@@ -289,24 +341,30 @@ class Engine:
         self.cfg = cfg
         self.pm = pm if pm is not None else make_plugin_manager()
         self.registry = Registry(self.pm)
-        self.ledger = Ledger(cfg.bot.ledger)
+        state_dir = Path(str(Path(cfg.bot.ledger).with_suffix("")) + ".state")
+        self.assets = cfg.asset_names
         self.clock = clock if clock is not None else make_clock(cfg)
+        early: list[RiskEvent] = []  # what a strategy reports before the ledger exists, recorded once it does
+        # every option is valid before the ledger file exists and before anything is built
+        early_ctx = ComponentContext(self.clock, state_dir, self.assets, early.append)
+        resolved = resolve_components(cfg, self.registry, early_ctx)
+        self.ledger = Ledger(cfg.bot.ledger)
         if clock is None and isinstance(self.clock, SimulatedClock):
             # a restarted simulated daemon continues where its ledger stopped, not at clock.start
             last = self.ledger.last_cycle()
             if last is not None and utc(last.scheduled_for) >= self.clock.now():  # type: ignore[operator]
                 self.clock = SimulatedClock(utc(last.scheduled_for) + timedelta(seconds=1), cfg.clock.speed)  # type: ignore[operator]
-        state_dir = Path(str(Path(cfg.bot.ledger).with_suffix("")) + ".state")
-        self.assets = cfg.asset_names
         self.venue_of = {a: s.venue for a, s in cfg.assets.items()}
         # the ledger is offered to venues that keep their own records in it (chain transactions)
         ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit, extra={"ledger": self.ledger})
         try:
             with self.clock.hold():  # starting a venue (a local chain) takes no simulated time
-                self.c, self.names = build_components(cfg, self.registry, ctx)
+                self.c, self.names = build_components(cfg, self.registry, ctx, resolved=resolved)
         except Exception:
             self.ledger.close()
             raise
+        for e in early:
+            self.emit(e)
         self._above_threshold = False
         # venues with the optional ``reconcile`` hook are reconciled on start and after a failure
         self._venues_to_reconcile: set[str] = set(self.c.venues)

@@ -73,13 +73,25 @@ class Registration:
     plugin: str
     distribution: str
 
-    def build(self, options: dict[str, Any] | None, ctx: ComponentContext, *, where: str) -> Any:
-        """Validate ``options`` against the component's model and call its factory."""
+    def validate(self, options: dict[str, Any] | ComponentConfig | None, *, where: str) -> ComponentConfig:
+        """The component's options as its own model, without building anything.
+
+        Kept apart from ``build`` so that every configured component can be checked before any of
+        them starts a node, opens a book or the engine creates its ledger. ``where`` prefixes each
+        error (``config/paper.toml: venues.exchange.options``); an instance of the model passes as is.
+        """
+        if isinstance(options, self.config_model):
+            return options
+        if isinstance(options, ComponentConfig):
+            raise ConfigError(f"{where}: expected {self.config_model.__name__}, got {type(options).__name__}")
         try:
-            cfg = self.config_model.model_validate(options or {})
+            return self.config_model.model_validate(options or {})
         except ValidationError as exc:
             raise ConfigError(format_validation_error(exc, where)) from None
-        return self.factory(cfg, ctx)
+
+    def build(self, options: dict[str, Any] | ComponentConfig | None, ctx: ComponentContext, *, where: str) -> Any:
+        """Validate ``options`` against the component's model and call its factory."""
+        return self.factory(self.validate(options, where=where), ctx)
 
 
 def format_validation_error(exc: ValidationError, where: str) -> str:

@@ -40,3 +40,43 @@ def paper_dict(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
 @pytest.fixture
 def paper_config(tmp_path: Path) -> Config:
     return parse_config(paper_dict(tmp_path), "test")
+
+
+def install_plugin(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    module: str,
+    source: str,
+    *,
+    dist: str = "rwabot-test-plugin",
+    version: str = "0.0.1",
+) -> Path:
+    """Install ``source`` as module ``module`` of a distribution with an ``rwabot`` entry point, for one test.
+
+    Goes through the same ``importlib.metadata`` path as a pip-installed plugin, so the CLI (which builds
+    its own plugin manager) finds it. ``module`` must be unique per test: modules stay imported.
+    """
+    site = tmp_path / f"site-{module}"
+    site.mkdir()
+    (site / f"{module}.py").write_text(source)
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[rwabot]\n{module} = {module}\n")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def offline_config_text(ledger: Path, *, speed: float = 3600.0) -> str:
+    """config/paper-offline.toml with its ledger in a temporary folder (never the repository's own)."""
+    import re
+
+    text = PAPER.read_text()
+    text = re.sub(r'(?m)^ledger = ".*"$', f'ledger = "{ledger}"', text)
+    assert str(ledger) in text, "a test must never write the config's own ledger"
+    return text.replace("speed = 3600.0", f"speed = {speed}")
+
+
+def squash(text: str) -> str:
+    """``text`` without whitespace: rich wraps long CLI lines wherever the terminal width falls."""
+    return "".join(text.split())

@@ -6,7 +6,7 @@ import pytest
 
 from bot.config import load_config, parse_config
 from bot.errors import ConfigError
-from tests.conftest import PAPER, paper_dict
+from tests.conftest import PAPER, offline_config_text, paper_dict, squash
 
 
 def test_shipped_paper_config_is_valid() -> None:
@@ -76,12 +76,56 @@ def test_component_options_are_validated_by_the_component(tmp_path: Path) -> Non
 
     d = paper_dict(tmp_path)
     d["venues"]["wallet"]["options"]["fee_bsp"] = 3.0
-    with pytest.raises(ConfigError, match=r"venues\.wallet\.options\.fee_bsp: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"^t\.toml: venues\.wallet\.options\.fee_bsp: Extra inputs are not"):
         Engine(parse_config(d, "t.toml"))
     d = paper_dict(tmp_path)
     d["strategy"]["options"]["band"] = -1.0
-    with pytest.raises(ConfigError, match=r"strategy\.options\.band"):
+    with pytest.raises(ConfigError, match=r"^t\.toml: strategy\.options\.band"):
         Engine(parse_config(d, "t.toml"))
+    assert not (tmp_path / "ledger.sqlite").exists()  # options are checked before the ledger is created
+
+
+def test_an_option_a_strategy_sets_names_the_strategy(tmp_path: Path, rwabot_plugins) -> None:  # noqa: ANN001
+    from bot.cycle import Engine
+    from bot.hookspecs import hookimpl
+
+    class Preset:
+        @hookimpl
+        def rwabot_register_strategies(self, register) -> None:  # noqa: ANN001
+            register("typo_preset", lambda cfg, ctx: {"policy": {"plugin": "band", "options": {"bnad": 0.1}}})
+
+    rwabot_plugins.add(Preset())
+    d = paper_dict(tmp_path, strategy={"plugin": "typo_preset", "options": {}})
+    d["forecaster"] = {"plugin": "ewma"}
+    d["optimizer"] = {"plugin": "erc"}
+    with pytest.raises(ConfigError, match=r"^t\.toml: strategy typo_preset: policy\.options\.bnad: Extra inputs"):
+        Engine(parse_config(d, "t.toml"), pm=rwabot_plugins.pm)
+    assert not (tmp_path / "ledger.sqlite").exists()
+
+
+def test_plugin_option_error_names_the_file_and_creates_no_ledger(tmp_path: Path) -> None:
+    """A typo in a venue's options stops ``rwabot run`` before the ledger, a venue book or anything else
+    exists, and the message names the file as a typo in the core sections does."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.cycle import Engine
+
+    ledger = tmp_path / "var" / "ledger.sqlite"
+    text = offline_config_text(ledger)
+    assert "initial_cash = 250000.0, fee_bps = 2.0" in text
+    cfg = tmp_path / "paper.toml"
+    cfg.write_text(text.replace("initial_cash = 250000.0, fee_bps = 2.0", "initial_cash = 250000.0, feebps = 2.0"))
+    expected = f"{cfg}: venues.exchange.options.feebps: Extra inputs are not permitted"
+    with pytest.raises(ConfigError) as e:
+        Engine(load_config(cfg))
+    assert str(e.value) == expected
+    for args in (["run", "--config", str(cfg), "--once"], ["backtest", "--config", str(cfg), "--hours", "2"]):
+        out = CliRunner().invoke(app, args)
+        assert out.exit_code == 2, out.output
+        assert squash(f"error: {expected}") in squash(out.output)
+    assert not ledger.exists() and not ledger.with_suffix(".state").exists()
+    assert not list(tmp_path.glob("**/*.sqlite")), "no ledger or venue book may be created"
 
 
 def test_config_is_frozen(paper_config) -> None:
