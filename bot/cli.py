@@ -104,32 +104,36 @@ def run(
         cfg = _load(config, ledger, clock=clock_over)
         if hours is not None and cfg.clock.kind != "simulated":
             raise RwabotError('--hours needs a simulated clock (clock.kind = "simulated")')
-        engine = Engine(cfg)
-        if once:
-            lock = DaemonLock(cfg.bot.ledger)
+        # the lock comes before the engine: a refused second daemon must build nothing (no second
+        # local chain, no venue session), and it is released on every way out
+        lock = DaemonLock(cfg.bot.ledger)
+        try:
             lock.acquire()
-            try:
-                with engine.clock.hold():  # on a simulated clock the cycle takes no simulated time
-                    report = engine.run_cycle()
-                print_report(report, detail=True)
-            finally:
-                engine.close()
-                lock.release()
-            return
-        until = engine.clock.now() + timedelta(hours=hours) if hours is not None else None
-        console.print(
-            f"rwabot {cfg.bot.mode} daemon on {cfg.clock.kind} clock, ledger {cfg.bot.ledger}; "
-            f"cycles at minute {cfg.schedule.cycle_minute}, monitor every {cfg.schedule.monitor_minutes} min"
-            + ("" if until else "; Ctrl-C to stop"),
-            highlight=False,
-        )
-        shown = {"n": 0}
+            engine = Engine(cfg)
+            if once:
+                try:
+                    with engine.clock.hold():  # on a simulated clock the cycle takes no simulated time
+                        report = engine.run_cycle()
+                    print_report(report, detail=True)
+                finally:
+                    engine.close()
+                return
+            until = engine.clock.now() + timedelta(hours=hours) if hours is not None else None
+            console.print(
+                f"rwabot {cfg.bot.mode} daemon on {cfg.clock.kind} clock, ledger {cfg.bot.ledger}; "
+                f"cycles at minute {cfg.schedule.cycle_minute}, monitor every {cfg.schedule.monitor_minutes} min"
+                + ("" if until else "; Ctrl-C to stop"),
+                highlight=False,
+            )
+            shown = {"n": 0}
 
-        def on_cycle(report: Any) -> None:
-            print_report(report, detail=shown["n"] == 0)
-            shown["n"] += 1
+            def on_cycle(report: Any) -> None:
+                print_report(report, detail=shown["n"] == 0)
+                shown["n"] += 1
 
-        code = Daemon(engine, until=until, on_cycle=on_cycle).run()
+            code = Daemon(engine, until=until, on_cycle=on_cycle, lock=lock).run()  # closes the engine
+        finally:
+            lock.release()
     except RwabotError as exc:
         _fail(exc)
     console.print("stopped cleanly")

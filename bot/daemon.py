@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from types import FrameType
+from typing import Any
 
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers import base as aps_base
@@ -111,12 +112,15 @@ class Daemon:
         until: datetime | None = None,
         on_cycle: Callable[[object], None] | None = None,
         catch_up: bool = True,
+        lock: DaemonLock | None = None,
     ) -> None:
+        """``lock``: the ledger's lock, already held by a caller that took it before building the engine
+        (``rwabot run`` does, so that a refused daemon builds nothing); without one, ``run`` takes it."""
         self.engine = engine
         self.until = until
         self.on_cycle = on_cycle
         self.catch_up = catch_up
-        self.lock = DaemonLock(engine.cfg.bot.ledger)
+        self.lock = lock if lock is not None else DaemonLock(engine.cfg.bot.ledger)
         self.scheduler: ClockedScheduler | None = None
 
     def _cycle_job(self) -> None:
@@ -185,50 +189,58 @@ class Daemon:
         return run
 
     def run(self) -> int:
-        """Block until SIGINT/SIGTERM (or ``until``); returns the process exit code."""
-        self.lock.acquire()
-        cfg = self.engine.cfg
-        clock = self.engine.clock
-        sched = ClockedScheduler(clock, self.until, timezone=UTC, executors={"default": DebugExecutor()})
-        self.scheduler = sched
-        previous = {}
+        """Block until SIGINT/SIGTERM (or ``until``); returns the process exit code.
 
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s: finishing the job in flight, then stopping", signal.Signals(signum).name)
-            sched.request_stop()
-
+        The engine is closed on every way out, and the lock released if this call took it."""
+        own_lock = not self.lock.held
+        previous: dict[int, Any] = {}
         in_main = threading.current_thread() is threading.main_thread()
-        if in_main:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                previous[s] = signal.signal(s, on_signal)
         try:
-            with scheduler_clock(clock):
-                now = clock.now()
-                defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
-                sched.add_job(
-                    self._guard(self._cycle_job, "cycle"),
-                    CronTrigger(minute=cfg.schedule.cycle_minute, timezone=UTC),
-                    id="cycle",
-                    **defaults,
-                )
-                sched.add_job(
-                    self._guard(self._monitor_job, "monitor"),
-                    IntervalTrigger(minutes=cfg.schedule.monitor_minutes, start_date=now, timezone=UTC),
-                    id="monitor",
-                    **defaults,
-                )
-                self._add_retrain_job(sched, now, defaults)
-                last = self.engine.last_cycle_time()
-                if self.catch_up and (last is None or now - last > timedelta(hours=1)):
-                    log.info("last cycle %s is over an hour old: running one now", last)
-                    sched.add_job(
-                        self._guard(self._cycle_job, "cycle"), "date", run_date=now, id="catch-up", **defaults
-                    )
-                sched.start()
+            if own_lock:
+                self.lock.acquire()
+            self._schedule_and_block(previous, in_main)
         finally:
             if in_main:
                 for s, h in previous.items():
                     signal.signal(s, h)
             self.engine.close()
-            self.lock.release()
+            if own_lock:
+                self.lock.release()
         return 0
+
+    def _schedule_and_block(self, previous: dict[int, Any], in_main: bool) -> None:
+        """Add the jobs and run the scheduler until it stops; ``previous`` collects the signal handlers it
+        replaced, for ``run`` to put back."""
+        cfg = self.engine.cfg
+        clock = self.engine.clock
+        sched = ClockedScheduler(clock, self.until, timezone=UTC, executors={"default": DebugExecutor()})
+        self.scheduler = sched
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s: finishing the job in flight, then stopping", signal.Signals(signum).name)
+            sched.request_stop()
+
+        if in_main:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                previous[s] = signal.signal(s, on_signal)
+        with scheduler_clock(clock):
+            now = clock.now()
+            defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+            sched.add_job(
+                self._guard(self._cycle_job, "cycle"),
+                CronTrigger(minute=cfg.schedule.cycle_minute, timezone=UTC),
+                id="cycle",
+                **defaults,
+            )
+            sched.add_job(
+                self._guard(self._monitor_job, "monitor"),
+                IntervalTrigger(minutes=cfg.schedule.monitor_minutes, start_date=now, timezone=UTC),
+                id="monitor",
+                **defaults,
+            )
+            self._add_retrain_job(sched, now, defaults)
+            last = self.engine.last_cycle_time()
+            if self.catch_up and (last is None or now - last > timedelta(hours=1)):
+                log.info("last cycle %s is over an hour old: running one now", last)
+                sched.add_job(self._guard(self._cycle_job, "cycle"), "date", run_date=now, id="catch-up", **defaults)
+            sched.start()

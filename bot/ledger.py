@@ -578,8 +578,16 @@ class DaemonLock:
         os.fsync(fd)
         self._fd = fd
 
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
     def release(self) -> None:
+        """Unlock and forget the pid (the file stays: removing it would race a daemon that just opened it).
+
+        Safe to call when the lock was never acquired, so callers release on every exit path."""
         if self._fd is not None:
+            os.ftruncate(self._fd, 0)  # a released lock names no process
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

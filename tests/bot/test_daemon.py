@@ -23,7 +23,7 @@ from bot.config import parse_config
 from bot.cycle import Engine
 from bot.daemon import Daemon
 from bot.ledger import Ledger
-from tests.conftest import PAPER, START, paper_dict
+from tests.conftest import PAPER, START, install_plugin, offline_config_text, paper_dict, squash
 
 
 def test_daemon_runs_hourly_cycles_and_the_monitor_in_simulated_time(tmp_path: Path) -> None:
@@ -38,11 +38,13 @@ def test_daemon_runs_hourly_cycles_and_the_monitor_in_simulated_time(tmp_path: P
     scheduled = [k for k in keys if not k.endswith("/risk")]
     assert scheduled == [(begin.replace(minute=0) + timedelta(hours=h)).strftime("%Y-%m-%dT%H:00Z") for h in range(25)]
     assert all(r.status == "done" for r in reports)
-    assert not Path(cfg.bot.ledger + ".lock").read_text() or True  # lock file stays, lock is released
+    lock_file = Path(cfg.bot.ledger + ".lock")
+    assert lock_file.exists() and lock_file.read_text() == ""  # the file stays; a released lock names no pid
     from bot.ledger import DaemonLock
 
     lock = DaemonLock(cfg.bot.ledger)
-    lock.acquire()
+    lock.acquire()  # released: another daemon may take it
+    assert lock_file.read_text() == str(os.getpid())
     lock.release()
 
 
@@ -145,6 +147,65 @@ def test_run_once_then_status_and_plugins_cli(tmp_path: Path) -> None:
         assert word in st.stdout
     pl = subprocess.run(_rwabot("plugins"), capture_output=True, text=True, env=env, timeout=60)
     assert pl.returncode == 0 and "risk_parity" in pl.stdout and "rwabot 0.1.0" in pl.stdout
+
+
+RECORDER = """
+from pathlib import Path
+
+from bot.errors import PluginError
+from bot.hookspecs import hookimpl
+
+MARKER = Path({marker!r})
+
+
+@hookimpl
+def rwabot_register_venues(register):
+    def make(cfg, ctx):
+        MARKER.write_text(ctx.extra["venue_name"])
+        raise PluginError("recorder venue built; the test stops the run here")
+
+    register("recorder", make)
+"""
+
+
+@pytest.mark.parametrize("mode", [["--once"], ["--hours", "1"]], ids=["once", "daemon"])
+def test_a_refused_second_run_builds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: list[str]) -> None:
+    """The ledger's lock is taken before the engine: a refused run creates no ledger and calls no factory
+    (a second local chain, a second exchange session), and once the lock is free the same run builds."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.ledger import DaemonLock
+
+    marker = tmp_path / "built"
+    install_plugin(tmp_path, monkeypatch, f"rwabot_recorder_{mode[0][2:]}", RECORDER.format(marker=str(marker)))
+    ledger = tmp_path / "var" / "ledger.sqlite"
+    text, n = re.subn(
+        r'(\[venues\.wallet\][^\n]*\n)plugin = "paper"\noptions = \{[^}]*\}',
+        r'\1plugin = "recorder"\noptions = {}',
+        offline_config_text(ledger, speed=0.0),
+    )
+    assert n == 1
+    cfg = tmp_path / "recorder.toml"
+    cfg.write_text(text)
+    first = DaemonLock(ledger)  # the daemon already running
+    first.acquire()
+    try:
+        refused = CliRunner().invoke(app, ["run", "--config", str(cfg), *mode])
+    finally:
+        first.release()
+    assert refused.exit_code == 2, refused.output
+    assert squash(f"another rwabot daemon (pid {os.getpid()}) is running") in squash(refused.output)
+    assert not marker.exists(), "a refused run called a venue factory"
+    assert not ledger.exists() and not ledger.with_suffix(".state").exists()
+    assert Path(str(ledger) + ".lock").read_text() == ""  # the refused run did not take the lock over
+    free = CliRunner().invoke(app, ["run", "--config", str(cfg), *mode])
+    assert free.exit_code == 2 and "recorder venue built" in free.output, free.output
+    assert marker.read_text() == "wallet"
+    assert Path(str(ledger) + ".lock").read_text() == ""  # released on the error path too
+    again = DaemonLock(ledger)
+    again.acquire()
+    again.release()
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
