@@ -1,12 +1,15 @@
 """Sample and EWMA covariance forecasters.
 
 Both are the classical baselines every other forecaster must beat; they are cheap enough to run
-inside the risk monitor every few minutes.
+inside the risk monitor every few minutes. ``ewma`` (also the ``lstm``'s fallback) takes the same
+``deseasonalise`` option as ``dcc`` and ``lstm``: an hour-of-day scale estimated on the window it is
+given (``plugins.forecasters.seasonal``), the forecast multiplied back by the next hour's scale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC
 
 import numpy as np
 from pydantic import Field
@@ -15,6 +18,7 @@ from bot.components import ComponentConfig, ComponentContext
 from bot.domain import Forecast
 from bot.errors import ForecastError
 from bot.hookspecs import hookimpl
+from plugins.forecasters.seasonal import Deseasonaliser
 
 
 def _check_returns(assets: Sequence[str], returns: np.ndarray, model: str, min_obs: int) -> np.ndarray:
@@ -70,26 +74,50 @@ class SampleForecaster:
 class EwmaConfig(ComponentConfig):
     half_life_hours: float = Field(default=72.0, gt=0)
     demean: bool = False
+    deseasonalise: bool = Field(default=False, description="hour-of-day scale on returns (estimated on the window)")
 
 
 class EwmaForecaster:
     name = "ewma"
 
-    def __init__(self, cfg: EwmaConfig) -> None:
+    def __init__(self, cfg: EwmaConfig, ctx: ComponentContext | None = None) -> None:
         self.cfg = cfg
+        self.ctx = ctx
 
-    def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast:
+    def _hour(self, last_hour: int | None) -> int:
+        if last_hour is not None:
+            return int(last_hour) % 24
+        if self.ctx is None:
+            raise ForecastError("ewma: deseasonalise needs the close hour of the last return (no clock)")
+        return self.ctx.clock.now().astimezone(UTC).hour  # the cycle's bars close on whole hours
+
+    def forecast(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
         r = _check_returns(assets, returns, self.name, 2)
+        nxt = None
+        if self.cfg.deseasonalise:  # the scale comes from this window only: no look-ahead by construction
+            hour = self._hour(last_hour)
+            season = Deseasonaliser()
+            season.fit(r, hour)
+            r = season.transform(r, hour)
+            nxt = season.next_scale(hour)
         cov = ewma_cov(r, self.cfg.half_life_hours, self.cfg.demean)
         age = np.arange(r.shape[0] - 1, -1, -1, dtype=float)
         w = 0.5 ** (age / self.cfg.half_life_hours)
         w /= w.sum()
+        mu = w @ r
+        if nxt is not None:
+            cov = cov * np.outer(nxt, nxt)
+            mu = mu * nxt
         return Forecast.from_cov(
             assets,
             cov,
             self.name,
-            mu=w @ r,
-            diagnostics={"observations": r.shape[0], "half_life_hours": self.cfg.half_life_hours},
+            mu=mu,
+            diagnostics={
+                "observations": r.shape[0],
+                "half_life_hours": self.cfg.half_life_hours,
+                "deseasonalised": nxt is not None,
+            },
         )
 
 
@@ -99,7 +127,7 @@ def rwabot_register_forecasters(register) -> None:
         return SampleForecaster(cfg)
 
     def make_ewma(cfg: EwmaConfig, ctx: ComponentContext) -> EwmaForecaster:
-        return EwmaForecaster(cfg)
+        return EwmaForecaster(cfg, ctx)
 
     register("sample", make_sample, SampleConfig)
     register("ewma", make_ewma, EwmaConfig)

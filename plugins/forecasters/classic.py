@@ -292,6 +292,7 @@ class DccForecaster:
             "garch_persistence": (p.garch.alpha + p.garch.beta).tolist(),
             "deseasonalised": nxt is not None,
         }
+        self._since_fit += 1  # counted here, not in forecast(): the walk-forward calls fit/predict directly
         return Forecast.from_cov(assets, cov, self.name, diagnostics=diag)
 
     def _filtered(self, r: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.ndarray]:
@@ -325,9 +326,7 @@ class DccForecaster:
             t0 = time.perf_counter()
             self.fit(assets, returns, last_hour=last_hour)
             log.info("dcc: refitted in %.2f s (a=%.4f, b=%.4f)", time.perf_counter() - t0, self.params.a, self.params.b)  # type: ignore[union-attr]
-        f = self.predict(assets, returns, last_hour=last_hour)
-        self._since_fit += 1
-        return f
+        return self.predict(assets, returns, last_hour=last_hour)
 
 
 @hookimpl

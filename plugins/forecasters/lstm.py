@@ -177,9 +177,20 @@ def nll(chol: Any, z: Any) -> Any:
 
 
 def corr_cholesky(z: np.ndarray) -> np.ndarray:
+    """Cholesky factor of the sample correlation of ``z`` — unshrunk; a tiny ridge only if it is not PD.
+
+    This is the constant-correlation start of the network (and the model kept when training never beats
+    it), so it must be the window's correlation itself: an earlier version shrank it to 0.9·C + 0.1·I,
+    which made the "keep the start" fallback a worse model than the plain sample correlation.
+    """
     c = np.corrcoef(z, rowvar=False) if z.shape[1] > 1 else np.ones((1, 1))
-    c = 0.9 * c + 0.1 * np.eye(len(c))  # keep the starting point well inside the PD cone
-    return np.linalg.cholesky(c)
+    c = 0.5 * (c + c.T)
+    for jitter in (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2):
+        try:
+            return np.linalg.cholesky((c + jitter * np.eye(len(c))) / (1.0 + jitter))
+        except np.linalg.LinAlgError:
+            continue
+    return np.eye(len(c))
 
 
 # -- the forecaster ------------------------------------------------------------------------------------------
@@ -200,7 +211,9 @@ class LstmForecaster:
         self._thread: threading.Thread | None = None
         self._loaded_mtime: float | None = None
         self._fallback_reason: str | None = None
-        self._ewma = EwmaForecaster(EwmaConfig(half_life_hours=self.cfg.fallback_half_life_hours))
+        self._ewma = EwmaForecaster(
+            EwmaConfig(half_life_hours=self.cfg.fallback_half_life_hours, deseasonalise=self.cfg.deseasonalise), ctx
+        )
         self.last_train: dict[str, Any] = {}
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -389,13 +402,22 @@ class LstmForecaster:
             self.net, self.meta = net, meta
             self._loaded_mtime = path.stat().st_mtime
 
-    def retrain(self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None) -> dict[str, Any]:
-        """Fit on ``returns`` and write the checkpoint (blocking; ``retrain_async`` for the daemon)."""
+    def retrain(
+        self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None, *, last_hour: int | None = None
+    ) -> dict[str, Any]:
+        """Fit on ``returns`` and write the checkpoint (blocking; ``retrain_async`` for the daemon).
+
+        ``last_hour`` (the UTC close hour of the last return, for ``deseasonalise``) defaults to the hour
+        of ``now``, the time the returns were fetched — never the clock inside a training thread, which
+        may have moved on by the time the thread runs.
+        """
         path = self.checkpoint_path
         if path is None:
             raise ForecastError("lstm: retrain needs a state directory (component context)")
         now = now or (self.ctx.clock.now() if self.ctx else datetime.now(UTC))
-        info = self.fit(assets, returns)
+        if last_hour is None:  # the bars end on the hour: the last return closes at the hour floor of ``now``
+            last_hour = now.astimezone(UTC).hour
+        info = self.fit(assets, returns, last_hour=last_hour)
         self.save(path, now)
         log.info("lstm: retrained in %.1f s (%d epochs), checkpoint %s", info["seconds"], info["epochs"], path)
         return info
@@ -418,15 +440,21 @@ class LstmForecaster:
             return True
         return (now - datetime.fromisoformat(until)).total_seconds() / 3600 >= self.retrain_every_hours
 
-    def retrain_async(self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None) -> bool:
-        """Start ``retrain`` in a daemon thread unless one is running; returns whether it started."""
+    def retrain_async(
+        self, assets: Sequence[str], returns: np.ndarray, now: datetime | None = None, *, last_hour: int | None = None
+    ) -> bool:
+        """Start ``retrain`` in a daemon thread unless one is running; returns whether it started.
+
+        ``now`` (default: the clock, read here, not in the thread) and ``last_hour`` are fixed before the
+        thread starts."""
         if self._thread is not None and self._thread.is_alive():
             return False
         assets, returns = tuple(assets), np.array(returns, copy=True)
+        now = now or (self.ctx.clock.now() if self.ctx else datetime.now(UTC))
 
         def job() -> None:
             try:
-                self.retrain(assets, returns, now)
+                self.retrain(assets, returns, now, last_hour=last_hour)
             except Exception as exc:  # the cycle keeps running on the old model or the fallback
                 log.exception("lstm: background retraining failed")
                 self._emit("forecast_retrain_failed", f"lstm retraining failed: {exc!r}", Severity.WARNING)
@@ -441,8 +469,8 @@ class LstmForecaster:
             return
         self.ctx.emit(RiskEvent(kind, severity, "forecaster:lstm", message, self.ctx.clock.now()))
 
-    def _fallback(self, assets: Sequence[str], returns: np.ndarray, reason: str) -> Forecast:
-        f = self._ewma.forecast(assets, returns)
+    def _fallback(self, assets: Sequence[str], returns: np.ndarray, reason: str, last_hour: int | None) -> Forecast:
+        f = self._ewma.forecast(assets, returns, last_hour=last_hour)
         if reason != self._fallback_reason:
             self._emit("forecast_fallback", f"lstm unavailable ({reason}); using ewma", Severity.WARNING)
             self._fallback_reason = reason
@@ -475,13 +503,16 @@ class LstmForecaster:
         if self.auto_retrain and self.ctx is not None and (reason is not None or age_h >= self.retrain_every_hours):
             r = np.asarray(returns, dtype=float)
             if r.ndim == 2 and len(r) >= self.cfg.min_train_hours and np.isfinite(r).all():
-                self.retrain_async(assets, r, now)
+                self.retrain_async(assets, r, now, last_hour=last_hour)
         if reason is not None:
-            return self._fallback(assets, returns, reason)
+            return self._fallback(assets, returns, reason, last_hour)
         try:
             f = self.predict(assets, returns, last_hour=last_hour)
         except ForecastError as exc:
-            return self._fallback(assets, returns, f"invalid output: {exc}")
+            return self._fallback(assets, returns, f"invalid output: {exc}", last_hour)
+        except Exception as exc:  # torch RuntimeError, numpy LinAlgError, …: a broken model must not stop the cycle
+            log.warning("lstm: predict raised %s: %s; falling back to ewma", type(exc).__name__, exc)
+            return self._fallback(assets, returns, f"predict failed: {type(exc).__name__}: {exc}", last_hour)
         self._fallback_reason = None
         return f
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -46,7 +48,26 @@ def check(f: Forecast, name: str) -> None:
     assert np.diag(f.corr) == pytest.approx(1.0, abs=1e-9)
     assert np.abs(f.corr).max() <= 1 + 1e-12
     assert f.corr * np.outer(f.sigma, f.sigma) == pytest.approx(f.cov, rel=1e-9, abs=1e-30)
-    assert isinstance(dict(f.diagnostics), dict)
+    d = f.diagnostics
+    for key in DIAGNOSTICS[name]:
+        assert key in d, (name, key)
+    if name == "ledoit_wolf":
+        assert 0.0 <= d["shrinkage"] <= 1.0
+    if name == "dcc":
+        assert d["a"] >= 0 and d["b"] >= 0 and d["a"] + d["b"] < 1 and d["hours_since_fit"] == 0
+    if name == "lstm":
+        assert d["epochs"] >= 1 and math.isfinite(d["val_nll"]) and d["val_nll"] <= d["val_nll_constant_corr"]
+    if "observations" in d:
+        assert d["observations"] == 600
+
+
+DIAGNOSTICS = {  # what each model reports about itself
+    "sample": ("observations",),
+    "ewma": ("observations", "half_life_hours", "deseasonalised"),
+    "ledoit_wolf": ("observations", "shrinkage"),
+    "dcc": ("a", "b", "neg_loglik", "fit_observations", "hours_since_fit", "garch_persistence"),
+    "lstm": ("epochs", "val_nll", "val_nll_constant_corr"),
+}
 
 
 def test_every_registered_forecaster_is_covered() -> None:

@@ -68,3 +68,41 @@ def test_validate_catches_zero_volatility_and_non_psd() -> None:
     bad = Forecast.from_cov(("x", "y"), np.array([[1.0, 2.0], [2.0, 1.0]]), "t")
     with pytest.raises(ForecastError, match="not positive semi-definite"):
         bad.validate()
+
+
+def test_ewma_deseasonalised_scales_the_forecast_hour() -> None:
+    from plugins.forecasters.seasonal import hour_of_day_scale, hours_of_rows
+
+    t, loud = 24 * 60, 14
+    profile = np.where(np.arange(24) == loud, 3.0, 1.0)
+    r = returns(t, seed=4) * profile[hours_of_rows(t, last_hour=loud - 1)][:, None]
+    cfg = EwmaConfig(half_life_hours=48.0, deseasonalise=True)
+    before_loud = EwmaForecaster(cfg).forecast(ASSETS, r, last_hour=loud - 1)
+    plain = EwmaForecaster(EwmaConfig(half_life_hours=48.0)).forecast(ASSETS, r)
+    assert before_loud.diagnostics["deseasonalised"] and not plain.diagnostics["deseasonalised"]
+    assert np.all(before_loud.sigma > 1.8 * plain.sigma)  # the next hour is the loud one
+    # by hand: the scale of this window, the EWMA of the scaled returns, times the next hour's scale
+    s = hour_of_day_scale(r, hours_of_rows(t, loud - 1))
+    hand = EwmaForecaster(EwmaConfig(half_life_hours=48.0)).forecast(ASSETS, r / s[hours_of_rows(t, loud - 1)])
+    assert before_loud.cov == pytest.approx(hand.cov * np.outer(s[loud], s[loud]), rel=1e-12)
+    with pytest.raises(ForecastError, match="close hour"):
+        EwmaForecaster(cfg).forecast(ASSETS, r)
+
+
+def test_ewma_deseasonalised_has_no_look_ahead() -> None:
+    """The hour-of-day scale comes from the window given: data after t cannot move a forecast at t."""
+    from bot.evaluate import walk_forward
+
+    r = returns(24 * 30, seed=5)
+    cut = 600
+    r2 = r.copy()
+    r2[cut:] *= np.where(np.arange(len(r) - cut) % 24 == 7, 6.0, 0.5)[:, None]  # a new intraday cycle
+    hours = np.arange(len(r) + 1) % 24
+
+    def run(x: np.ndarray) -> np.ndarray:
+        fc = EwmaForecaster(EwmaConfig(half_life_hours=24.0, deseasonalise=True))
+        return walk_forward({"ewma": fc}, ASSETS, x, warmup=300, last_hours=hours)["ewma"].cov
+
+    a, b = run(r), run(r2)
+    assert np.array_equal(a[: cut + 1], b[: cut + 1], equal_nan=True)
+    assert not np.allclose(a[cut + 2 :], b[cut + 2 :])

@@ -119,6 +119,17 @@ def test_dcc_forecast_is_valid_and_follows_the_recursion() -> None:
     assert fc.params is not p
 
 
+def test_dcc_hours_since_fit_counts_predictions_on_both_paths() -> None:
+    """The walk-forward calls fit/predict directly (not forecast): the counter must move there too."""
+    r = simulate_dcc(800, 0.05, 0.9, seed=8)
+    fc = DccForecaster(DccConfig(refit_every_hours=3))
+    fc.fit(ASSETS, r[:700])
+    assert [fc.predict(ASSETS, r[: 700 + k]).diagnostics["hours_since_fit"] for k in range(4)] == [0, 1, 2, 3]
+    fc2 = DccForecaster(DccConfig(refit_every_hours=3))
+    seen = [fc2.forecast(ASSETS, r[: 700 + k]).diagnostics["hours_since_fit"] for k in range(7)]
+    assert seen == [0, 1, 2, 0, 1, 2, 0]  # the refit schedule of forecast() is unchanged
+
+
 def test_dcc_incremental_filter_equals_a_full_refilter() -> None:
     r = simulate_dcc(1200, 0.05, 0.9, seed=6)
     a = DccForecaster(DccConfig(refit_every_hours=1000))

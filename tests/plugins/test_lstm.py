@@ -56,6 +56,19 @@ def test_output_is_a_correlation_matrix_by_construction() -> None:
     assert torch.logdet(r).min() >= 2 * (n - 1) * math.log(floor)
 
 
+def test_constant_correlation_start_is_the_unshrunk_sample_correlation() -> None:
+    z = np.random.default_rng(3).standard_normal((400, 3)) @ np.array([[1, 0, 0], [0.9, 0.3, 0], [0.2, -0.5, 0.7]]).T
+    l0 = corr_cholesky(z)
+    assert l0 @ l0.T == pytest.approx(np.corrcoef(z, rowvar=False), abs=1e-12)
+    # a singular correlation (a duplicated asset) gets the smallest jitter that makes it PD, no more
+    dup = np.column_stack([z[:, 0], z[:, 0], z[:, 1]])
+    l1 = corr_cholesky(dup)
+    c1 = l1 @ l1.T
+    assert np.all(np.isfinite(l1)) and np.linalg.eigvalsh(c1).min() > 0
+    assert np.diag(c1) == pytest.approx(1.0, abs=1e-12)
+    assert c1 == pytest.approx(np.corrcoef(dup, rowvar=False), abs=1e-5)
+
+
 def test_untrained_network_is_the_constant_correlation_and_nll_is_gaussian() -> None:
     z = switching_corr(500) / 1e-3
     l0 = corr_cholesky(z)
@@ -90,25 +103,33 @@ def test_learns_switching_correlation_deterministically() -> None:
     assert fa.cov == pytest.approx(fb.cov, rel=1e-6)  # fixed seed: same model
     fa.validate()
     # recent returns decide the sign of the forecast correlation
-    pos = np.abs(r[:, 0]) > 0
     up = r.copy()
     up[-12:, 1] = up[-12:, 0]
     down = r.copy()
     down[-12:, 1] = -down[-12:, 0]
-    assert a.predict(("A", "B"), up).corr[0, 1] > 0.3 > -0.3 > a.predict(("A", "B"), down).corr[0, 1]
-    assert pos.all()
+    c_up, c_down = a.predict(("A", "B"), up).corr[0, 1], a.predict(("A", "B"), down).corr[0, 1]
+    assert c_up > 0.3 > -0.3 > c_down
+    # the process is symmetric in the sign of ρ (±0.8 regimes), so mirrored inputs give mirrored forecasts;
+    # a model that only tracked the (≈ 0) average correlation would not pass the line above, one that kept a
+    # sign bias would not pass this one
+    assert abs(c_up + c_down) < 0.3
 
 
-def test_lstm_walk_forward_has_no_look_ahead() -> None:
+@pytest.mark.parametrize("deseasonalise", [False, True])
+def test_lstm_walk_forward_has_no_look_ahead(deseasonalise: bool) -> None:
     r = switching_corr(560, seed=3)
     r2 = r.copy()
     r2[500:] *= -3.0
+    hours = (np.arange(len(r) + 1) + 5) % 24  # close hour of each price row, for the hour-of-day scale
 
-    def run(x: np.ndarray) -> np.ndarray:
-        cfg = LstmConfig(**{**SMALL, "epochs": 3})
-        return walk_forward({"lstm": LstmForecaster(cfg)}, ("A", "B"), x, warmup=450, refit_every=40)["lstm"].cov
+    def run(x: np.ndarray) -> dict:
+        cfg = LstmConfig(**{**SMALL, "epochs": 3, "deseasonalise": deseasonalise})
+        fcs = {"lstm": LstmForecaster(cfg)}
+        return walk_forward(fcs, ("A", "B"), x, warmup=450, refit_every=40, last_hours=hours)["lstm"]
 
-    a, b = run(r), run(r2)
+    pa, pb = run(r), run(r2)
+    a, b = pa.cov, pb.cov
+    assert pa.failures == [] and pa.fits == 3  # rows 450, 490, 530: a refit after the change is covered
     assert np.array_equal(a[:501], b[:501], equal_nan=True)
     assert not np.allclose(a[502:], b[502:])
 
@@ -164,6 +185,52 @@ def test_fallback_when_stale_invalid_or_corrupt(tmp_path: Path) -> None:
     f = fc.forecast(("A", "B"), r)
     assert f.model == "ewma" and "unreadable" in f.diagnostics["reason"]
     assert len(events) == 4
+
+
+def test_fallback_when_predict_raises_anything(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Not only ForecastError: a torch RuntimeError or a numpy error in predict must not fail the cycle."""
+    fc, events, clock = make(tmp_path, auto_retrain=False)
+    r = switching_corr(600, seed=5)
+    fc.retrain(("A", "B"), r, T0)
+    assert fc.forecast(("A", "B"), r).model == "lstm"
+    good = fc.net.head.weight.data
+    fc.net.head.weight.data = torch.zeros(good.shape[0], good.shape[1] + 3)  # a tensor of the wrong shape
+    with pytest.raises(RuntimeError):
+        fc.predict(("A", "B"), r)
+    with caplog.at_level("WARNING", logger="plugins.forecasters.lstm"):
+        f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and f.diagnostics["reason"].startswith("predict failed: RuntimeError")
+    f.validate()
+    assert events[-1].kind == "forecast_fallback" and "RuntimeError" in events[-1].message
+    assert any("RuntimeError" in rec.getMessage() for rec in caplog.records)
+    # a checkpoint whose GARCH margins are for the wrong number of assets: numpy raises IndexError, not ForecastError
+    blob = torch.load(tmp_path / "lstm.pt", weights_only=True)
+    blob["meta"]["garch"] = {k: v[:1] for k, v in blob["meta"]["garch"].items()}
+    torch.save(blob, tmp_path / "lstm.pt")
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and f.diagnostics["reason"].startswith("predict failed: IndexError")
+    assert len([e for e in events if e.kind == "forecast_fallback"]) == 2
+
+
+def test_retrain_deseasonalises_with_the_hour_of_its_data_not_the_clock(tmp_path: Path) -> None:
+    from plugins.forecasters.seasonal import hour_of_day_scale, hours_of_rows
+
+    fc, events, clock = make(tmp_path, auto_retrain=False, deseasonalise=True, epochs=1)
+    r = switching_corr(600, seed=7) * (1 + 2.0 * (np.arange(600) % 24 == 3))[:, None]
+    clock.t = T0 + timedelta(hours=11)  # the clock says 11 UTC; the returns were fetched at 05 UTC
+
+    def expected(last: int) -> np.ndarray:
+        return hour_of_day_scale(r, hours_of_rows(len(r), last))
+
+    fc.retrain(("A", "B"), r, T0 + timedelta(hours=5))
+    assert fc.meta["scale"] == pytest.approx(expected(5), rel=1e-12)
+    assert not np.allclose(expected(5), expected(11))  # the test can tell the two hours apart
+    fc.retrain(("A", "B"), r, T0 + timedelta(hours=5), last_hour=8)  # an explicit hour wins
+    assert fc.meta["scale"] == pytest.approx(expected(8), rel=1e-12)
+    assert fc.retrain_async(("A", "B"), r, T0 + timedelta(hours=2))
+    clock.t = T0 + timedelta(hours=20)  # the clock moves while the thread runs: it must not matter
+    fc._thread.join(timeout=60)
+    assert fc.meta["scale"] == pytest.approx(expected(2), rel=1e-12)
 
 
 def test_inference_for_50_assets_gives_a_valid_forecast(tmp_path: Path) -> None:
