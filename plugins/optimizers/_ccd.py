@@ -28,9 +28,10 @@ residual of 1e-12, 1–2 from a previous solution). The result is accepted only 
 on a fresh Σw: free-asset dev ≤ ``dev_limit``, capped assets ρ_i ≤ ρ*(1 + KKT_TOL) and floored ones
 ρ_i ≥ ρ*(1 − KKT_TOL); otherwise the caller falls back on the Newton method.
 
-The input checks here are the cheap half of erc's (finite, symmetric, positive variances, positive
-budgets, ordered finite bounds with room, Σ + 1e-10·max var·I positive definite by Cholesky); any
-failure returns BAD without a word and erc's checks word the error.
+An asset capped at 0 is held there (state capped, y_i = 0) and skipped by the sweeps, so it may have
+zero variance. The input checks here are the cheap half of erc's (finite, symmetric, positive variances
+except at a cap of 0, positive budgets, ordered finite bounds with room, Σ + 1e-10·max var·I positive
+definite by Cholesky); any failure returns BAD without a word and erc's checks word the error.
 """
 
 from __future__ import annotations
@@ -114,24 +115,29 @@ def solve(cov, budgets, upper, lower, w0, tol, max_sweeps, dev_limit):  # type: 
     """
     n = cov.shape[0]
     # -- the cheap input checks; anything odd goes to the numpy method
-    scale = 0.0
-    for i in range(n):
-        d = cov[i, i]
-        if not (d > 0.0 and d < math.inf):
-            return _fail(BAD, n, 0)
-        scale = max(scale, d)
     b = np.full(n, 1.0 / n) if budgets.shape[0] == 0 else budgets.copy()
     up = np.ones(n) if upper.shape[0] == 0 else np.minimum(upper, 1.0)
     lo = np.zeros(n) if lower.shape[0] == 0 else lower
     if b.shape[0] != n or up.shape[0] != n or lo.shape[0] != n:
         return _fail(BAD, n, 0)
+    scale = 0.0
+    for i in range(n):
+        d = cov[i, i]
+        if not (d >= 0.0 and d < math.inf):
+            return _fail(BAD, n, 0)
+        if up[i] < 0.0:
+            up[i] = 0.0  # a negative cap is a cap at 0 (as in the numpy method); NaN stays NaN
+        scale = max(scale, d)
+    if not scale > 0.0:
+        return _fail(BAD, n, 0)
     bsum = 0.0
     hsum = 0.0
     lsum = 0.0
     for i in range(n):
-        if not (b[i] > 0.0 and b[i] < math.inf and lo[i] >= 0.0 and lo[i] <= up[i] and up[i] > 0.0):
-            return _fail(BAD, n, 0)  # also NaN; an asset capped at 0 is the numpy method's corner
-        if not cov[i, i] > ZERO_VAR_RTOL * scale:
+        if not (b[i] > 0.0 and b[i] < math.inf and lo[i] >= 0.0 and lo[i] <= up[i]):
+            return _fail(BAD, n, 0)  # also NaN
+        # Zero variance is allowed only for an asset capped at 0: it is held there and never swept.
+        if not (cov[i, i] > ZERO_VAR_RTOL * scale or up[i] == 0.0):
             return _fail(BAD, n, 0)
         bsum += b[i]
         hsum += up[i]
@@ -156,7 +162,7 @@ def solve(cov, budgets, upper, lower, w0, tol, max_sweeps, dev_limit):  # type: 
     x = np.empty(n)
     tot = 0.0
     for i in range(n):
-        x[i] = math.sqrt(b[i] / s_mat[i, i])
+        x[i] = math.sqrt(b[i] / s_mat[i, i]) if up[i] > 0.0 else 0.0
         tot += x[i]
     x /= tot
     if w0.shape[0] == n:
@@ -182,8 +188,10 @@ def solve(cov, budgets, upper, lower, w0, tol, max_sweeps, dev_limit):  # type: 
             state[i] = 1
         elif x[i] <= lo[i] and lo[i] > 0.0:
             state[i] = -1
-    if not (state == 0).any():
-        state[:] = 0
+    if not (state == 0).any():  # everything at a bound: start from all free (assets capped at 0 stay out)
+        for i in range(n):
+            if up[i] > 0.0:
+                state[i] = 0
     # y = s·x with s = 1 to start; the rescaling puts the free block and s where they belong
     y = x
     sy = s_mat @ y
@@ -204,6 +212,8 @@ def solve(cov, budgets, upper, lower, w0, tol, max_sweeps, dev_limit):  # type: 
         sweeps += 1
         # 1. coordinate minimisation, clipped into the box
         for i in range(n):
+            if up[i] == 0.0:  # capped at 0: out of the problem (state 1, y_i = 0 from the start)
+                continue
             d = s_mat[i, i]
             c = sy[i] - d * y[i]
             root = math.sqrt(c * c + 4.0 * d * b[i])

@@ -17,7 +17,9 @@ with ρ_i > ρ* (it would sit below its cap once free) is released, and so is a 
 ρ_i < ρ*. With no binding bound every asset is free and the result is the exact risk-budgeting
 portfolio. ``dev`` = max over free assets of |ρ_i / mean_free(ρ) − 1|; it is at most 1e-8 (≈ ``tol``
 in practice) whenever the solver returns. An asset with ``upper == 0`` is held at 0 and reported
-capped; one with ``lower == upper`` is held there and reported capped (not floored).
+capped: it is out of the problem (the budgets are renormalised over the others), so it may have zero
+variance, which is an error for any asset that could be held; one with ``lower == upper`` is held
+there and reported capped (not floored).
 
 Why this formulation
 --------------------
@@ -47,8 +49,8 @@ Two methods, the first compiled and fast, the second the exact safety net:
   sweeps from a cold start to a free-asset residual of 1e-12, 1–2 from a previous solution. Its
   answer is accepted only after an exact check on a fresh Σw (dev ≤ 1e-8, KKT signs of the bound
   assets, bounds). It declines (and the method below runs from scratch, with the same ``max_iter``)
-  on anything it does not cover: input that needs an error message, assets capped at 0, bounds that
-  leave a single portfolio, a Σ that fails its Cholesky test, hedges that make the rescaling
+  on anything it does not cover: input that needs an error message (a NaN or negative warm start
+  included), bounds that leave a single portfolio, a Σ that fails its Cholesky test, hedges that make the rescaling
   impossible, or no convergence within ``max_iter`` sweeps (slowly converging, near-singular Σ).
   numba is imported on the first solve, not with this module; if it is missing or fails to compile, a
   warning is logged once and the method below does all the work.
@@ -77,7 +79,8 @@ at ``tol`` or at the rounding floor of the residual (Σx loses digits to cancell
 needs no rescaling: y absorbs the scale); weights do not depend on the scale of Σ.
 
 Input checks raise ``OptimizerError`` (non-finite, non-square, asymmetric or not positive
-semi-definite Σ, zero variance, budgets ≤ 0, NaN bounds, negative floors) and
+semi-definite Σ, zero variance of an asset not capped at 0, budgets ≤ 0, NaN bounds, negative floors,
+NaN, negative or misshapen current weights ``w0``) and
 ``InfeasibleBoundsError`` naming the assets when lower > upper, Σupper < 1 or Σlower > 1.
 """
 
@@ -160,8 +163,11 @@ def _pick(labels: Sequence[str], mask: np.ndarray) -> list[str]:
     return [a for a, m in zip(labels, mask) if m]
 
 
-def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Return Σ / (largest variance), symmetrised, and the asset labels."""
+def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Return Σ / (largest variance), symmetrised, the asset labels and the assets of zero variance.
+
+    A zero variance is an error only for an asset that may be held: the caller raises it once the
+    bounds are read (an asset capped at 0 is out of the problem, whatever its variance)."""
     c = np.asarray(cov, dtype=float)
     if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] == 0:
         raise OptimizerError(f"erc: covariance must be a non-empty square matrix, got shape {c.shape}")
@@ -184,8 +190,6 @@ def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[
             f"erc: covariance is not positive semi-definite: negative variance for {_pick(labels, neg)}"
         )
     zero = diag <= ZERO_VAR_RTOL * scale
-    if zero.any():
-        raise OptimizerError(f"erc: zero variance for {_pick(labels, zero)}; drop the asset or cap it at 0")
     s = 0.5 * (c + c.T) / scale
     # A Cholesky factorisation of Σ + δI succeeds iff λ_min > −δ (up to rounding): O(n³/3) instead of
     # the eigendecomposition, which is computed only to word the error.
@@ -197,7 +201,26 @@ def _check_cov(cov: Any, names: Sequence[str] | None) -> tuple[np.ndarray, list[
             raise OptimizerError(
                 f"erc: covariance is not positive semi-definite (smallest eigenvalue {lam * scale:.3e})"
             ) from None
-    return s, labels
+    return s, labels, zero
+
+
+def _check_zero_variance(zero: np.ndarray, hi: np.ndarray, labels: Sequence[str]) -> None:
+    """An asset of zero variance can only be held at 0: its inverse-vol weight would swamp the portfolio,
+    and its risk contribution is 0 whatever its weight, so no risk budget can be met."""
+    bad = zero & (hi > 0)
+    if bad.any():
+        raise OptimizerError(f"erc: zero variance for {_pick(labels, bad)}; drop the asset or cap it at 0")
+
+
+def _check_start(w0: Any, n: int, labels: Sequence[str]) -> np.ndarray | None:
+    """The warm start (current weights) checked like the other vectors: finite and >= 0."""
+    if w0 is None:
+        return None
+    v = _check_vector(w0, n, "current weights", labels)
+    neg = v < 0
+    if neg.any():
+        raise OptimizerError(f"erc: current weights must be >= 0 (long-only); negative for {_pick(labels, neg)}")
+    return v
 
 
 def _check_vector(v: Any, n: int, what: str, labels: Sequence[str]) -> np.ndarray:
@@ -631,7 +654,8 @@ def solve_risk_budget(
     :param budgets: N positive risk budgets (normalised to sum 1); None gives equal risk (ERC).
     :param upper: caps, default 1 (an asset capped at 0 is held at 0).
     :param lower: floors, default 0.
-    :param w0: warm start (e.g. the current weights); clipped into the bounds, zeros allowed.
+    :param w0: warm start (e.g. the current weights), N finite values >= 0 (zeros allowed, NaN or
+        negative raise); clipped into the bounds.
     :param tol: target of the free-asset residual max |ρ_i / ρ* − 1| (floored at the rounding error of
         Σw) and of |Σw − 1| before the final rescaling.
     :param max_iter: most coordinate sweeps of the compiled method, and most Newton steps (Cholesky
@@ -644,9 +668,11 @@ def solve_risk_budget(
         fast = _solve_fast(cov, budgets, upper, lower, w0, tol, max_iter)
         if fast is not None:
             return fast
-    s, labels = _check_cov(cov, names)
+    s, labels, zero = _check_cov(cov, names)
     n = s.shape[0]
     b, lo, hi = _check_inputs(n, labels, budgets, upper, lower, tol, max_iter)
+    _check_zero_variance(zero, hi, labels)
+    w0 = _check_start(w0, n, labels)
     c = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
 
     def done(w: np.ndarray, iterations: int, free: np.ndarray) -> RiskBudgetResult:
@@ -664,7 +690,7 @@ def solve_risk_budget(
         return done(live.astype(float), 0, live & (lo < hi))
     idx = np.flatnonzero(live)
     s, b_live, lo_l, hi_l = s[np.ix_(idx, idx)], b[idx] / b[idx].sum(), lo[idx], hi[idx]
-    start = np.asarray(w0, dtype=float)[idx] if w0 is not None and np.shape(w0) == (n,) else None
+    start = w0[idx] if w0 is not None else None
     x0, at_bound = _initial(s, b_live, lo_l, hi_l, start)
     budget = _Budget(max_iter)
     found = _active_set(s, b_live, lo_l, hi_l, x0, tol, budget, at_bound)
@@ -755,12 +781,13 @@ def _solve_fast(
         n = c.shape[0]
         if c.ndim != 2 or c.shape[1] != n or n < 2 or not (tol > 0 and max_iter >= 1):
             return None
-        b, hi, lo = _vec(budgets, n), _vec(upper, n), _vec(lower, n)
-        start = _vec(w0, n) if w0 is None or np.shape(w0) == (n,) else _EMPTY
+        b, hi, lo, start = _vec(budgets, n), _vec(upper, n), _vec(lower, n), _vec(w0, n)
     except (TypeError, ValueError):  # not numbers: the numpy method says what is wrong
         return None
     if b is None or hi is None or lo is None or start is None:
         return None
+    if start.size and not (np.isfinite(start).all() and (start >= 0).all()):
+        return None  # a NaN or negative warm start is an error, worded by the numpy method
     try:
         status, w, capped, floored, sweeps, dev = kernel(
             c, b, hi, lo, start, float(tol), int(max_iter), max(DEV_LIMIT, tol)

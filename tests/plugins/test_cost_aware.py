@@ -218,6 +218,41 @@ def test_input_errors_name_the_assets() -> None:
     assert solve_cost_aware(fixed, w0=k["w0"], costs=[0.01] * 4).weights.sum() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_zero_variance_asset_capped_at_zero_is_sold_and_held_at_zero(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """erc's advice for a zero-variance asset, "cap it at 0", works in rp_cost too (compiled and numpy
+    paths): the asset is sold to 0 (paying its cost) and the others solve Q without it."""
+    monkeypatch.setattr(cost_aware, "FAST_PATH", fast)
+    monkeypatch.setattr(erc, "FAST_PATH", fast)
+    if fast:  # the compiled kernels must answer: the numpy methods would fail the test
+
+        def numpy_method(*args: object, **kw: object) -> None:
+            raise AssertionError("the numpy method ran")
+
+        monkeypatch.setattr(cost_aware, "_solve_budget", numpy_method)
+        monkeypatch.setattr(erc, "_active_set", numpy_method)
+    n = 8
+    k = case(n, 21, cost=0.02, lam=0.5, cap=2.0, floor=True)
+    z = k["cov"].copy()
+    z[3, :] = z[:, 3] = 0.0
+    hi = k["hi"].copy()
+    hi[3] = 0.0
+    r = solve(k, cov=z, hi=hi)
+    assert r.weights[3] == 0.0 and r.capped[3]
+    assert r.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    assert r.cost >= k["c"][3] * k["w0"][3]  # selling it is paid for
+    keep = np.flatnonzero(np.arange(n) != 3)
+    sub = {**k, "cov": k["cov"][np.ix_(keep, keep)], "b": k["b"][keep], "hi": k["hi"][keep], "lo": k["lo"][keep],
+           "w0": k["w0"][keep], "c": k["c"][keep], "mu": k["mu"][keep]}
+    alone = solve(sub)
+    assert np.max(np.abs(r.weights[keep] - alone.weights)) <= 1e-10
+    assert r.held[keep].tolist() == alone.held.tolist()
+    with pytest.raises(OptimizerError, match=r"zero variance for \['asset 3'\]; drop the asset or cap it at 0"):
+        solve(k, cov=z)
+
+
 def test_plugin_is_registered_strict_and_uses_forecast_mu() -> None:
     reg = Registry(make_plugin_manager())
     entry = next(r for r in reg if r.family == "optimizer" and r.name == "rp_cost")

@@ -326,6 +326,87 @@ def test_zero_variance_names_the_asset() -> None:
         solve_risk_budget(cov)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("n", [6, 120])  # the compiled PSD test is an inline loop up to n = 100, LAPACK above
+def test_zero_variance_asset_capped_at_zero_is_held_at_zero(
+    fast: bool, n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The error's advice, "drop it or cap it at 0", must work: capped at 0 the asset is out of the
+    # problem (weight 0, reported capped) and the others get the portfolio they get without it.
+    monkeypatch.setattr(erc, "FAST_PATH", fast)
+    if fast:  # the compiled path must answer: the Newton method would fail the test
+        monkeypatch.setattr(erc, "_active_set", lambda *a: pytest.fail("the Newton method ran"))
+    cov = random_cov(n, 12, rank=4 if n < 100 else None)
+    z = cov.copy()
+    z[2, :] = z[:, 2] = 0.0
+    upper = np.full(n, 1.0)
+    upper[2] = 0.0
+    keep = np.flatnonzero(np.arange(n) != 2)
+    alone = solve_risk_budget(cov[np.ix_(keep, keep)])
+    for w0 in (None, np.full(n, 1.0 / n)):  # cold, and warm from a book that holds it
+        res = solve_risk_budget(z, upper=upper, w0=w0)
+        assert res.weights[2] == 0.0 and res.capped[2] and not res.capped[keep].any()
+        assert res.weights[keep] == pytest.approx(alone.weights, abs=1e-12)
+        assert res.dev <= 1e-8 and abs(res.weights.sum() - 1.0) <= 1e-12
+    # A negative cap is a cap at 0 too; with caps that bind on the others as well.
+    caps = np.full(n, 1.5 / (n - 1))
+    caps[2] = -1.0
+    capped = solve_risk_budget(z, upper=caps)
+    assert capped.weights[2] == 0.0 and capped.capped.sum() >= 2
+    assert dispersion(capped.weights, z, np.ones(n), ~capped.capped) <= 1e-8
+    # Held anywhere above 0 it is still an error, naming it.
+    names = [f"A{i}" for i in range(n)]
+    with pytest.raises(OptimizerError, match=r"zero variance for \['A2'\]; drop the asset or cap it at 0"):
+        solve_risk_budget(z, upper=np.where(np.arange(n) == 2, 1e-3, 1.0), names=names)
+
+
+@pytest.mark.parametrize("n", [6, 120])
+def test_the_kernel_answers_a_zero_variance_asset_capped_at_zero(n: int) -> None:
+    # The compiled path itself answers (not a fallback), and agrees with the Newton method. (Full-rank
+    # factors: with few factors at n = 120 the sweeps converge too slowly, with or without the asset.)
+    z = random_cov(n, 12, rank=None if n > 100 else 4)
+    z[2, :] = z[:, 2] = 0.0
+    upper = np.full(n, 1.0)
+    upper[2] = 0.0
+    e = np.empty(0)
+    status, w, capped, floored, sweeps, dev = _ccd.solve(z, e, upper, e, e, 1e-12, 100, 1e-8)
+    assert status == _ccd.OK and w[2] == 0.0 and capped[2] and dev <= 1e-8
+    erc_off = erc.FAST_PATH
+    try:
+        erc.FAST_PATH = False
+        ref = solve_risk_budget(z, upper=upper)
+    finally:
+        erc.FAST_PATH = erc_off
+    assert np.max(np.abs(w - ref.weights)) <= 1e-10
+    assert capped.tolist() == ref.capped.tolist()
+    # held at a positive cap the kernel declines, and the numpy method words the error
+    assert _ccd.solve(z, e, np.full(n, 1.0), e, e, 1e-12, 100, 1e-8)[0] == _ccd.BAD
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bad_warm_start_names_the_asset(fast: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A NaN or negative current weight used to be ignored silently (the solve started cold).
+    monkeypatch.setattr(erc, "FAST_PATH", fast)
+    cov = random_cov(3, 1)
+    names = ["a", "b", "c"]
+    with pytest.raises(OptimizerError, match=r"current weights is NaN or inf for \['b'\]"):
+        solve_risk_budget(cov, w0=[0.5, np.nan, 0.5], names=names)
+    with pytest.raises(OptimizerError, match=r"current weights is NaN or inf for \['asset 2'\]"):
+        solve_risk_budget(cov, w0=[0.5, 0.5, np.inf])
+    with pytest.raises(OptimizerError, match=r"current weights must be >= 0 \(long-only\); negative for \['c'\]"):
+        solve_risk_budget(cov, w0=[0.6, 0.5, -0.1], names=names)
+    with pytest.raises(OptimizerError, match=r"current weights must have shape \(3,\)"):
+        solve_risk_budget(cov, w0=[0.5, 0.5])
+    # zeros (an empty book) and a partly held book are fine
+    ref = solve_risk_budget(cov)
+    for w0 in ([0.0, 0.0, 0.0], [0.0, 0.3, 0.2]):
+        assert solve_risk_budget(cov, w0=w0).weights == pytest.approx(ref.weights, abs=1e-12)
+    # through the plugin: the cycle's current weights
+    forecast = Forecast.from_cov(("x", "y", "z"), cov, "test")
+    with pytest.raises(OptimizerError, match=r"negative for \['y'\]"):
+        ErcOptimizer().optimize(forecast, upper=np.ones(3), lower=np.zeros(3), current=np.array([0.5, -1e-3, 0.5]))
+
+
 def test_bad_budgets() -> None:
     cov = random_cov(3, 1)
     with pytest.raises(OptimizerError, match=r"budgets must be > 0, got <= 0 for \['b'\]"):
@@ -424,12 +505,15 @@ def test_the_kernel_answers_the_common_case_and_declines_the_rest() -> None:
     nan[3, 4] = np.nan
     zero_cap = upper.copy()
     zero_cap[0] = 0.0
-    for args in ((not_psd, e), (nan, e), (cov, zero_cap), (cov, np.full(40, 1 / 40))):
+    for args in ((not_psd, e), (nan, e), (cov, np.full(40, 1 / 40))):
         assert _ccd.solve(args[0], e, args[1], e, e, 1e-12, 100, 1e-8)[0] == _ccd.BAD
     assert _ccd.solve(cov, e, upper, e, e, 1e-12, 2, 1e-8)[0] == _ccd.NO_CONVERGENCE
-    # what it declines, the Newton method solves
+    # an asset capped at 0 it answers (held at 0), and so does the Newton method
+    status, w, capped, *_ = _ccd.solve(cov, e, zero_cap, e, e, 1e-12, 100, 1e-8)
+    assert status == _ccd.OK and w[0] == 0.0 and capped[0]
     res = solve_risk_budget(cov, upper=zero_cap)
     assert res.weights[0] == 0.0 and res.capped[0] and res.dev <= 1e-8
+    assert np.max(np.abs(res.weights - w)) <= 1e-12
     # read-only input (numba would need another compiled version): copied, same answer
     frozen = cov.copy()
     frozen.setflags(write=False)
