@@ -18,11 +18,26 @@ from bot.config import Config
 from bot.cycle import Engine
 from bot.daemon import Daemon
 from bot.domain import HOURS_PER_YEAR
-from bot.ledger import Ledger
+from bot.ledger import Ledger, utc
+
+BUILDUP_HOURS = 24
+"""Hours from the first cycle reported as the build-up from cash. The first cycle buys the whole book, and
+the thin tokenized assets take several more (each buy is clipped to a share of the last hour's volume):
+counted in turnover, that trading would read as churn a steady book never has."""
 
 
 @dataclass(frozen=True)
 class BacktestSummary:
+    """What ``rwabot backtest`` prints; every number is read back from the ledger.
+
+    ``start_nav`` is the NAV before the first cycle traded, so the return includes the cost of building
+    the book. Turnover is reported whole, then split into the build-up (the cycles of the first
+    ``buildup_hours``, × start NAV) and the steady state after it (× NAV per year). RC dispersion
+    (max |RC_i / mean RC − 1| over the free assets) is given for the optimizer's weights, for the stored
+    target the policy trades toward (the optimizer's weights fitted to each venue's own value), and for
+    the closing holdings; only the last two describe the book.
+    """
+
     hours: int
     cycles: int
     start_nav: float
@@ -38,7 +53,14 @@ class BacktestSummary:
     fees: float
     slippage: float
     gas: float
+    buildup_hours: int
+    buildup_traded: float
+    buildup_costs: float
+    steady_traded: float
+    steady_turnover_annual: float
     rc_dispersion_target_median: float
+    rc_dispersion_traded_median: float
+    rc_dispersion_traded_p90: float
     rc_dispersion_held_median: float
     rc_dispersion_held_p90: float
     risk_events: dict[str, int]
@@ -47,9 +69,22 @@ class BacktestSummary:
     def costs(self) -> float:
         return self.fees + self.slippage + self.gas
 
+    @property
+    def buildup_turnover(self) -> float:
+        """Value traded in the build-up as a multiple of the start NAV."""
+        return self.buildup_traded / self.start_nav if self.start_nav > 0 else float("nan")
 
-def summarize(ledger: Ledger, risk_free_annual: float = 0.0) -> BacktestSummary:
-    """Performance from the ledger's snapshots (one per cycle).
+
+def _median(xs: list[float]) -> float:
+    return float(np.median(xs)) if xs else float("nan")
+
+
+def _p90(xs: list[float]) -> float:
+    return float(np.quantile(xs, 0.9)) if xs else float("nan")
+
+
+def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int = BUILDUP_HOURS) -> BacktestSummary:
+    """Performance from the ledger's closing snapshots (one per hourly cycle) and its fills.
 
     Sharpe is of the excess log return over ``risk_free_annual``: a book that is half a T-bill token
     earns a high Sharpe against zero and almost none against the rate the token pays.
@@ -57,22 +92,51 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0) -> BacktestSummary:
     snaps = [s for s in ledger.snapshots() if s.time.minute == 0 and s.time.second == 0]
     if len(snaps) < 2:
         raise ValueError("need at least two hourly snapshots to summarize a run")
-    times = [s.time for s in snaps]
-    nav = np.array([s.nav for s in snaps])
-    hours = (times[-1] - times[0]).total_seconds() / 3600.0
-    # hourly cycles give an hourly NAV series; a gap (a failed cycle) counts as one longer step
+    cycles = ledger.cycles()
+    by_id = {c.id: c for c in cycles}
+    first = by_id.get(snaps[0].cycle_id)
+    if first is None or first.nav_before is None:
+        raise ValueError("the first hourly snapshot has no planned cycle: no NAV before its trades")
+    t0 = utc(first.scheduled_for)
+    assert t0 is not None
+    times = [utc(s.time) for s in snaps]
+    # the NAV before the first cycle's trades opens the series: the build-up's costs are in the return
+    nav = np.array([float(first.nav_before), *(s.nav for s in snaps)])
+    hours = (times[-1] - t0).total_seconds() / 3600.0  # type: ignore[operator]
     rets = np.diff(np.log(nav))
     mean_h = float(rets.sum() / max(hours, 1e-9))
     ann_ret = float(np.exp(mean_h * HOURS_PER_YEAR) - 1)
-    ann_vol = float(rets.std(ddof=1) * np.sqrt(HOURS_PER_YEAR)) if len(rets) > 1 else 0.0
+    # volatility of the hourly steps between closing snapshots (a gap, a failed cycle, counts as one
+    # longer step); the first step is the first cycle's trading at one instant, not an hour of market
+    hourly = rets[1:]
+    ann_vol = float(hourly.std(ddof=1) * np.sqrt(HOURS_PER_YEAR)) if len(hourly) > 1 else 0.0
     excess = mean_h * HOURS_PER_YEAR - float(np.log1p(risk_free_annual))
     sharpe = float(excess / ann_vol) if ann_vol > 0 else float("nan")
     peak = np.maximum.accumulate(nav)
     mdd = float(np.max(1 - nav / peak))
     costs = ledger.cost_totals()
     years = max(hours / HOURS_PER_YEAR, 1e-9)
-    cycles = ledger.cycles()
+    # each fill belongs to the cycle of its order: the build-up is the cycles of the first buildup_hours
+    cycle_of = {o.client_id: o.cycle_id for o in ledger.all_orders()}
+    end_buildup = t0 + timedelta(hours=buildup_hours)
+    buildup_traded = buildup_costs = steady_traded = 0.0
+    for f in ledger.fills():
+        c = by_id.get(cycle_of.get(f.client_id))
+        when = utc(c.scheduled_for) if c is not None else utc(f.time)
+        if when < end_buildup:  # type: ignore[operator]
+            buildup_traded += f.qty * f.price
+            buildup_costs += f.fee + f.slippage + f.gas
+        else:
+            steady_traded += f.qty * f.price
+    steady_hours = hours - buildup_hours
+    steady_nav = [s.nav for s, t in zip(snaps, times) if t >= end_buildup]  # type: ignore[operator]
+    steady_turnover = (
+        float(steady_traded / np.mean(steady_nav) / (steady_hours / HOURS_PER_YEAR))
+        if steady_hours > 0 and steady_nav
+        else float("nan")
+    )
     tgt = [c.rc_dispersion_target for c in cycles if c.rc_dispersion_target is not None]
+    traded = [c.rc_dispersion_traded for c in cycles if c.rc_dispersion_traded is not None]
     held = [c.rc_dispersion_held for c in cycles if c.rc_dispersion_held is not None]
     events: dict[str, int] = {}
     for e in ledger.events():
@@ -93,9 +157,16 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0) -> BacktestSummary:
         fees=costs["fees"],
         slippage=costs["slippage"],
         gas=costs["gas"],
-        rc_dispersion_target_median=float(np.median(tgt)) if tgt else float("nan"),
-        rc_dispersion_held_median=float(np.median(held)) if held else float("nan"),
-        rc_dispersion_held_p90=float(np.quantile(held, 0.9)) if held else float("nan"),
+        buildup_hours=buildup_hours,
+        buildup_traded=buildup_traded,
+        buildup_costs=buildup_costs,
+        steady_traded=steady_traded,
+        steady_turnover_annual=steady_turnover,
+        rc_dispersion_target_median=_median(tgt),
+        rc_dispersion_traded_median=_median(traded),
+        rc_dispersion_traded_p90=_p90(traded),
+        rc_dispersion_held_median=_median(held),
+        rc_dispersion_held_p90=_p90(held),
         risk_events=events,
     )
 

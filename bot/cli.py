@@ -184,18 +184,28 @@ def backtest(
         if tmp is not None:
             tmp.cleanup()
     t = Table("metric", "value", title=f"backtest: {s.hours} h, {s.cycles} cycles")
+    b = s.buildup_hours
     rows = [
-        ("start NAV", f"{s.start_nav:,.2f}"),
+        ("start NAV (before the first cycle's trades)", f"{s.start_nav:,.2f}"),
         ("end NAV", f"{s.end_nav:,.2f}"),
         ("total return", f"{s.total_return:.3%}"),
         ("annualised return", f"{s.annual_return:.2%}"),
         ("annualised volatility", f"{s.annual_vol:.2%}"),
         (f"Sharpe (rf = {s.risk_free_annual:.2%})", f"{s.sharpe:.2f}"),
         ("max drawdown", f"{s.max_drawdown:.2%}"),
-        ("turnover (× NAV per year)", f"{s.turnover_annual:.2f}"),
+        ("turnover, whole run (× NAV per year)", f"{s.turnover_annual:.2f}"),
+        (
+            f"initial build-up, first {b} h (× start NAV)",
+            f"{s.buildup_turnover:.2f} ({s.buildup_traded:,.2f} traded, {s.buildup_costs:,.2f} costs)",
+        ),
+        (f"steady-state turnover, after {b} h (× NAV per year)", f"{s.steady_turnover_annual:.2f}"),
         ("traded", f"{s.traded:,.2f}"),
         ("total costs (fees + slippage + gas)", f"{s.costs:,.2f} ({s.fees:,.2f} + {s.slippage:,.2f} + {s.gas:,.2f})"),
-        ("RC dispersion of optimizer targets, median (free)", f"{s.rc_dispersion_target_median:.2e}"),
+        ("RC dispersion of optimizer weights, median (free assets)", f"{s.rc_dispersion_target_median:.2e}"),
+        (
+            "RC dispersion of traded targets (venue-fitted), median / p90",
+            f"{s.rc_dispersion_traded_median:.3f} / {s.rc_dispersion_traded_p90:.3f}",
+        ),
         (
             "RC dispersion of holdings, median / p90",
             f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}",

@@ -631,6 +631,10 @@ class Engine:
         free = ~np.asarray(target.capped, bool) & (target.weights > 0)
         opt_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
         target = self._fit_to_venues(target, budgets, forecast)
+        # the stored target is what the policy trades toward: its balance, not the optimizer's, is the honest
+        # one (scaling a venue's assets to its own cash unbalances the book's risk contributions)
+        free = ~np.asarray(target.capped, bool) & (target.weights > 0)
+        traded_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
         # A holding a little above a liquidity cap that moved with the hour's volume is kept, not sold (a
         # configured ``upper`` is the operator's limit and always binds): the target
         # stays under L_i (issue 2), but the policy is handed the target re-planned around the kept holding,
@@ -700,6 +704,7 @@ class Engine:
             nav_before=nav,
             sigma_p_annual=sigma_ann,
             rc_dispersion_target=opt_dispersion,
+            rc_dispersion_traded=traded_dispersion,
             forecaster=self.names["forecaster"],
             optimizer=self.names["optimizer"],
             policy=self.names["policy"],

@@ -25,9 +25,10 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 3
-"""1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request`` (new tables only, created on
-open: older ledgers upgrade in place)."""
+SCHEMA_VERSION = 4
+"""1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request``; 4: adds the nullable column
+``cycle.rc_dispersion_traded``. New tables and nullable columns are created on open: older ledgers
+upgrade in place."""
 
 
 def _naive(dt: datetime) -> datetime:
@@ -57,8 +58,9 @@ class CycleRow(SQLModel, table=True):
     nav_before: float | None = None
     nav_after: float | None = None
     sigma_p_annual: float | None = None
-    rc_dispersion_target: float | None = None
-    rc_dispersion_held: float | None = None
+    rc_dispersion_target: float | None = None  # the optimizer's weights, before they are fitted to venue cash
+    rc_dispersion_traded: float | None = None  # the stored target (fitted to each venue's value): what is traded to
+    rc_dispersion_held: float | None = None  # the closing holdings
     forecaster: str = ""
     optimizer: str = ""
     policy: str = ""
@@ -242,6 +244,7 @@ class Ledger:
         self.path = Path(path)
         self.engine = make_engine(self.path)
         SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in _TABLES])  # type: ignore[attr-defined]
+        self._add_missing_columns()
         with Session(self.engine) as s:
             row = s.get(MetaRow, "schema_version")
             if row is None:
@@ -256,6 +259,21 @@ class Ledger:
                     f"{self.path}: ledger schema version {row.value} is newer than this rwabot "
                     f"({SCHEMA_VERSION}); upgrade rwabot"
                 )
+
+    def _add_missing_columns(self) -> None:
+        """``create_all`` creates missing tables but never alters one: a column added to a model since the
+        ledger was written is added here (only nullable ones, so existing rows stay valid)."""
+        with self.engine.begin() as con:
+            for model in _TABLES:
+                table = model.__table__  # type: ignore[attr-defined]
+                have = {row[1] for row in con.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+                for col in table.columns:
+                    if col.name in have:
+                        continue
+                    if not col.nullable:
+                        raise LedgerError(f"{self.path}: table {table.name} lacks the required column {col.name}")
+                    kind = col.type.compile(dialect=self.engine.dialect)
+                    con.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{col.name}" {kind}')
 
     def close(self) -> None:
         self.engine.dispose()

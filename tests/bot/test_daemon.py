@@ -240,6 +240,64 @@ def test_backtest_cli_prints_the_summary(tmp_path: Path) -> None:
     assert zero.annual_vol > 0
     assert zero.sharpe - rf.sharpe == pytest.approx(np.log(1.04) / zero.annual_vol, rel=1e-12)
 
+    # every printed number again, recomputed from the ledger's rows with plain SQL
+    def printed(label: str) -> str:
+        m = re.search(rf"│ {re.escape(label)}\s*│ (.*?)\s*│", r.stdout)
+        assert m, f"no row {label!r} in\n{r.stdout}"
+        return m.group(1)
+
+    con = sqlite3.connect(kept)
+    ts = datetime.fromisoformat
+    cur = con.execute("SELECT cycle_id, time, nav FROM snapshot ORDER BY time, id")
+    snaps = [(cid, ts(t), nav) for cid, t, nav in cur]
+    hourly = [x for x in snaps if x[1].minute == 0 and x[1].second == 0]
+    q = "SELECT nav_before, scheduled_for FROM cycle WHERE id = ?"
+    start_nav, first = con.execute(q, (hourly[0][0],)).fetchone()
+    first = ts(first)
+    assert start_nav == pytest.approx(250_000.0 + 750_000.0)  # the two paper venues' cash, nothing held yet
+    assert hourly[0][2] < start_nav  # the first cycle's costs are below the start...
+    end_nav = hourly[-1][2]
+    assert printed("start NAV (before the first cycle's trades)") == f"{start_nav:,.2f}"
+    assert printed("total return") == f"{end_nav / start_nav - 1:.3%}"  # ...so they are in the return
+    fills = [
+        (ts(t), value, cost)
+        for t, value, cost in con.execute(
+            "SELECT c.scheduled_for, f.qty * f.price, f.fee + f.slippage + f.gas FROM fill f "
+            "JOIN orders o ON o.client_id = f.client_id JOIN cycle c ON c.id = o.cycle_id"
+        )
+    ]
+    end_buildup = first + timedelta(hours=24)
+    buildup = sum(v for t, v, _ in fills if t < end_buildup)
+    buildup_cost = sum(c for t, _, c in fills if t < end_buildup)
+    steady = sum(v for t, v, _ in fills if t >= end_buildup)
+    assert buildup > 0.5 * start_nav and steady > 0  # the book is bought in the build-up, then rebalanced
+    steady_nav = np.mean([nav for _, t, nav in hourly if t >= end_buildup])
+    steady_years = ((hourly[-1][1] - first).total_seconds() / 3600 - 24) / 8760
+    assert zero.buildup_traded == pytest.approx(buildup, rel=1e-12)
+    assert zero.steady_turnover_annual == pytest.approx(steady / steady_nav / steady_years, rel=1e-9)
+    assert printed("initial build-up, first 24 h (× start NAV)") == (
+        f"{buildup / start_nav:.2f} ({buildup:,.2f} traded, {buildup_cost:,.2f} costs)"
+    )
+    assert printed("steady-state turnover, after 24 h (× NAV per year)") == f"{steady / steady_nav / steady_years:.2f}"
+    # the dispersion of the stored (venue-fitted) targets, from the risk contributions stored with them
+    per_cycle: dict[int, list[tuple[float, float, int]]] = {}
+    for cid, rc, w, capped in con.execute("SELECT cycle_id, risk_contribution, target_weight, capped FROM target"):
+        per_cycle.setdefault(cid, []).append((rc, w, capped))
+    disp = []
+    for rows in per_cycle.values():
+        free = np.array([rc for rc, w, capped in rows if not capped and w > 0])
+        if len(free):
+            disp.append(float(np.max(np.abs(free / free.mean() - 1))))
+    con.close()
+    med, p90 = float(np.median(disp)), float(np.quantile(disp, 0.9))
+    assert zero.rc_dispersion_traded_median == pytest.approx(med, rel=1e-9, abs=1e-12)
+    assert zero.rc_dispersion_traded_p90 == pytest.approx(p90, rel=1e-9, abs=1e-12)
+    assert printed("RC dispersion of traded targets (venue-fitted), median / p90") == f"{med:.3f} / {p90:.3f}"
+    # what the optimizer returns is balanced; what is traded toward, fitted to each venue's cash, is not
+    assert zero.rc_dispersion_target_median < 1e-6 < med
+    held = printed("RC dispersion of holdings, median / p90")
+    assert held == f"{zero.rc_dispersion_held_median:.3f} / {zero.rc_dispersion_held_p90:.3f}"
+
 
 def test_simulated_clock_start_is_utc() -> None:
     c = SimulatedClock(datetime(2026, 1, 1, tzinfo=UTC), 0.0)

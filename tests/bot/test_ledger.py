@@ -130,3 +130,27 @@ def test_older_ledger_gains_the_async_request_table_in_place(tmp_path: Path) -> 
     led.close()
     con = sqlite3.connect(tmp_path / "l.sqlite")
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_older_ledger_gains_the_traded_dispersion_column_in_place(tmp_path: Path) -> None:
+    led = Ledger(tmp_path / "l.sqlite")
+    led.create_plan(CycleRow(key="k0", trigger="scheduled", scheduled_for=T, started_at=T, status="done"), [], [])
+    led.close()
+    con = sqlite3.connect(tmp_path / "l.sqlite")  # a version-3 ledger: no cycle.rc_dispersion_traded yet
+    con.execute("ALTER TABLE cycle DROP COLUMN rc_dispersion_traded")
+    con.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    con.commit()
+    con.close()
+    led = Ledger(tmp_path / "l.sqlite")
+    try:
+        old = led.get_cycle("k0")
+        assert old is not None and old.rc_dispersion_traded is None
+        row = CycleRow(key="k1", trigger="scheduled", scheduled_for=T, started_at=T, status="done")
+        row.rc_dispersion_traded = 0.1
+        led.create_plan(row, [], [])
+        assert led.get_cycle("k1").rc_dispersion_traded == 0.1  # type: ignore[union-attr]
+    finally:
+        led.close()
+    con = sqlite3.connect(tmp_path / "l.sqlite")
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
+    con.close()
