@@ -23,9 +23,11 @@ order book level by level up to the limit (volume-weighted price; a partial fill
 thin, the rest cancelled), with the market's taker fee. The account lives in the journal file and
 survives restarts like a real one.
 
-Data. Hourly OHLCV paged over ``since``; a missing hour is reported as a ``data_gap`` risk event
-and a ``DataError`` naming the asset, never forward-filled. Volumes are the exchange's base-asset
-volumes, which feed the cycle's liquidity limits.
+Data. Hourly OHLCV paged over ``since`` until a page is empty, reaches the last hour or makes no
+progress (a page shorter than ``ohlcv_page`` is the exchange's own cap, not the end); a missing
+hour is reported as a ``data_gap`` risk event and a ``DataError`` naming the asset, never
+forward-filled. Volumes are the exchange's base-asset volumes, which feed the cycle's liquidity
+limits.
 """
 
 from __future__ import annotations
@@ -666,7 +668,10 @@ class CcxtDataSource:
             for ts, _o, _h, _l, c, v in page:
                 if first_open <= ts <= last_open and c is not None:
                     out[int(ts)] = (float(c), float(v or 0.0))
-            if not page or page[-1][0] >= last_open or len(page) < self.cfg.ohlcv_page:
+            # A short page is not the end: exchanges cap a page below what was asked (Binance 1000,
+            # others 100-500, some less for old data). Only an empty page, the last hour, or a page
+            # that does not move ``since`` forward (which would loop for ever) ends the paging.
+            if not page or int(page[-1][0]) >= last_open or int(page[-1][0]) < since:
                 break
             since = int(page[-1][0]) + HOUR_MS
         return out

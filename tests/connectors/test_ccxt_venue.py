@@ -179,6 +179,54 @@ def test_bars_are_paged_over_since_and_match_the_exchange(emulator: ExchangeEmul
     d.close()
 
 
+def test_bars_keep_paging_when_the_exchange_caps_pages_below_ohlcv_page(
+    emulator: ExchangeEmulator, tmp_path: Path
+) -> None:
+    """A page shorter than asked for is the exchange's cap, not the end of the history."""
+    emulator.max_klines = 100  # the exchange's cap; the data source asks for its default 1000 per page
+    d = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path))
+    assert d.cfg.ohlcv_page == 1000
+    bars = d.bars(["SPY", "GLD"], NOW, 300)
+    assert len(bars.times) == 300 and np.isfinite(bars.close).all()
+    pages = [q for m, p, q in emulator.requests if p == "/api/v3/klines"]
+    assert len(pages) == 2 * 3 and {q["limit"] for q in pages} == {"1000"}
+    # the same bars as an exchange that sends everything at once
+    emulator.max_klines = 1000
+    d2 = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path))
+    assert np.array_equal(d2.bars(["SPY", "GLD"], NOW, 300).close, bars.close)
+    d.close()
+    d2.close()
+
+
+def test_paging_ends_on_an_empty_page_or_no_progress(emulator: ExchangeEmulator, tmp_path: Path) -> None:
+    events: list[RiskEvent] = []
+    emulator.max_klines = 100
+    last_open = int(NOW.replace(minute=0).timestamp() * 1000) - HOUR_MS
+    # the last 20 closed hours and the one in progress are missing: the page that should reach them
+    # is short, the next one empty
+    emulator.kline_gaps["SPYUSDT"] = {last_open - k * HOUR_MS for k in range(-1, 20)}
+    d = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path, events))
+    with pytest.raises(DataError, match=r"SPY: 20 missing hourly bars"):
+        d.bars(["SPY"], NOW, 150)
+    assert emulator.count("GET", "/api/v3/klines") == 3  # 100, 30 (short: keep going), 0 (the end)
+    # an exchange that ignores ``since`` and sends the same first page again: stop, report the rest
+    real = emulator.klines
+    calls = {"n": 0}
+
+    def stuck(symbol: str, start: int | None, end: int | None, limit: int) -> list:
+        calls["n"] += 1
+        assert calls["n"] <= 5, "paging does not stop on a page that makes no progress"
+        return real(symbol, first, end, limit)
+
+    first = last_open - 149 * HOUR_MS
+    emulator.kline_gaps.clear()
+    emulator.klines = stuck  # type: ignore[method-assign]
+    with pytest.raises(DataError, match=r"SPY: 50 missing hourly bars"):
+        d.bars(["SPY"], NOW, 150)
+    assert calls["n"] == 2
+    d.close()
+
+
 def test_gaps_are_reported_never_filled(emulator: ExchangeEmulator, tmp_path: Path) -> None:
     events: list[RiskEvent] = []
     hole = int(NOW.replace(minute=0).timestamp() * 1000) - 5 * HOUR_MS
