@@ -90,14 +90,32 @@ def ccxt_engine(tmp_path: Path, venues: dict[str, tuple[ExchangeEmulator, dict[s
     return Engine(cfg, pm=make_plugin_manager(), clock=SimulatedClock(NOW, 0.0))
 
 
-def assert_books_agree(e: Engine, emu: ExchangeEmulator, venue: str, initial_usdt: float = INITIAL_USDT) -> None:
-    """Ledger and exchange agree: every order once, every trade a fill, every balance explained."""
+def assert_books_agree(
+    e: Engine,
+    emu: ExchangeEmulator,
+    venue: str,
+    initial_usdt: float = INITIAL_USDT,
+    initial_other: dict[str, float] | None = None,
+) -> None:
+    """Ledger and exchange agree: every order once, every trade a fill, every balance explained.
+
+    A fee paid in the base asset moves the position by the net quantity (the fill's quantity) and is
+    booked at the trade's price; a fee in a third asset (BNB) is booked at that asset's mid then and comes
+    out of that balance, not the cash (``initial_other``: its balance before the run)."""
     orders = {o.client_id: o for o in e.ledger.all_orders() if o.venue == venue}
     fills = [f for f in e.ledger.fills() if f.venue == venue]
     with emu.lock:
         emu_orders = dict(emu.by_client)
         trades = list(emu.trades)
         balances = {a: float(f + lk) for a, (f, lk) in emu.balances.items()}
+    base_of = {sym: spec.base for sym, spec in emu.specs.items()}
+    side_of = {x.order_id: x.side for x in emu_orders.values()}
+
+    def base_fee(t: dict) -> float:  # signed change of the fill's quantity against the trade's
+        if t["commissionAsset"] != base_of[t["symbol"]]:
+            return 0.0
+        return -float(t["commission"]) if side_of[t["orderId"]] == "BUY" else float(t["commission"])
+
     # no order at the exchange that the ledger does not know, none doubled, none left open
     assert set(emu_orders) <= set(orders), f"orders unknown to the ledger: {set(emu_orders) - set(orders)}"
     assert not [o for o in emu_orders.values() if o.open], "orders left open at the exchange"
@@ -108,20 +126,34 @@ def assert_books_agree(e: Engine, emu: ExchangeEmulator, venue: str, initial_usd
         if x is None:
             assert o.filled_qty == 0 and st in (OrderStatus.CANCELED, OrderStatus.REJECTED), (cid, o.status)
             continue
-        assert float(x.executed) == pytest.approx(o.filled_qty, abs=1e-12), cid
+        net = float(x.executed) + sum(base_fee(t) for t in x.fills)
+        assert net == pytest.approx(o.filled_qty, abs=1e-12), cid
         assert (x.status == "FILLED") == (st is OrderStatus.FILLED), (cid, x.status, st)
     # every exchange trade is exactly one ledger fill with the same price, quantity and fee
     by_id = {f.fill_id: f for f in fills}
     assert len(by_id) == len(fills) == len(trades)
+    third: dict[str, float] = {}  # fees paid in a third asset: in that asset, and as booked in USDT
+    third_usdt = 0.0
     for t in trades:
         f = by_id[f"{t['symbol'][:-4]}/USDT:{t['id']}"]
-        assert (f.qty, f.price, f.fee) == pytest.approx((float(t["qty"]), float(t["price"]), float(t["commission"])))
+        c, cur, price = float(t["commission"]), t["commissionAsset"], float(t["price"])
+        if cur == "USDT":
+            fee = c
+        elif cur == base_of[t["symbol"]]:
+            fee = c * price
+        else:
+            fee = c * emu.mid(emu.symbol_of[cur], t["time"])  # at its mid when it was charged
+            third[cur] = third.get(cur, 0.0) + c
+            third_usdt += f.fee
+        assert (f.qty, f.price, f.fee) == pytest.approx((float(t["qty"]) + base_fee(t), price, fee), rel=1e-9), t
     # balances are explained by the fills to the last fraction of a cent
     cash = initial_usdt - sum((f.qty * f.price if f.side == "buy" else -f.qty * f.price) + f.fee for f in fills)
-    assert balances.get("USDT", 0.0) == pytest.approx(cash, abs=1e-6)
+    assert balances.get("USDT", 0.0) == pytest.approx(cash + third_usdt, abs=1e-6)
     for base in {f.asset for f in fills}:
         held = sum(f.qty if f.side == "buy" else -f.qty for f in fills if f.asset == base)
         assert balances.get(base, 0.0) == pytest.approx(held, abs=1e-9), base
+    for cur, paid in third.items():
+        assert balances.get(cur, 0.0) == pytest.approx((initial_other or {}).get(cur, 0.0) - paid, abs=1e-9), cur
 
 
 BooksAgree = Callable[[Engine, ExchangeEmulator, str], None]

@@ -11,13 +11,17 @@ signing, parsing and error mapping against the wire format of one real API (Bina
 Everything is deterministic: prices follow a seeded random walk keyed by the hour, the book is
 rebuilt from the mid with fixed levels on every order (liquidity replenishes between orders), an
 order walks the levels up to its limit and the rest rests. Fault switches (``Fault``) make the
-next matching requests answer 429, 500, 503, time out before or after the order is accepted,
-report insufficient funds or an invalid order, or lose an order lookup; ``partial_fill`` caps
-immediate fills and ``fill_rest_after_polls`` lets a resting order fill after it was polled.
+next matching requests answer 429 (with ``Retry-After``), 500, 503, time out or reset the
+connection before or after the order is accepted, report insufficient funds or an invalid order, or
+lose an order lookup; ``partial_fill`` caps immediate fills and ``fill_rest_after_polls`` lets a
+resting order fill after it was polled; ``latency_s`` holds every answer that long.
 
-Fees are charged in the quote asset (Binance charges the received asset unless BNB is used; a
-quote-asset fee keeps "cash + positions" accounting exact, and the connector converts a base-asset
-fee anyway).
+Fees are charged in the quote asset by default. ``commission_asset`` switches to Binance's other
+ways: ``"received"`` (no BNB: a buy pays in the base asset it receives, a sell in the quote) or a
+third asset such as ``"BNB"`` (paid from that balance at its mid; the asset needs a market).
+
+Every request is logged (``requests``: method, path, parameters) with its arrival and answer times
+on ``time.monotonic()`` (``timeline``), and ``peak_in_flight`` is the most requests it served at once.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import hashlib
 import hmac
 import json
 import math
+import socket
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -65,10 +71,12 @@ class MarketSpec:
 class Fault:
     """Answer the next ``times`` requests matching ``method`` and ``path`` with ``kind``.
 
-    kinds: ``429``, ``500`` (JSON -1001), ``503`` (HTML, as a load balancer sends), ``timeout_before``
-    (hold the request past the client's timeout and drop it unprocessed), ``timeout_after`` (process
-    it, then hold the answer past the timeout), ``insufficient`` (-2010), ``invalid`` (-1013
-    LOT_SIZE), ``not_found`` (-2013, an order lookup that misses once), ``auth`` (-2015).
+    kinds: ``429`` (with ``Retry-After: retry_after`` unless None), ``500`` (JSON -1001), ``503``
+    (HTML, as a load balancer sends), ``timeout_before`` (hold the request past the client's timeout
+    and drop it unprocessed), ``timeout_after`` (process it, then hold the answer past the timeout),
+    ``reset_before`` / ``reset_after`` (reset the TCP connection, RST, without an answer, before or
+    after processing it), ``insufficient`` (-2010), ``invalid`` (-1013 LOT_SIZE), ``not_found``
+    (-2013, an order lookup that misses once), ``auth`` (-2015).
     """
 
     kind: str
@@ -77,6 +85,7 @@ class Fault:
     times: int = 1
     symbol: str | None = None
     hits: int = 0
+    retry_after: str | None = "1"
 
 
 @dataclass
@@ -143,6 +152,7 @@ class ExchangeEmulator:
         now: datetime | None = None,
         timeout_hold_s: float = 1.0,
         max_klines: int = 1000,
+        commission_asset: str | None = None,
     ) -> None:
         self.quote = quote
         self.specs = {f"{m.base}{quote}": m for m in markets.values()}
@@ -167,7 +177,15 @@ class ExchangeEmulator:
         """A resting order's remainder fills at its limit after this many lookups (None: never)."""
         self.kline_gaps: dict[str, set[int]] = {}
         """symbol → bar open times (ms) the exchange has no kline for."""
+        self.commission_asset = commission_asset
+        """None: fees in the quote asset; "received": the asset the side receives; else that asset."""
+        self.latency_s = 0.0
+        """Every answer is held this long (outside the lock: requests overlap as on a real server)."""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.timeline: list[tuple[float, float, str, str]] = []
+        """(arrival, answer, method, path) per request, ``time.monotonic()``; in arrival order."""
+        self.in_flight = 0
+        self.peak_in_flight = 0
         self._next_order = 1000
         self._next_trade: dict[str, int] = {}
         self._paths: dict[str, np.ndarray] = {}
@@ -208,8 +226,9 @@ class ExchangeEmulator:
         u = int.from_bytes(digest, "big") / 2**32  # deterministic across processes (str hash is salted)
         return spec.hourly_volume * (0.5 + u)
 
-    def mid(self, symbol: str) -> float:
-        hour = max((self.now_ms - ORIGIN_MS) // HOUR_MS, 0)
+    def mid(self, symbol: str, at_ms: int | None = None) -> float:
+        """The mid now, or at ``at_ms`` (a trade's time)."""
+        hour = max(((self.now_ms if at_ms is None else at_ms) - ORIGIN_MS) // HOUR_MS, 0)
         return self._path(symbol, hour)
 
     def book(self, symbol: str) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
@@ -257,19 +276,34 @@ class ExchangeEmulator:
     def _bal(self, asset: str) -> list[Decimal]:
         return self.balances.setdefault(asset, [Decimal(0), Decimal(0)])
 
+    def _commission(self, o: EmuOrder, notional: Decimal, qty: Decimal) -> tuple[str, Decimal]:
+        """The fee of one fill and the asset it is paid in."""
+        spec = self.specs[o.symbol]
+        rate = self.taker_fee
+        asset = self.commission_asset
+        if asset is None or (asset == "received" and o.side == "SELL"):
+            return self.quote, (notional * rate).quantize(Decimal("1e-8"))
+        if asset == "received":  # a buy pays in the base asset it receives
+            return spec.base, (qty * rate).quantize(Decimal("1e-8"))
+        mid = _d(self.mid(self.symbol_of[asset]))  # a third asset (BNB) at its mid
+        return asset, (notional * rate / mid).quantize(Decimal("1e-8"))
+
     def _fill(self, o: EmuOrder, price: Decimal, qty: Decimal) -> None:
         spec = self.specs[o.symbol]
         notional = price * qty
-        fee = (notional * self.taker_fee).quantize(Decimal("1e-8"))
+        fee_asset, fee = self._commission(o, notional, qty)
+        in_quote = fee if fee_asset == self.quote else Decimal(0)
         base, quote = self._bal(spec.base), self._bal(self.quote)
         if o.side == "BUY":
             reserved = o.price * qty * (1 + self.taker_fee)  # what create_order locked for this quantity
             quote[1] -= reserved
-            quote[0] += reserved - notional - fee
+            quote[0] += reserved - notional - in_quote
             base[0] += qty
         else:
             base[1] -= qty
-            quote[0] += notional - fee
+            quote[0] += notional - in_quote
+        if fee_asset != self.quote:
+            self._bal(fee_asset)[0] -= fee
         tid = self._next_trade.get(o.symbol, 1)
         self._next_trade[o.symbol] = tid + 1
         trade = {
@@ -281,7 +315,7 @@ class ExchangeEmulator:
             "qty": _s(qty),
             "quoteQty": _s(notional),
             "commission": _s(fee),
-            "commissionAsset": self.quote,
+            "commissionAsset": fee_asset,
             "time": self.now_ms,
             "isBuyer": o.side == "BUY",
             "isMaker": False,
@@ -649,6 +683,7 @@ class ExchangeEmulator:
                 pass
 
             def _serve(self) -> None:
+                arrived = time.monotonic()
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
@@ -661,12 +696,35 @@ class ExchangeEmulator:
                             {k: v for k, v in params.items() if k not in ("signature", "timestamp")},
                         )
                     )
+                    slot = len(emu.timeline)
+                    emu.timeline.append((arrived, arrived, self.command, parts.path))
+                    emu.in_flight += 1
+                    emu.peak_in_flight = max(emu.peak_in_flight, emu.in_flight)
+                try:
+                    self._answer(parts, body, params)
+                finally:
+                    with emu.lock:
+                        emu.in_flight -= 1
+                        emu.timeline[slot] = (arrived, time.monotonic(), self.command, parts.path)
+
+            def _reset(self) -> None:
+                """Drop the connection with a TCP RST and no answer: the client sees 'connection reset'."""
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()
+                self.close_connection = True
+
+            def _answer(self, parts: Any, body: str, params: dict[str, str]) -> None:
+                if emu.latency_s:
+                    time.sleep(emu.latency_s)
                 fault = emu._take_fault(self.command, parts.path, params)
                 status, payload, extra = 200, None, {}
                 try:
                     if fault is not None and fault.kind == "timeout_before":
                         time.sleep(emu.timeout_hold_s)
                         self.close_connection = True
+                        return
+                    if fault is not None and fault.kind == "reset_before":
+                        self._reset()
                         return
                     if fault is not None and fault.kind in ("429", "500", "503", "insufficient", "invalid", "auth"):
                         status, code, msg = {
@@ -681,8 +739,8 @@ class ExchangeEmulator:
                             "invalid": (400, -1013, "Filter failure: LOT_SIZE"),
                             "auth": (401, -2015, "Invalid API-key, IP, or permissions for action."),
                         }[fault.kind]
-                        if fault.kind == "429":
-                            extra["Retry-After"] = "1"
+                        if fault.kind == "429" and fault.retry_after is not None:
+                            extra["Retry-After"] = fault.retry_after
                         if fault.kind == "503":
                             self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
                             return
@@ -695,6 +753,9 @@ class ExchangeEmulator:
                 if fault is not None and fault.kind == "timeout_after":
                     time.sleep(emu.timeout_hold_s)
                     self.close_connection = True
+                    return
+                if fault is not None and fault.kind == "reset_after":
+                    self._reset()
                     return
                 self._send(status, json.dumps(payload).encode(), "application/json", extra)
 

@@ -140,6 +140,28 @@ def test_orders_are_rounded_by_ccxt_and_minimums_enforced(emulator: ExchangeEmul
     v.close()
 
 
+def test_limit_price_is_the_touch_moved_by_the_offset_and_rounded_to_the_tick(
+    emulator: ExchangeEmulator, creds: None, tmp_path: Path
+) -> None:
+    """Buy at ask·(1+offset), sell at bid·(1−offset), rounded by ccxt's price_to_precision."""
+    off = 37.0  # bps: far from a whole number of ticks, so the rounding shows
+    v = make_venue(emulator, tmp_path, limit_offset_bps=off)
+    bids, asks = emulator.book("GLDUSDT")
+    bid, ask = float(bids[0][0]), float(asks[0][0])
+    tick = Decimal(MARKETS["GLD"].tick_size)
+    v.place_order(Order("rwpx1", "c", "cex", "GLD", "buy", 5.0, 200.0))
+    v.place_order(Order("rwpx2", "c", "cex", "GLD", "sell", 2.0, 200.0))
+    buy, sell = emulator.by_client["rwpx1"].price, emulator.by_client["rwpx2"].price
+    ex = v.client.ex
+    assert buy == Decimal(ex.price_to_precision("GLD/USDT", ask * (1 + off / 1e4)))
+    assert sell == Decimal(ex.price_to_precision("GLD/USDT", bid * (1 - off / 1e4)))
+    # on the tick, within half a tick of the exact price, and on the far side of the touch
+    for px, exact in ((buy, ask * (1 + off / 1e4)), (sell, bid * (1 - off / 1e4))):
+        assert px % tick == 0 and abs(float(px) - exact) <= float(tick) / 2 + 1e-9
+    assert float(buy) > ask * 1.003 and float(sell) < bid * 0.997
+    v.close()
+
+
 def test_a_resting_order_is_polled_until_filled(emulator: ExchangeEmulator, creds: None, tmp_path: Path) -> None:
     emulator.partial_fill["*"] = 0.25
     emulator.fill_rest_after_polls = 3
@@ -264,6 +286,41 @@ def test_full_cycle_through_the_emulator(tmp_path: Path, creds: None) -> None:
         r2 = e2.run_cycle(NOW.replace(hour=1))
         assert r2.status == "done" and not e2.ledger.events("position_mismatch")
         assert_books_agree(e2, emu, "cex")
+        e2.close()
+    finally:
+        emu.stop()
+
+
+@pytest.mark.parametrize("where", ["received", "BNB"])
+def test_fees_in_the_base_asset_or_a_third_currency_keep_the_books(tmp_path: Path, creds: None, where: str) -> None:
+    """Binance charges the received asset (a buy pays in the base asset) or, with BNB discounts on,
+    BNB: the position moves by the net quantity, a BNB fee is valued through the BNB/USDT ticker."""
+    markets = {**MARKETS, "BNB": MarketSpec("BNB", price=600.0)}
+    bnb0 = 50.0
+    emu = make_emulator(markets, commission_asset=where, balances={"USDT": INITIAL_USDT, "BNB": bnb0})
+    try:
+        data = ccxt_config(tmp_path, {"cex": (emu, {})})
+        del data["assets"]["BNB"]  # BNB pays the fees; the bot does not trade it
+        e = Engine(parse_config(data, "test"), pm=make_plugin_manager(), clock=SimulatedClock(NOW, 0.0))
+        r = e.run_cycle(NOW)
+        assert r.status == "done" and r.orders == 4 and all(o.status == "filled" for o in e.ledger.all_orders())
+        assert {t["commissionAsset"] for t in emu.trades} == ({"BNB"} if where == "BNB" else set(MARKETS))
+        for f in e.ledger.fills():
+            t = next(t for t in emu.trades if f.fill_id.endswith(f":{t['id']}") and t["symbol"] == f"{f.asset}USDT")
+            # the fee is the 0.1% taker fee in USDT either way; the fill's quantity is what the position got
+            assert f.fee == pytest.approx(float(t["price"]) * float(t["qty"]) * 0.001, rel=1e-5)
+            gross = float(t["qty"])
+            assert f.qty == pytest.approx(gross * (1 - 0.001) if where == "received" else gross, rel=1e-9)
+        bnb = emu.balance("BNB")[0]
+        assert (bnb < bnb0) if where == "BNB" else (bnb == bnb0)
+        assert_books_agree(e, emu, "cex", initial_other={"BNB": bnb0})
+        # the next cycle's reconcile finds the venue's positions where the ledger expects them
+        e.close()
+        emu.set_time(NOW.replace(hour=1))
+        e2 = Engine(e.cfg, pm=make_plugin_manager(), clock=SimulatedClock(NOW.replace(hour=1), 0.0))
+        assert e2.run_cycle(NOW.replace(hour=1)).status == "done"
+        assert not e2.ledger.events("position_mismatch") and not e2.ledger.events("fee_estimated")
+        assert_books_agree(e2, emu, "cex", initial_other={"BNB": bnb0})
         e2.close()
     finally:
         emu.stop()
