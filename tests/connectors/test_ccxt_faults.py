@@ -37,7 +37,15 @@ def kinds(e: Engine) -> Counter[str]:
 
 @pytest.mark.parametrize(
     ("kind", "resends"),
-    [("429", 1), ("500", 1), ("503", 1), ("timeout_before", 1), ("timeout_after", 0)],
+    [
+        ("429", 1),
+        ("500", 1),
+        ("503", 1),
+        ("timeout_before", 1),
+        ("timeout_after", 0),
+        ("reset_before", 1),  # a plain NetworkError: the connection reset, nothing answered
+        ("reset_after", 0),  # accepted, then the connection reset before the answer
+    ],
 )
 def test_transient_create_faults_are_retried_without_doubling(
     tmp_path: Path, emu: ExchangeEmulator, creds: None, kind: str, resends: int
@@ -54,42 +62,99 @@ def test_transient_create_faults_are_retried_without_doubling(
     e.close()
 
 
-@pytest.mark.parametrize("kind", ["429", "503", "timeout_before"])
-def test_transient_faults_on_reads_are_retried(tmp_path: Path, emu: ExchangeEmulator, creds: None, kind: str) -> None:
-    emu.faults += [Fault(kind, "GET", "/api/v3/account", 1), Fault(kind, "GET", "/api/v3/myTrades", 2)]
+def test_timeout_then_lookup_miss_then_the_duplicate_is_adopted(tmp_path: Path, emu: ExchangeEmulator, creds) -> None:  # noqa: ANN001
+    """The order is accepted but its answer is lost; the lookup by client id misses (the exchange's
+    order index lags); the resend is refused as a duplicate client id: that order is ours, adopted."""
+    victim = client_order_id(KEY, "GLD")
+    emu.faults += [
+        Fault("timeout_after", "POST", ORDER, times=1, symbol="GLDUSDT"),
+        Fault("not_found", "GET", ORDER, times=1, symbol="GLDUSDT"),
+    ]
     e = run(tmp_path, emu)
-    assert e.ledger.get_cycle(KEY).status == "done" and all(o.status == "filled" for o in e.ledger.all_orders())
-    assert all(f.times == 0 and f.hits > 0 for f in emu.faults)  # every fault was hit, and survived
+    assert [f.hits for f in emu.faults] == [1, 1]
+    posts = [q for m, p, q in emu.requests if (m, p) == ("POST", ORDER) and q.get("newClientOrderId") == victim]
+    assert len(posts) == 2  # the one whose answer was lost, and the resend the exchange refused
+    assert sum(1 for o in emu.orders.values() if o.client_id == victim) == 1  # exactly one order at the exchange
+    assert emu.count("POST", ORDER) == len(emu.orders) + 1
+    lookups = [q for m, p, q in emu.requests if (m, p) == ("GET", ORDER) and q.get("origClientOrderId") == victim]
+    assert len(lookups) >= 2  # the miss, then the lookup after the duplicate refusal
+    row = next(o for o in e.ledger.all_orders() if o.client_id == victim)
+    assert row.status == "filled" and row.filled_qty == pytest.approx(float(emu.by_client[victim].executed))
+    assert not e.ledger.events("order_rejected") and not e.ledger.events("venue_failed")
     assert_books_agree(e, emu, "cex")
     e.close()
 
 
-def test_persistent_faults_fail_the_venue_and_the_other_venue_goes_on(tmp_path: Path, creds: None) -> None:
+READS = ("/api/v3/exchangeInfo", "/api/v3/klines", "/api/v3/ticker/24hr", "/api/v3/account", "/api/v3/openOrders",
+         ORDER, "/api/v3/myTrades")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "kind", ["429", "500", "503", "timeout_before", "timeout_after", "reset_before", "reset_after"]
+)
+def test_transient_faults_on_reads_are_retried(tmp_path: Path, emu: ExchangeEmulator, creds: None, kind: str) -> None:
+    """One fault on every read the cycle makes: markets, bars, prices, balances, open orders, order
+    polls and trades."""
+    emu.partial_fill["*"] = 0.5  # every leg rests half filled and is polled, then filled: lookups and trades
+    emu.fill_rest_after_polls = 2
+    emu.faults += [Fault(kind, "GET", p, 1, retry_after=None) for p in READS]
+    e = run(tmp_path, emu, order_timeout_s=10.0)
+    assert e.ledger.get_cycle(KEY).status == "done" and all(o.status == "filled" for o in e.ledger.all_orders())
+    assert [f.hits for f in emu.faults] == [1] * len(READS)  # every fault was hit, and survived
+    assert not e.ledger.events("venue_failed") and emu.count("POST", ORDER) == len(emu.orders) == 4
+    assert_books_agree(e, emu, "cex")
+    e.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", ORDER), ("GET", ORDER), ("GET", "/api/v3/account")],
+    ids=["create", "order-poll", "balances"],
+)
+def test_persistent_faults_fail_the_venue_and_the_other_venue_goes_on(
+    tmp_path: Path, creds: None, method: str, path: str
+) -> None:
     a = make_emulator({k: MarketSpec(k, price=p) for k, p in (("SPY", 500.0), ("TLT", 90.0))})
     b = make_emulator({k: MarketSpec(k, price=p) for k, p in (("GLD", 200.0), ("VNQ", 85.0))})
     try:
         # the data source reads `a`; give it `b`'s markets too so both venues' assets have bars
         a.specs.update(b.specs)
         a.symbol_of.update(b.symbol_of)
-        e = ccxt_engine(tmp_path, {"cex_a": (a, {}), "cex_b": (b, {})})
-        a.faults.append(Fault("503", "POST", ORDER, times=1000))
+        e = ccxt_engine(tmp_path, {"cex_a": (a, {"order_timeout_s": 10.0}), "cex_b": (b, {})})
+        if (method, path) == ("GET", ORDER):
+            a.partial_fill["*"] = 0.5  # accepted, half filled, resting: every poll fails
+        a.faults.append(Fault("503", method, path, times=10_000))
         e.run_cycle(NOW)
         cycle = e.ledger.get_cycle(KEY)
         assert cycle.status == "done" and "venue cex_a failed" in cycle.message
         ev = e.ledger.events("venue_failed")
-        assert ev and all(
-            x.where == "venue:cex_a" and "after 4 attempts: ExchangeNotAvailable" in x.message for x in ev
-        )
+        assert ev and all(x.where == "venue:cex_a" and "ExchangeNotAvailable" in x.message and "4 attempts"
+                          in x.message for x in ev)  # fmt: skip
         by_venue = Counter((o.venue, o.status) for o in e.ledger.all_orders())
-        assert by_venue[("cex_b", "filled")] == 2 and by_venue[("cex_a", "filled")] == 0
-        # each leg sent at most 1 + 3 times, each resend after a lookup found nothing; nothing accepted
-        sends = Counter(q["newClientOrderId"] for m, p, q in a.requests if m == "POST")
-        assert set(sends.values()) == {4} and not a.orders
-        assert a.count("GET", ORDER) >= sum(sends.values())
-        # the legs in doubt are resolved by the reconcile that follows a venue failure
-        assert by_venue[("cex_a", "sending")] == len(ev)
+        assert by_venue[("cex_a", "filled")] == 0
+        # the other venue really traded, all of it: its books-agree check below is not an empty one
+        assert by_venue[("cex_b", "filled")] == 2 and len(b.by_client) == 2 and len(b.trades) >= 2
+        assert all(x.status == "FILLED" for x in b.by_client.values())
+        if method == "POST":
+            # each leg sent at most 1 + 3 times, each resend after a lookup found nothing; nothing accepted
+            sends = Counter(q["newClientOrderId"] for m, p, q in a.requests if m == "POST")
+            assert set(sends.values()) == {4} and not a.orders
+            assert a.count("GET", ORDER) >= sum(sends.values())
+            assert by_venue[("cex_a", "sending")] == len(ev)  # in doubt until the reconcile that follows
+        elif path == ORDER:
+            # accepted and half filled, then blind: the legs are in doubt and rest at the exchange
+            assert len(a.orders) == 2 and len(a.open_orders()) == 2 and by_venue[("cex_a", "sending")] == 2
+            a.faults.clear()  # the exchange recovers; the reconcile cancels the rest, books the halves
+        else:
+            # no balances, no plan for cex_a: nothing sent there
+            assert not a.orders and a.count("POST", ORDER) == 0
+            a.faults.clear()
         e.reconcile_venues()
         assert not [o for o in e.ledger.all_orders() if o.status == "sending"]
+        if path == ORDER and method == "GET":
+            legs = [o for o in e.ledger.all_orders() if o.venue == "cex_a"]
+            assert len(legs) == 2 and all(o.status == "canceled" and o.filled_qty > 0 for o in legs)
+            assert not a.open_orders()
         assert_books_agree(e, b, "cex_b")
         assert_books_agree(e, a, "cex_a")
         e.close()
