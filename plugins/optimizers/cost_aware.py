@@ -356,10 +356,6 @@ def solve_cost_aware(
     sig_rp = math.sqrt(max(float(rp.weights @ c_full @ rp.weights), 0.0))
     rp_free = ~(rp.capped | rp.floored) & (rp.weights > 0)
     live = hi > 0
-    if not (cost.any() or tilt.any()) or rp.iterations == 0 or live.sum() <= 1:
-        # λ = c = 0 (Q's solution is erc's, ν = 0), or the bounds leave a single portfolio.
-        return finish(rp.weights.copy(), rp.iterations, rp_free, np.zeros(n, bool), sig_rp, 0.0)
-
     # ρ* from erc's solution, with budgets renormalised over the live assets as erc does.
     idx = np.flatnonzero(live)
     bl = b[idx] / b[idx].sum()
@@ -367,6 +363,9 @@ def solve_cost_aware(
     rc = wl * (c_full[np.ix_(idx, idx)] @ wl) / sig_rp
     fr = rp_free[idx]
     rho = float(rc[fr].sum() / bl[fr].sum()) if fr.any() else sig_rp
+    if not (cost.any() or tilt.any()) or rp.iterations == 0 or live.sum() <= 1:
+        # λ = c = 0 (Q's solution is erc's, ν = 0), or the bounds leave a single portfolio.
+        return finish(rp.weights.copy(), rp.iterations, rp_free, np.zeros(n, bool), rho, 0.0)
     scale = float(np.max(np.diag(c_full)))
     root = math.sqrt(scale)
     prob = _Segments(
