@@ -2,10 +2,17 @@
 
 Why a wrapper around ccxt at all: ccxt gives one API over many exchanges but leaves the policy to
 us. What to retry (only ``OperationFailed``: network errors, timeouts, 5xx, rate limits), how long
-to wait (exponential backoff with full jitter, so that many bots do not retry in lockstep), how
-fast to go (one thread-safe limiter for every thread of the process, because ccxt's own throttle is
-per instance and not thread-safe), and how errors reach the cycle (``VenueError`` with
-``retryable`` set, ``InsufficientFunds``, ``InvalidOrder``) is decided here, once.
+to wait (exponential backoff with full jitter, so that many bots do not retry in lockstep, and at
+least as long as a 429's ``Retry-After`` says), how fast to go, and how errors reach the cycle
+(``VenueError`` with ``retryable`` set, ``InsufficientFunds``, ``InvalidOrder``) is decided here, once.
+
+Rate limit: one thread-safe limiter per (exchange id, API hosts) for the whole process, shared by
+every ``CcxtClient`` that talks to that exchange there (the data source and each venue build their
+own client, but the exchange counts the requests of the IP / key, not of an object). ccxt's own
+throttle is per instance and not thread-safe, so it is switched off. Clients that ask for different
+rates share the slowest. A rate limit answer (429/418, or a 503) with ``Retry-After`` pauses the
+shared limiter, so every thread and every client of that exchange waits, not only the one that got
+the answer.
 
 Credentials are read from the environment variables the config *names*; the values are handed to
 ccxt and never logged, stored or echoed in an error message.
@@ -18,7 +25,10 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -56,6 +66,10 @@ class CcxtConnection(ComponentConfig):
     max_retries: int = Field(default=4, ge=0, le=20, description="retries of a transient fault per request")
     backoff_base_s: float = Field(default=0.25, ge=0, le=60)
     backoff_max_s: float = Field(default=8.0, ge=0, le=600)
+    max_retry_after_s: float = Field(
+        default=60.0, ge=0, le=3600,
+        description="longest Retry-After honoured by waiting; a longer one fails the request at once (a ban)",
+    )  # fmt: skip
     max_workers: int = Field(default=8, ge=1, le=64, description="concurrent requests (assets) per plugin")
     exchange_options: dict[str, Any] = Field(default_factory=dict, description="merged into ccxt's options")
 
@@ -76,6 +90,75 @@ class RateLimiter:
             self._next = slot + self.interval
         if slot > now:
             self._sleep(slot - now)
+
+    def tighten(self, per_second: float) -> None:
+        """Never faster than ``per_second`` from now on (a second client asked for a lower rate)."""
+        with self._lock:
+            self.interval = max(self.interval, 1.0 / per_second)
+
+    def pause(self, seconds: float) -> None:
+        """No request from any thread for ``seconds`` (the exchange said so: ``Retry-After``)."""
+        with self._lock:
+            self._next = max(self._next, time.monotonic() + seconds)
+
+    @property
+    def paused_until(self) -> float:
+        """``time.monotonic()`` of the next free slot."""
+        with self._lock:
+            return self._next
+
+
+_LIMITERS: weakref.WeakValueDictionary[tuple[str, str], RateLimiter] = weakref.WeakValueDictionary()
+_LIMITERS_LOCK = threading.Lock()
+
+
+def shared_limiter(exchange: str, hosts: str, per_second: float) -> RateLimiter:
+    """The process's limiter for one exchange at one set of API hosts (created on first use; it
+    lives as long as a client holds it). A later, slower rate tightens it for every holder."""
+    key = (exchange, hosts)
+    with _LIMITERS_LOCK:
+        lim = _LIMITERS.get(key)
+        if lim is None:
+            lim = RateLimiter(per_second)
+            _LIMITERS[key] = lim
+        else:
+            lim.tighten(per_second)
+        return lim
+
+
+def _strings(v: Any) -> Iterator[str]:
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+
+
+def api_hosts(api: Any) -> str:
+    """The hosts ccxt's ``urls['api']`` points at, sorted and joined: what a shared limit is keyed by
+    (a testnet, a gateway or the emulator on its own port is another exchange as far as limits go)."""
+    return ",".join(sorted({urlsplit(u).netloc for u in _strings(api) if "://" in u}))
+
+
+def retry_after_s(headers: Mapping[str, str] | None, now: datetime | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not headers:
+        return None
+    raw = headers.get("Retry-After") or headers.get("retry-after")
+    if raw is None:
+        return None
+    raw = str(raw).strip()
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def override_urls(api: Any, overrides: Mapping[str, str]) -> Any:
@@ -132,7 +215,7 @@ def read_credentials(env: Mapping[str, str | None], where: str) -> dict[str, str
 
 
 class CcxtClient:
-    """A ccxt exchange per thread (same markets, one rate limiter) and the retry policy.
+    """A ccxt exchange per thread (same markets, the process's limiter for it) and the retry policy.
 
     ``call`` runs a function of the exchange with bounded retries of transient faults and maps
     ccxt's errors onto rwabot's. Callers that *create* something must not use ``call``'s retry
@@ -162,7 +245,7 @@ class CcxtClient:
         self._currencies: dict[str, Any] | None = None
         proto = self._new()
         per_s = cfg.rate_limit_per_s or 1000.0 / max(float(proto.rateLimit or 50), 1.0)
-        self.limiter = RateLimiter(per_s, sleep)
+        self.limiter = shared_limiter(cfg.exchange, api_hosts(proto.urls.get("api")), per_s)
         self._local.ex = proto
         self.has = dict(proto.has)
 
@@ -225,15 +308,41 @@ class CcxtClient:
         cap = min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * (2**attempt))
         return self._rng.uniform(0.0, cap)
 
+    def send(self, fn: Callable[[ccxt.Exchange], T]) -> T:
+        """One request: wait for the shared limiter's slot, then ``fn(exchange)`` (no retry)."""
+        self.limiter.acquire()
+        ex = self.ex
+        ex.last_response_headers = None  # so a Retry-After read after a fault is this request's
+        return fn(ex)
+
+    def honour_retry_after(self, what: str, exc: BaseException) -> None:
+        """After a transient fault: if the answer carried ``Retry-After``, pause the shared limiter
+        (every thread, every client of this exchange) that long; longer than ``max_retry_after_s``
+        (a ban, typically a 418) fails the request now rather than holding the cycle for it."""
+        if not isinstance(exc, ccxt.DDoSProtection | ccxt.ExchangeNotAvailable):
+            return
+        wait = retry_after_s(getattr(self.ex, "last_response_headers", None))
+        if wait is None:
+            return
+        if wait > self.cfg.max_retry_after_s:
+            self.limiter.pause(self.cfg.max_retry_after_s)
+            raise VenueError(
+                self.name, f"{what}: {type(exc).__name__} with Retry-After {wait:.0f}s (more than "
+                f"max_retry_after_s {self.cfg.max_retry_after_s:.0f}s): {short(exc)}", retryable=True,
+            ) from exc  # fmt: skip
+        log.warning("venue %s: %s: %s, Retry-After %.2fs: every request to %s waits", self.name, what,
+                    type(exc).__name__, wait, self.cfg.exchange)  # fmt: skip
+        self.limiter.pause(wait)
+
     def call(self, what: str, fn: Callable[[ccxt.Exchange], T], *, retries: int | None = None) -> T:
         """``fn(exchange)`` with retries of transient faults; ccxt errors become rwabot errors."""
         n = self.cfg.max_retries if retries is None else retries
         attempt = 0
         while True:
-            self.limiter.acquire()
             try:
-                return fn(self.ex)
+                return self.send(fn)
             except TRANSIENT as exc:
+                self.honour_retry_after(what, exc)
                 if attempt >= n:
                     raise VenueError(
                         self.name, f"{what}: {type(exc).__name__} after {attempt + 1} attempts: {short(exc)}",

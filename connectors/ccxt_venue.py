@@ -318,9 +318,10 @@ class CcxtVenue:
             params["timeInForce"] = "GTC"
         attempt = 0
         while True:
-            self.client.limiter.acquire()
             try:
-                return self.client.ex.create_order(symbol, self.cfg.order_type, order.side, amount, price, params)
+                return self.client.send(
+                    lambda ex: ex.create_order(symbol, self.cfg.order_type, order.side, amount, price, params)
+                )
             except ccxt.InsufficientFunds as exc:
                 raise InsufficientFunds(self.name, f"order {cid} refused (InsufficientFunds): {short(exc)}") from exc
             except (ccxt.InvalidOrder, ccxt.BadRequest) as exc:
@@ -332,7 +333,9 @@ class CcxtVenue:
                     return found
                 raise InvalidOrder(self.name, f"order {cid} refused ({type(exc).__name__}): {short(exc)}") from exc
             except TRANSIENT as exc:
-                # ambiguous: the exchange may have accepted it before the fault. Ask before any resend.
+                # ambiguous: the exchange may have accepted it before the fault. Ask before any resend
+                # (after the Retry-After of a rate-limit answer, which the lookup waits for too).
+                self.client.honour_retry_after(f"order {cid}", exc)
                 found = self._lookup(symbol, cid)
                 if found is not None:
                     log.warning("venue %s: create %s failed with %s but the order exists; not resent", self.name,
