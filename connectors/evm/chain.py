@@ -94,9 +94,11 @@ class RevertDecoder:
         if len(raw) < 4:
             return "reverted without a reason"
         sel, body = raw[:4], raw[4:]
+        if sel == bytes.fromhex("08c379a0"):
+            text = _error_string(body)
+            if text is not None:
+                return f"reverted: {text}"
         try:
-            if sel == bytes.fromhex("08c379a0"):
-                return f"reverted: {abi_decode(['string'], body)[0]}"
             if sel == bytes.fromhex("4e487b71"):
                 code = abi_decode(["uint256"], body)[0]
                 return f"panic 0x{code:02x} ({PANICS.get(code, 'unknown panic')})"
@@ -116,6 +118,23 @@ class RevertDecoder:
         if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
             return self.decode(data)
         return str(exc.message if hasattr(exc, "message") else exc)[:300] or "reverted"
+
+
+def _error_string(body: bytes) -> str | None:
+    """The message of ``Error(string)``, read by its offset and length: contracts built by solc 0.5/0.6
+    (Uniswap V2's) leave a stray byte after the text that a strict ABI decoder rejects."""
+    try:
+        return abi_decode(["string"], body)[0]
+    except Exception:
+        pass
+    if len(body) < 64:
+        return None
+    offset = int.from_bytes(body[:32], "big")
+    if offset + 32 > len(body):
+        return None
+    n = int.from_bytes(body[offset : offset + 32], "big")
+    raw = body[offset + 32 : offset + 32 + n]
+    return raw.decode("utf-8", "replace") if len(raw) == n else None
 
 
 def _canonical(inp: dict[str, Any]) -> str:

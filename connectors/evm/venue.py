@@ -74,18 +74,31 @@ from bot.components import ComponentConfig, ComponentContext
 from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, RiskEvent, Severity
 from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
 from bot.ledger import ChainTxRow, Ledger
-from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender
+from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender, _sig_abi
 from connectors.evm.chain import BlockIndex, RevertDecoder, Unreachable, abis, connect, rpc
 from connectors.evm.data import traded_units
 from connectors.evm.eligibility import Eligibility, TokenEligibility, trade_transfers
 from connectors.evm.nonces import LIVE, NonceManager, NoncePlan, NoncePolicy, replacement
 from connectors.evm.price_rules import FeedRead, FeedRule, evaluate, read_feed
+from connectors.evm.routes import (
+    GAS_ESTIMATE,
+    ManagerSpec,
+    RouteCost,
+    RouteSpec,
+    UniV2Spec,
+    cheapest,
+    delay_cost,
+    gross_for_net,
+    transfer_sums,
+)
+from connectors.evm.univ2 import runtime_abis
 
 log = logging.getLogger("rwabot.evm")
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
-MAIN_STEPS = ("deposit", "redeem", "swap")
+MAIN_STEPS = ("deposit", "redeem", "swap", "subscribe")
 CASH = "__cash__"
+ZERO = "0x0000000000000000000000000000000000000000"
 UNDERPRICED = ("less than block base fee", "underpriced", "fee too low", "feecap too low")
 
 
@@ -97,9 +110,15 @@ class EvmAssetConfig(ComponentConfig):
     """One asset on the chain: fund shares (``vault``), a token traded on a pool (``pool``), or the
     shares of an asynchronous fund (``async``: traded by request and claim)."""
 
-    kind: Literal["vault", "pool", "async"]
+    kind: Literal["vault", "pool", "async", "manager", "univ2"]
     address: str = Field(pattern=ADDRESS, description="the vault (its shares are the asset) or the token")
     pool: str | None = Field(default=None, pattern=ADDRESS, description="kind pool: the pool contract")
+    manager: ManagerSpec | None = Field(default=None, description="kind manager: the issuer's mint/redeem manager")
+    univ2: UniV2Spec | None = Field(default=None, description="kind univ2: the Uniswap V2 pair and router")
+    settlement_hours: float = Field(default=0.0, ge=0, le=24 * 60, description="route choice: delay priced in")
+    routes: list[RouteSpec] = Field(
+        default_factory=list, description="other ways to trade the same token: the cheapest for the size is taken"
+    )
     decimals: int = Field(default=18, ge=0, le=36)
     permissioned: bool = Field(default=False, description="check ERC-3643 eligibility before trading")
     qty_step: float = Field(default=1e-6, gt=0)
@@ -118,6 +137,15 @@ class EvmAssetConfig(ComponentConfig):
     def _pool(self) -> EvmAssetConfig:
         if (self.kind == "pool") != (self.pool is not None):
             raise ValueError(f"pool is required for kind 'pool' and not allowed for kind '{self.kind}'")
+        for k in ("manager", "univ2"):
+            if (self.kind == k) != (getattr(self, k) is not None):
+                raise ValueError(f"{k} is required for kind '{k}' and not allowed for kind '{self.kind}'")
+        if self.routes and self.kind == "async":
+            raise ValueError("routes: an async fund is traded by request only")
+        for i, r in enumerate(self.routes):
+            if (r.kind == "pool") != (r.pool is not None) or (r.kind == "manager") != (r.manager is not None) or (
+                r.kind == "univ2") != (r.univ2 is not None):  # fmt: skip
+                raise ValueError(f"routes[{i}]: kind '{r.kind}' needs exactly its own section ({r.kind})")
         if self.asynchronous and self.kind != "async":
             raise ValueError("asynchronous is only for kind 'async'")
         if self.kind == "async":
@@ -152,6 +180,7 @@ class EvmVenueConfig(ComponentConfig):
     native_price_feed: str | None = Field(default=None, pattern=ADDRESS, description="AggregatorV3 native/quote")
     count_native_as_cash: bool = True
     max_slippage_bps: float = Field(default=50.0, ge=0, le=5000)
+    carry_bps_per_day: float = Field(default=1.4, ge=0, le=100, description="route choice: cost of a settlement delay")
     deadline_s: int = Field(default=600, ge=10, le=86_400)
     receipt_timeout_s: float = Field(default=120.0, gt=0, le=3600)
     poll_interval_s: float = Field(default=0.5, ge=0, le=60)
@@ -227,6 +256,23 @@ class Prepared:
     amount_in: int
     expected_out: int
     min_out: int
+    route: int = 0  # index into the asset's routes (0: the asset's own kind)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One way to trade an asset: the asset's own kind (index 0) or one of its ``routes``."""
+
+    index: int
+    kind: str  # vault, pool, manager, univ2
+    to: str  # the contract the trade transaction calls
+    settlement_hours: float = 0.0
+    pool: Any = None  # kind pool: the constant-product pool
+    manager: Any = None  # kind manager: a contract built from the configured signatures
+    mspec: ManagerSpec | None = None
+    router: Any = None  # kind univ2
+    pair: Any = None
+    uspec: UniV2Spec | None = None
 
 
 class PaperJournal:
@@ -317,13 +363,18 @@ class EvmVenue:
         self.stable = self.w3.eth.contract(address=Web3.to_checksum_address(cfg.quote_token), abi=a["Stablecoin"])
         self.contracts: dict[str, Any] = {}
         self.pools: dict[str, Any] = {}
+        self.routes: dict[str, list[Route]] = {}
         for asset, ac in cfg.assets.items():
-            abi = {"vault": a["FundVault"], "pool": a["RwaToken"], "async": a["AsyncVault"]}[ac.kind]
+            abi = {"vault": a["FundVault"], "pool": a["RwaToken"], "async": a["AsyncVault"], "manager": a["FundToken"],
+                   "univ2": a["FeeOnTransferToken"]}[ac.kind]  # fmt: skip
             self.contracts[asset] = self.w3.eth.contract(address=Web3.to_checksum_address(ac.address), abi=abi)
             if ac.pool:
                 self.pools[asset] = self.w3.eth.contract(
                     address=Web3.to_checksum_address(ac.pool), abi=a["ConstantProductPool"]
                 )
+            if ac.kind != "async":
+                specs: list[Any] = [ac, *ac.routes]
+                self.routes[asset] = [self._route(i, sp) for i, sp in enumerate(specs)]
         self.feed = (
             self.w3.eth.contract(address=Web3.to_checksum_address(cfg.native_price_feed), abi=a["PriceFeed"])
             if cfg.native_price_feed
@@ -355,6 +406,56 @@ class EvmVenue:
         return f"EvmVenue({self.name!r}, chain {self.cfg.chain_id}, {self.address}, paper={self.cfg.paper})"
 
     # -- helpers --------------------------------------------------------------------------------------
+
+    def _route(self, index: int, spec: Any) -> Route:
+        """The contracts of one route (``spec``: the asset's own config or a ``RouteSpec``)."""
+        a = abis()
+        c = self.w3.eth.contract
+        if spec.kind == "vault":
+            return Route(index, "vault", Web3.to_checksum_address(spec.address), spec.settlement_hours)
+        if spec.kind == "pool":
+            pool = c(address=Web3.to_checksum_address(spec.pool), abi=a["ConstantProductPool"])
+            return Route(index, "pool", pool.address, spec.settlement_hours, pool=pool)
+        if spec.kind == "manager":
+            m: ManagerSpec = spec.manager
+            views = [v for v in (m.preview_subscribe, m.preview_redeem, m.mint_fee_bps, m.redeem_fee_bps,
+                                 m.minimum_subscription, m.minimum_redemption, m.remaining_subscription,
+                                 m.remaining_redemption, m.liquidity) if isinstance(v, str)]  # fmt: skip
+            abi = [_sig_abi(m.subscribe), _sig_abi(m.redeem), *(_sig_abi(v, ("uint256",)) for v in views)]
+            contract = c(address=Web3.to_checksum_address(m.address), abi=abi)
+            return Route(index, "manager", contract.address, spec.settlement_hours, manager=contract, mspec=m)
+        u: UniV2Spec = spec.univ2
+        uni = runtime_abis()
+        router = c(address=Web3.to_checksum_address(u.router), abi=uni["UniswapV2Router02"])
+        pair = c(address=Web3.to_checksum_address(u.pair), abi=uni["UniswapV2Pair"])
+        return Route(index, "univ2", router.address, spec.settlement_hours, router=router, pair=pair, uspec=u)
+
+    def _mfn(self, r: Route, signature: str) -> Any:
+        return getattr(r.manager.functions, signature.split("(")[0])
+
+    def _mval(self, r: Route, value: float | str, *, money: bool) -> int | float:
+        """A manager's fee (bps) or minimum (raw stablecoin units), configured or read from its view."""
+        if isinstance(value, str):
+            return int(self._rpc(value, lambda: self._mfn(r, value)().call()))
+        return int(value * self._q) if money else float(value)
+
+    def _transfer_fee(self, r: Route, asset: str, amount: int) -> int:
+        """Units a fee-on-transfer token keeps out of a transfer of ``amount``."""
+        u = r.uspec
+        if u is None or amount <= 0:
+            return 0
+        if u.transfer_fee_view is not None:
+            view = self.w3.eth.contract(address=self.contracts[asset].address,
+                                        abi=[_sig_abi(u.transfer_fee_view, ("uint256",))])  # fmt: skip
+            fn = getattr(view.functions, u.transfer_fee_view.split("(")[0])
+            return int(self._rpc("transfer fee", lambda: fn(amount).call()))
+        return int(amount * u.transfer_fee_bps / 1e4)
+
+    def _transfer_fee_bps(self, r: Route, asset: str) -> float:
+        if r.uspec is None:
+            return 0.0
+        one = 10**18
+        return self._transfer_fee(r, asset, one) / one * 1e4 if r.uspec.transfer_fee_view else r.uspec.transfer_fee_bps
 
     def _rpc(self, what: str, fn: Any) -> Any:
         if not self._checked_chain:
@@ -397,6 +498,19 @@ class EvmVenue:
             self._fee_bps[asset] = int(self._rpc("pool fee", lambda: self.pools[asset].functions.feeBps().call()))
         return self._fee_bps[asset]
 
+    def _route_fee_bps(self, asset: str, r: Route, side: str) -> float:
+        """The fee of a route in bps of the notional (a transfer fee counted in)."""
+        if r.kind == "pool":
+            return float(self.fee_bps(asset))
+        if r.kind == "manager":
+            assert r.mspec is not None
+            return float(self._mval(r, r.mspec.mint_fee_bps if side == "buy" else r.mspec.redeem_fee_bps,
+                                    money=False))  # fmt: skip
+        if r.kind == "univ2":
+            assert r.uspec is not None
+            return r.uspec.fee_bps + self._transfer_fee_bps(r, asset)
+        return 0.0
+
     def _latest(self) -> Any:
         return self._rpc("latest block", lambda: self.w3.eth.get_block("latest"))
 
@@ -405,6 +519,8 @@ class EvmVenue:
     def market(self, asset: str) -> MarketInfo:
         a = self._asset(asset)
         fee = self.fee_bps(asset) / 1e4 if a.kind == "pool" else 0.0  # vault, async: NAV, no fee
+        if a.kind in ("manager", "univ2"):
+            fee = self._route_fee_bps(asset, self.routes[asset][0], "buy") / 1e4
         return MarketInfo(asset, a.qty_step, a.qty_step, a.min_notional, 10.0**-self.cfg.quote_decimals, fee)
 
     def quote(self, asset: str) -> Quote:
@@ -418,6 +534,8 @@ class EvmVenue:
             elif a.kind == "vault":
                 bid = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(one).call()) / self._q
                 ask = self._rpc("previewMint", lambda: c.functions.previewMint(one).call()) / self._q
+            elif a.kind in ("manager", "univ2"):
+                bid, ask = self._route_quote(asset, self.routes[asset][0], one)
             else:
                 p = self.pools[asset]
                 bid = self._rpc("getAmountOut", lambda: p.functions.getAmountOut(one, c.address).call()) / self._q
@@ -430,14 +548,42 @@ class EvmVenue:
         vol = self._hourly_volume(asset, block)
         return Quote(asset, bid, ask, datetime.fromtimestamp(block["timestamp"], UTC), vol)
 
+    def _route_quote(self, asset: str, r: Route, one: int) -> tuple[float, float]:
+        """(bid, ask) per unit, fees included: what one unit brings and what it costs."""
+        if r.kind == "manager":
+            spec = r.mspec
+            assert spec is not None
+            probe = 1000 * self._q
+            per = self._rpc("previewSubscribe", lambda: self._mfn(r, spec.preview_subscribe)(probe).call())
+            bid = self._rpc("previewRedeem", lambda: self._mfn(r, spec.preview_redeem)(one).call()) / self._q
+            return bid, (probe / max(per, 1)) * one / self._q
+        token, stable = self.contracts[asset].address, self.stable.address
+        fns = r.router.functions
+        gross = gross_for_net(one, self._transfer_fee_bps(r, asset))
+        ask = self._rpc("getAmountsIn", lambda: fns.getAmountsIn(gross, [stable, token]).call())[0] / self._q
+        reaching = one - self._transfer_fee(r, asset, one)
+        bid = self._rpc("getAmountsOut", lambda: fns.getAmountsOut(reaching, [token, stable]).call())[1] / self._q
+        return bid, ask
+
     def _hourly_volume(self, asset: str, block: Any) -> float:
         """Units traded in the last hour of blocks (the data source gives the hourly bars proper)."""
         a = self._asset(asset)
+        if a.kind in ("manager", "univ2"):  # the token's transfers with the manager (mint/burn) or the pair
+            r = self.routes[asset][0]
+            return self._transfer_volume(asset, r.pair.address if r.kind == "univ2" else ZERO, block)
         return traded_units(
             self.w3, self.name, "vault" if a.kind == "async" else a.kind, self.contracts[asset],
             self.pools.get(asset), a.decimals,
             int(block["timestamp"]) - 3600, int(block["timestamp"]), int(block["number"]), self.index,
         )  # fmt: skip
+
+    def _transfer_volume(self, asset: str, other: str, block: Any) -> float:
+        start = self.index.at(int(block["timestamp"]) - 3600, int(block["number"]))
+        c = self.contracts[asset]
+        logs = self._rpc("logs", lambda: c.events.Transfer.get_logs(from_block=(start or -1) + 1,
+                                                                    to_block=int(block["number"])))  # fmt: skip
+        moved = sum(int(x["args"]["value"]) for x in logs if other in (x["args"]["from"], x["args"]["to"]))
+        return moved / self._unit(asset)
 
     def balances(self) -> Balances:
         if self.journal is not None:
@@ -500,24 +646,63 @@ class EvmVenue:
 
     # -- preparing a trade --------------------------------------------------------------------------------
 
-    def _eligible(self, order: Order, kind: Literal["pool", "vault"], counterparty: str, amount: int) -> None:
+    def _eligible(self, order: Order, kind: Literal["pool", "vault", "manager"], counterparty: str,
+                  amount: int) -> None:  # fmt: skip
         """The asset's eligibility checks for the transfers this leg implies (views only, nothing signed)."""
         transfers = trade_transfers(kind, order.side, self.address, counterparty, amount)
         self._rpc("eligibility", lambda: self.eligibility.check(order.asset, transfers))
 
     def _prepare(self, order: Order, *, deadline: int) -> Prepared:
+        """The order on its cheapest route for its size (the only one, for most assets)."""
         a = self._asset(order.asset)
         if not (order.qty > 0 and math.isfinite(order.qty)):
             raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
         if a.kind == "async":
             raise InvalidOrder(self.name, f"order {order.client_id}: {order.asset} is traded by request, not at once")
+        routes = self.routes[order.asset]
+        if len(routes) == 1:
+            return self._prepare_route(order, routes[0], deadline)
+        preps: dict[int, Prepared] = {}
+        costs: list[RouteCost] = []
+        refused: list[str] = []
+        for r in routes:
+            try:
+                prep = self._prepare_route(order, r, deadline)
+            except (InvalidOrder, InsufficientFunds) as exc:
+                refused.append(f"{r.kind}: {exc}")
+                continue
+            preps[r.index] = prep
+            costs.append(self._route_cost(order, r, prep))
+        if not costs:
+            raise InvalidOrder(self.name, f"order {order.client_id}: no route takes it: " + "; ".join(refused))
+        best = cheapest(costs, order.side)
+        listed = ", ".join(f"{c.kind} {abs(c.score(order.side)):.6g}/unit" for c in costs)
+        self._event("route_choice", f"{order.asset} {order.side} {order.qty:.6g}: {routes[best.route].kind} "
+                    f"(all-in per unit: {listed}){'; refused: ' + '; '.join(refused) if refused else ''}",
+                    Severity.INFO, client_id=order.client_id, route=routes[best.route].kind,
+                    costs={c.kind: c.score(order.side) for c in costs})  # fmt: skip
+        return preps[best.route]
+
+    def _route_cost(self, order: Order, r: Route, prep: Prepared) -> RouteCost:
+        """Fee and price impact (in the amounts), gas at today's fees, and the settlement delay."""
+        unit = self._unit(order.asset)
+        units = (prep.expected_out if prep.side == "buy" else prep.qty_raw) / unit
+        quote = (prep.amount_in if prep.side == "buy" else prep.expected_out) / self._q
+        base = int(self._latest().get("baseFeePerGas") or 0)
+        gas_units = GAS_ESTIMATE[r.kind] + (GAS_ESTIMATE["approve"] if prep.approve_token is not None else 0)
+        gas = gas_units * (base + int(self.cfg.gas.priority_fee_gwei * 1e9)) / 1e18 * self.native_price()
+        return RouteCost(r.index, r.kind, units, quote, gas, delay_cost(quote, r.settlement_hours,
+                                                                          self.cfg.carry_bps_per_day))
+
+    def _prepare_route(self, order: Order, r: Route, deadline: int) -> Prepared:
+        a = self._asset(order.asset)
         qty_raw = int(round(order.qty * self._unit(order.asset)))
         c = self.contracts[order.asset]
         me = self.address
-        if a.kind == "pool" and order.side == "buy":
+        if r.kind == "pool" and order.side == "buy":
             # x·y = k only gets dearer with size: the mid is a lower bound of the cost, checked before
             # asking the pool for an exact amount it may not even have
-            rb, rq = self._rpc("getReserves", lambda: self.pools[order.asset].functions.getReserves().call())
+            rb, rq = self._rpc("getReserves", lambda: r.pool.functions.getReserves().call())
             floor_cost = qty_raw * rq // max(rb, 1)
             cash = self._cash_raw()
             if rb <= qty_raw or cash < floor_cost:
@@ -529,32 +714,129 @@ class EvmVenue:
                 )
         slip = self.cfg.max_slippage_bps / 1e4
         try:
-            if a.kind == "vault":
+            if r.kind == "vault":
                 if order.side == "buy":
                     self._eligible(order, "vault", c.address, qty_raw)
                     amount_in = self._rpc("previewMint", lambda: c.functions.previewMint(qty_raw).call())
                     out = self._rpc("previewDeposit", lambda: c.functions.previewDeposit(amount_in).call())
                     return Prepared(order.asset, a, "buy", qty_raw, "deposit", c.functions.deposit(amount_in, me),
-                                    self.stable, c.address, amount_in, out, out)  # fmt: skip
+                                    self.stable, c.address, amount_in, out, out, r.index)  # fmt: skip
                 self._eligible(order, "vault", c.address, qty_raw)
                 out = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(qty_raw).call())
                 return Prepared(order.asset, a, "sell", qty_raw, "redeem", c.functions.redeem(qty_raw, me, me),
-                                None, None, qty_raw, out, out)  # fmt: skip
-            p = self.pools[order.asset]
+                                None, None, qty_raw, out, out, r.index)  # fmt: skip
+            if r.kind == "manager":
+                return self._prepare_manager(order, r, qty_raw)
+            if r.kind == "univ2":
+                return self._prepare_univ2(order, r, qty_raw, deadline)
+            p = r.pool
             if order.side == "buy":
                 self._eligible(order, "pool", p.address, qty_raw)
                 amount_in = self._rpc("getAmountIn", lambda: p.functions.getAmountIn(qty_raw, c.address).call())
                 min_out = int(qty_raw * (1 - slip))
                 call = p.functions.swap(self.stable.address, amount_in, min_out, me, deadline)
                 return Prepared(order.asset, a, "buy", qty_raw, "swap", call, self.stable, p.address, amount_in,
-                                qty_raw, min_out)  # fmt: skip
+                                qty_raw, min_out, r.index)  # fmt: skip
             self._eligible(order, "pool", p.address, qty_raw)
             out = self._rpc("getAmountOut", lambda: p.functions.getAmountOut(qty_raw, c.address).call())
             call = p.functions.swap(c.address, qty_raw, int(out * (1 - slip)), me, deadline)
             return Prepared(order.asset, a, "sell", qty_raw, "swap", call, c, p.address, qty_raw, out,
-                            int(out * (1 - slip)))  # fmt: skip
+                            int(out * (1 - slip)), r.index)  # fmt: skip
         except ContractLogicError as exc:
             raise InvalidOrder(self.name, f"order {order.client_id}: {self.decoder.from_exception(exc)}") from None
+
+    def _prepare_manager(self, order: Order, r: Route, qty_raw: int) -> Prepared:
+        """Read the manager's fee, minimum, rate limit and liquidity first: a leg they would refuse is
+        resized to what they allow (event ``manager_limit``) or refused here, never reverted on chain."""
+        m, spec = r.manager, r.mspec
+        assert spec is not None
+        a = self._asset(order.asset)
+        cid, unit = order.client_id, self._unit(order.asset)
+        if order.side == "buy":
+            probe = 1000 * self._q
+            per = self._rpc("previewSubscribe", lambda: self._mfn(r, spec.preview_subscribe)(probe).call())
+            if per <= 0:
+                raise InvalidOrder(self.name, f"order {cid}: the manager quotes no shares for {order.asset}")
+            usd_in = math.ceil(qty_raw * probe / per) + 1
+            minimum = int(self._mval(r, spec.minimum_subscription, money=True))
+            room = None
+            if spec.remaining_subscription is not None:
+                room = int(self._rpc("remaining", lambda: self._mfn(r, spec.remaining_subscription)().call()))
+            if room is not None and usd_in > room:
+                if room < max(minimum, 1):
+                    msg = (f"order {cid}: the manager's subscription limit leaves {room / self._q:.2f} "
+                           f"(minimum {minimum / self._q:.2f})")  # fmt: skip
+                    raise InvalidOrder(self.name, msg)
+                self._event("manager_limit", f"order {cid}: subscription of {usd_in / self._q:.2f} cut to the "
+                            f"manager's remaining limit {room / self._q:.2f}", client_id=cid)  # fmt: skip
+                usd_in = room
+            if usd_in < minimum:
+                msg = f"order {cid}: {usd_in / self._q:.2f} is below the manager's minimum subscription of " \
+                      f"{minimum / self._q:.2f}"
+                raise InvalidOrder(self.name, msg)
+            out = int(self._rpc("previewSubscribe", lambda: self._mfn(r, spec.preview_subscribe)(usd_in).call()))
+            self._eligible(order, "manager", m.address, out)
+            call = self._mfn(r, spec.subscribe)(usd_in)
+            return Prepared(order.asset, a, "buy", qty_raw, "subscribe", call, self.stable, m.address, usd_in, out,
+                            out, r.index)  # fmt: skip
+        fee_bps = float(self._mval(r, spec.redeem_fee_bps, money=False))
+        out = int(self._rpc("previewRedeem", lambda: self._mfn(r, spec.preview_redeem)(qty_raw).call()))
+        gross = math.ceil(out * 1e4 / max(1e4 - fee_bps, 1e-9))
+        if spec.liquidity is not None:
+            avail = int(self._rpc("liquidity", lambda: self._mfn(r, spec.liquidity)().call()))
+        else:
+            avail = int(self._rpc("liquidity", lambda: self.stable.functions.balanceOf(m.address).call()))
+        limit, why = avail, f"liquidity {avail / self._q:.2f}"
+        if spec.remaining_redemption is not None:
+            room = int(self._rpc("remaining", lambda: self._mfn(r, spec.remaining_redemption)().call()))
+            if room < limit:
+                limit, why = room, f"redemption limit {room / self._q:.2f}"
+        minimum = int(self._mval(r, spec.minimum_redemption, money=True))
+        least = max(minimum, int(a.min_notional * self._q), 1)  # a cut leg this small is dust, not a trade
+        if gross > limit:
+            qty_raw = int(qty_raw * limit / gross * (1 - 1e-9))
+            out = int(self._rpc("previewRedeem", lambda: self._mfn(r, spec.preview_redeem)(qty_raw).call())) if (
+                qty_raw > 0) else 0  # fmt: skip
+            gross = math.ceil(out * 1e4 / max(1e4 - fee_bps, 1e-9))
+            if qty_raw <= 0 or gross < least:
+                msg = (f"order {cid}: the manager can pay out {limit / self._q:.2f} now ({why}); redeeming "
+                       f"{order.qty:.6g} {order.asset} needs more")  # fmt: skip
+                raise InvalidOrder(self.name, msg)
+            self._event("manager_limit", f"order {cid}: redemption cut to {qty_raw / unit:.6g} {order.asset} "
+                        f"by the manager's {why}", client_id=cid)  # fmt: skip
+        if gross < minimum:
+            msg = f"order {cid}: {gross / self._q:.2f} is below the manager's minimum redemption of " \
+                  f"{minimum / self._q:.2f}"
+            raise InvalidOrder(self.name, msg)
+        self._eligible(order, "manager", m.address, qty_raw)
+        call = self._mfn(r, spec.redeem)(qty_raw)
+        approve = self.contracts[order.asset] if spec.redeem_needs_approval else None
+        return Prepared(order.asset, a, "sell", qty_raw, "redeem", call, approve,
+                        m.address if approve is not None else None, qty_raw, out, out, r.index)  # fmt: skip
+
+    def _prepare_univ2(self, order: Order, r: Route, qty_raw: int, deadline: int) -> Prepared:
+        """Router02's fee-on-transfer-supporting swaps: a buy asks the pair for enough that the wanted
+        units arrive after the token's transfer fee; a sell's output is quoted on what reaches the pair."""
+        a = self._asset(order.asset)
+        token = self.contracts[order.asset]
+        router, me = r.router, self.address
+        slip = self.cfg.max_slippage_bps / 1e4
+        fn = router.functions.swapExactTokensForTokensSupportingFeeOnTransferTokens
+        if order.side == "buy":
+            path = [self.stable.address, token.address]
+            gross = gross_for_net(qty_raw, self._transfer_fee_bps(r, order.asset))
+            amount_in = int(self._rpc("getAmountsIn", lambda: router.functions.getAmountsIn(gross, path).call())[0])
+            self._eligible(order, "pool", r.pair.address, gross)
+            min_out = int(qty_raw * (1 - slip))
+            return Prepared(order.asset, a, "buy", qty_raw, "swap", fn(amount_in, min_out, path, me, deadline),
+                            self.stable, router.address, amount_in, qty_raw, min_out, r.index)  # fmt: skip
+        path = [token.address, self.stable.address]
+        reaching = qty_raw - self._transfer_fee(r, order.asset, qty_raw)
+        out = int(self._rpc("getAmountsOut", lambda: router.functions.getAmountsOut(reaching, path).call())[1])
+        self._eligible(order, "pool", r.pair.address, qty_raw)
+        min_out = int(out * (1 - slip))
+        return Prepared(order.asset, a, "sell", qty_raw, "swap", fn(qty_raw, min_out, path, me, deadline), token,
+                        router.address, qty_raw, out, min_out, r.index)  # fmt: skip
 
     def _cash_raw(self) -> int:
         if self.journal is not None:
@@ -871,6 +1153,8 @@ class EvmVenue:
         """Why a mined transaction reverted: the same call replayed on the state of its block."""
         tx = self._rpc("transaction", lambda: self.w3.eth.get_transaction(row.tx_hash))
         call = {"from": tx["from"], "to": tx["to"], "data": tx["input"], "value": tx["value"], "gas": tx["gas"]}
+        if int(receipt["gasUsed"]) >= 0.97 * int(tx["gas"]):  # a replay with a fresh 63/64 split may pass
+            return f"out of gas (used {receipt['gasUsed']} of the limit {tx['gas']})"
         try:
             self._rpc("replay", lambda: self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1))
         except ContractLogicError as exc:
@@ -938,43 +1222,75 @@ class EvmVenue:
         fill = self._fill_from_receipt(main, receipt, gas, datetime.fromtimestamp(block["timestamp"], UTC))
         return OrderState(client_id, OrderStatus.FILLED, fill.qty, (fill,), main.tx_hash)
 
+    def _route_of(self, asset: str, to: str | None) -> Route:
+        """The route a mined transaction took, from the contract it called."""
+        routes = self.routes[asset]
+        for r in routes:
+            if to is not None and r.to.lower() == to.lower():
+                return r
+        return routes[0]
+
     def _fill_from_receipt(self, row: ChainTxRow, receipt: Any, gas: float, when: datetime) -> Fill:
         asset = row.asset
-        a = self._asset(asset)
         c = self.contracts[asset]
-        if a.kind == "vault":
+        r = self._route_of(asset, receipt.get("to"))
+        transfer_fee = 0.0  # quote value of the units a fee-on-transfer token kept
+        if r.kind == "vault":
             ev = c.events.Deposit() if row.side == "buy" else c.events.Withdraw()
             logs = [x for x in ev.process_receipt(receipt, errors=_DISCARD) if x["address"] == c.address]
             if not logs:
                 raise VenueError(self.name, f"{row.tx_hash}: no {ev.event_name} event in the receipt")
             args = logs[0]["args"]
             quote_amt, units = args["assets"], args["shares"]
-            gross_in, gross_out = quote_amt, quote_amt
-            fee_bps = 0
-        else:
-            p = self.pools[asset]
+            fee_bps = 0.0
+        elif r.kind == "pool":
+            p = r.pool
             logs = [x for x in p.events.Swap().process_receipt(receipt, errors=_DISCARD) if x["address"] == p.address]
             if not logs:
                 raise VenueError(self.name, f"{row.tx_hash}: no Swap event in the receipt")
             args = logs[0]["args"]
-            fee_bps = self.fee_bps(asset)
+            fee_bps = float(self.fee_bps(asset))
             if row.side == "buy":
                 quote_amt, units = args["amountIn"], args["amountOut"]
             else:
                 units, quote_amt = args["amountIn"], args["amountOut"]
-            gross_in, gross_out = quote_amt, quote_amt
+        else:  # manager, univ2: what the wallet's balances moved, from the tokens' Transfer logs
+            tok = [x for x in c.events.Transfer().process_receipt(receipt, errors=_DISCARD)
+                   if x["address"] == c.address]  # fmt: skip
+            st = [x for x in self.stable.events.Transfer().process_receipt(receipt, errors=_DISCARD)
+                  if x["address"] == self.stable.address]  # fmt: skip
+            t_in, t_out = transfer_sums(tok, self.address)
+            s_in, s_out = transfer_sums(st, self.address)
+            units, quote_amt = (t_in, s_out) if row.side == "buy" else (t_out, s_in)
+            if not units or not quote_amt:
+                raise VenueError(self.name, f"{row.tx_hash}: no transfers of {asset} and the stablecoin to the wallet")
+            if r.kind == "manager":
+                assert r.mspec is not None
+                fee_bps = float(self._mval(r, r.mspec.mint_fee_bps if row.side == "buy" else r.mspec.redeem_fee_bps,
+                                           money=False))  # fmt: skip
+            else:
+                assert r.uspec is not None
+                fee_bps = r.uspec.fee_bps
+                pair = r.pair.address
+                if row.side == "buy":  # the pair sent gross; the wallet got net
+                    gross = sum(int(x["args"]["value"]) for x in tok if x["args"]["from"] == pair)
+                    kept = max(gross - units, 0)
+                    transfer_fee = kept / max(gross, 1) * (quote_amt / self._q) * (1 - fee_bps / 1e4)
+                else:  # the wallet sent units; the pair got less
+                    reached = sum(int(x["args"]["value"]) for x in tok if x["args"]["to"] == pair)
+                    kept = max(units - reached, 0)
+                    transfer_fee = kept / max(reached, 1) * (quote_amt / self._q) / (1 - fee_bps / 1e4)
         qty = units / self._unit(asset)
         q = quote_amt / self._q
         if row.side == "buy":
-            fee = q * fee_bps / 1e4
+            fee = q * fee_bps / 1e4 + transfer_fee
             price = (q - fee) / qty
             slippage = (price - row.decision_price) * qty
         else:
-            gross = q / (1 - fee_bps / 1e4)
-            fee = gross - q
-            price = gross / qty
+            gross_q = q / (1 - fee_bps / 1e4)
+            fee = gross_q - q + transfer_fee
+            price = (q + fee) / qty
             slippage = (row.decision_price - price) * qty
-        del gross_in, gross_out
         return Fill(
             f"tx:{row.tx_hash}", row.client_id, self.name, asset, row.side, qty, price, fee, slippage, when, gas
         )
@@ -1098,11 +1414,12 @@ class EvmVenue:
             msg = f"order {order.client_id} (paper): {prep.step} of {order.asset} would revert: {reason}"
             self._event("tx_reverted", msg, Severity.CRITICAL, client_id=order.client_id, reason=reason)
             raise VenueError(self.name, msg) from None
-        out = int.from_bytes(bytes(out_raw)[:32], "big")
+        # the call's own output; Router02's fee-on-transfer swaps return nothing: the prepared amounts
+        # (already net of the transfer fee) stand, and the call proved that their minimum is met
+        out = int.from_bytes(bytes(out_raw)[:32], "big") if len(bytes(out_raw)) >= 32 else prep.expected_out
         base = int(block.get("baseFeePerGas") or 0)
         gas_quote = gas * min(max_fee, base + prio) / 1e18 * self.native_price()
-        a = self._asset(order.asset)
-        fee_bps = self.fee_bps(order.asset) if a.kind == "pool" else 0
+        fee_bps = self._route_fee_bps(order.asset, self.routes[order.asset][prep.route], prep.side)
         if prep.side == "buy":
             units, q = out / self._unit(order.asset), prep.amount_in / self._q
             fee = q * fee_bps / 1e4
