@@ -44,6 +44,18 @@ inequalities of the problems at parameters p < p'):
   makes a zero holding infinitely expensive, so every asset with room is bought);
 * μᵀw(λ) is non-decreasing in λ: the portfolio tilts toward μ.
 
+Zero holdings: a limit of the barrier, and the option around it
+---------------------------------------------------------------
+An asset the book holds at 0 (w0_i = 0) that may be held (upper_i > 0) is **always bought**, at any
+cost: −ρ b_i log w_i is infinite at 0, so no cost pays for staying there. Stationarity sizes the sliver,
+w_i = ρ b_i / (g_i + ν + c_i) with g_i = (Σw)_i/σ_p − λμ̃_i, so w_i ≈ ρ b_i / c_i at a high cost and the
+cost paid for it, c_i w_i, tends to ρ b_i, the asset's whole risk budget in σ_p units, however high c_i
+(both tested). Two ways out: cap the asset at 0 (then it is out of Q and of erc's stage), or pass
+``hold_zero_when_cost_exceeds`` = h: every asset with w0_i = 0 and c_i > h is capped at 0 for the solve,
+and the rest is Q without it. Not applied to an empty book (Σw0 = 0: something must be bought) or when
+the remaining caps sum to less than 1; ``held_zero`` reports what it kept out. h is a policy threshold,
+not derived from Q: Q itself has no finite price for leaving a budgeted asset out.
+
 Algorithm
 ---------
 Lagrangian dual in the one equality: for a multiplier ν, R(ν) = min_{lower ≤ w ≤ upper} φ(w) + ν Σw has a
@@ -109,7 +121,8 @@ class CostAwareResult:
     """Solution of Q (module docstring) and what it cost.
 
     ``rho`` is the barrier weight ρ* and ``nu`` the multiplier of Σw = 1, both in the units of σ_p;
-    ``held`` marks assets left exactly at w0 (no trade); ``dev`` is max over the assets not at a bound
+    ``held`` marks assets left exactly at w0 (no trade), ``held_zero`` the assets held at 0 that
+    ``hold_zero_when_cost_exceeds`` kept there; ``dev`` is max over the assets not at a bound
     of |ρ_i / mean(ρ) − 1| with ρ_i = RC_i / b_i, the same measure as erc's; ``rp`` is the plain risk
     parity (λ = c = 0) solution it starts from.
     """
@@ -125,6 +138,8 @@ class CostAwareResult:
     rho: float
     nu: float
     rp: RiskBudgetResult
+    held_zero: np.ndarray | None = None
+    """Assets kept at 0 by ``hold_zero_when_cost_exceeds`` (solved as if capped at 0); all False without it."""
 
 
 def nearest_psd(cov: Any) -> np.ndarray:
@@ -301,8 +316,13 @@ def solve_cost_aware(
     tol: float = 1e-12,
     max_iter: int = 200,
     names: Sequence[str] | None = None,
+    hold_zero_when_cost_exceeds: float | None = None,
 ) -> CostAwareResult:
     """Solve Q (module docstring): risk parity under bounds, tilted by λμ, with costs c to move from w0.
+
+    An asset held at 0 (w0_i = 0) is always bought, however high its cost: the barrier makes zero risk in
+    it infinitely expensive (module docstring, "Zero holdings"). ``hold_zero_when_cost_exceeds`` = h
+    keeps such an asset at 0 when c_i > h: Q is solved with it capped at 0, erc's stage included.
 
     :param cov: N × N covariance; :param budgets: risk budgets (None: equal); :param upper:/:param lower:
         caps and floors (defaults 1 and 0), as in ``solve_risk_budget``.
@@ -313,18 +333,25 @@ def solve_cost_aware(
     :param tol: target of the stationarity residual max |w_i ∂φ_i| / (ρ b_i) and of |Σw − 1|.
     :param max_iter: most Newton steps (Cholesky factorisations) of this stage; erc's stage before it
         has the same limit on its own sweeps or Newton steps.
+    :param hold_zero_when_cost_exceeds: h ≥ 0 in the units of ``costs``, or None (off): an asset with
+        w0_i = 0 and c_i > h is held at 0 (capped at 0 for this solve). Not applied to an empty book
+        (Σw0 = 0: the portfolio has to be bought), nor when the other caps would leave less than a fully
+        invested portfolio; ``held_zero`` in the result says which assets it kept out.
     :raises OptimizerError: unusable input or no convergence; ``InfeasibleBoundsError`` (from erc) for
         bounds that admit no fully invested portfolio.
     """
+    held_zero = None
+    if hold_zero_when_cost_exceeds is not None:
+        upper, held_zero = _hold_zero(cov, upper, w0, costs, hold_zero_when_cost_exceeds, names)
     rp = solve_risk_budget(cov, budgets, upper, lower, w0=w0, tol=tol, max_iter=max_iter, names=names)
     c_full = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
     n = c_full.shape[0]
     labels = [f"asset {i}" for i in range(n)] if names is None else [str(x) for x in names]
+    if held_zero is None:
+        held_zero = np.zeros(n, bool)
     if not (math.isfinite(lam) and lam >= 0):
         raise OptimizerError(f"rp_cost: lambda must be a finite number >= 0, got {lam}")
-    cost = _vector(costs, n, "costs", labels, 0.0)
-    if (cost < 0).any():
-        raise OptimizerError(f"rp_cost: costs must be >= 0; negative for {[x for x, m in zip(labels, cost < 0) if m]}")
+    cost = _costs(costs, n, labels)
     mu_v = _vector(mu, n, "mu", labels, 0.0)
     start = _vector(w0, n, "current weights", labels, 0.0)
     if w0 is None:
@@ -351,6 +378,7 @@ def solve_cost_aware(
             rho,
             nu,
             rp,
+            held_zero,
         )
 
     sig_rp = math.sqrt(max(float(rp.weights @ c_full @ rp.weights), 0.0))
@@ -401,6 +429,37 @@ def solve_cost_aware(
     held = np.zeros(n, bool)
     held[idx] = prob.kink & (x == prob.w0)
     return finish(w, rp.iterations + prob.iterations, free_all, held, rho, nu_s * root)
+
+
+def _costs(costs: Any, n: int, labels: Sequence[str]) -> np.ndarray:
+    cost = _vector(costs, n, "costs", labels, 0.0)
+    if (cost < 0).any():
+        raise OptimizerError(f"rp_cost: costs must be >= 0; negative for {[x for x, m in zip(labels, cost < 0) if m]}")
+    return cost
+
+
+def _hold_zero(
+    cov: Any, upper: Any, w0: Any, costs: Any, threshold: float, names: Sequence[str] | None
+) -> tuple[Any, np.ndarray | None]:
+    """``upper`` with a cap of 0 on every asset held at 0 whose cost exceeds ``threshold``, and which
+    assets those are; ``upper`` unchanged (and None) when the rule does not apply. Input that is not
+    usable here is left for erc's checks to word, except the threshold and the costs themselves."""
+    if not (isinstance(threshold, (int, float, np.floating)) and math.isfinite(threshold) and threshold >= 0):
+        raise OptimizerError(f"rp_cost: hold_zero_when_cost_exceeds must be a finite number >= 0, got {threshold}")
+    shape = np.shape(cov)
+    if w0 is None or costs is None or len(shape) != 2 or np.shape(w0) != shape[:1]:
+        return upper, None
+    n = shape[0]
+    labels = [f"asset {i}" for i in range(n)] if names is None else [str(x) for x in names]
+    cost = _costs(costs, n, labels)
+    start = np.asarray(w0, dtype=float)
+    hi = np.ones(n) if upper is None else np.asarray(upper, dtype=float)
+    if hi.shape != (n,) or not np.isfinite(start).all() or not start.sum() > 0:
+        return upper, None  # erc words a bad vector; an empty book has to be bought
+    out = (start == 0) & (cost > threshold) & (hi > 0)
+    if not out.any() or not float(np.maximum(hi[~out], 0.0).sum()) >= 1.0 - 1e-12:
+        return upper, None  # nothing to keep out, or the rest could not hold the portfolio
+    return np.where(out, 0.0, hi), out
 
 
 def _solve_budget(
@@ -525,13 +584,18 @@ class CostAwareConfig(ComponentConfig):
     ``lam`` weights ``forecast.mu`` (per hour); ``cost_bps`` is the one-way cost of trading any asset
     and ``costs_bps`` overrides it per asset, both in bps of the value traded; ``horizon_hours`` is the
     holding horizon over which a trade must pay for itself (λ_eff = λ√H, c_eff = c/√H). ``budgets`` are
-    risk budgets as in ``erc``.
+    risk budgets as in ``erc``. ``hold_zero_when_cost_exceeds_bps`` (off by default) keeps an asset the
+    book holds at 0 at 0 while its cost is above it, instead of buying the sliver the barrier buys
+    (``solve_cost_aware``'s ``hold_zero_when_cost_exceeds``).
     """
 
     lam: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="weight of forecast.mu")
     cost_bps: float = Field(default=10.0, ge=0, allow_inf_nan=False, description="one-way cost, bps of value")
     costs_bps: dict[str, NonNegFloat] | None = None
     horizon_hours: float = Field(default=720.0, gt=0, allow_inf_nan=False)
+    hold_zero_when_cost_exceeds_bps: NonNegFloat | None = Field(
+        default=None, description="keep an asset held at 0 out while its one-way cost (bps) exceeds this"
+    )
     budgets: dict[str, PositiveFloat] | None = None
     tol: float = Field(default=1e-12, gt=0)
     max_iter: int = Field(default=200, ge=1)
@@ -571,6 +635,9 @@ class CostAwareOptimizer:
             tol=cfg.tol,
             max_iter=cfg.max_iter,
             names=assets,
+            hold_zero_when_cost_exceeds=(
+                None if cfg.hold_zero_when_cost_exceeds_bps is None else cfg.hold_zero_when_cost_exceeds_bps / 1e4 / h
+            ),
         )
         rc, sigma_p = risk_contributions(res.weights, forecast.cov)
         fractions = rc / sigma_p if sigma_p > 0 else rc
@@ -581,6 +648,7 @@ class CostAwareOptimizer:
             "turnover": res.turnover,
             "cost": res.cost,
             "held": [a for a, f in zip(assets, res.held) if f],
+            "held_at_zero": [a for a, f in zip(assets, res.held_zero) if f],
             "floored": [a for a, f in zip(assets, res.floored) if f],
         }
         return Target(assets, res.weights, fractions, sigma_p, res.capped, diagnostics)

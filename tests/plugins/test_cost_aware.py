@@ -341,6 +341,96 @@ def test_zero_variance_asset_capped_at_zero_is_sold_and_held_at_zero(
         solve(k, cov=z)
 
 
+def zero_holding_case() -> dict:
+    """Six assets, no caps, λ = 0; the book holds nothing of asset 2 (w0_2 = 0)."""
+    k = case(6, 31, cost=0.01, lam=0.0, cap=None, floor=False)
+    w0 = k["w0"].copy()
+    w0[2] = 0.0
+    return {**k, "w0": w0 / w0.sum()}
+
+
+def with_cost(k: dict, i: int, c_i: float) -> np.ndarray:
+    c = k["c"].copy()
+    c[i] = c_i
+    return c
+
+
+def test_a_zero_holding_is_bought_a_sliver_at_any_cost() -> None:
+    """The documented limit: the barrier buys an asset held at 0 whatever its cost, a sliver of size
+    w_i = ρ b_i / (g_i + ν + c_i), whose cost c_i w_i tends to ρ b_i as c_i grows."""
+    k = zero_holding_case()
+    prev = 1.0
+    for c2 in [0.01, 0.1, 1.0, 10.0, 1e3]:
+        r = solve(k, c=with_cost(k, 2, c2))
+        w, cov = r.weights, k["cov"]
+        assert 0 < w[2] < prev  # bought, less as the cost grows
+        prev = w[2]
+        g = (cov @ w)[2] / math.sqrt(w @ cov @ w) - k["lam"] * (k["mu"][2] - k["mu"].mean())
+        assert w[2] == pytest.approx(r.rho * k["b"][2] / (g + r.nu + c2), rel=1e-8)
+    assert c2 * w[2] == pytest.approx(r.rho * k["b"][2], rel=1e-2)  # it pays about its whole budget
+
+
+def test_hold_zero_when_cost_exceeds_keeps_an_expensive_zero_holding_at_zero() -> None:
+    k = zero_holding_case()
+    args = (k["cov"], k["b"], k["hi"], k["lo"])
+    kw = dict(w0=k["w0"], mu=k["mu"], lam=k["lam"])
+    threshold = 0.05
+    # at a prohibitive cost it stays at 0 exactly, and the rest is rp_cost with the asset capped at 0
+    r = solve_cost_aware(*args, **kw, costs=with_cost(k, 2, 1.0), hold_zero_when_cost_exceeds=threshold)
+    assert r.weights[2] == 0.0 and r.held_zero.tolist() == [False, False, True, False, False, False]
+    capped = k["hi"].copy()
+    capped[2] = 0.0
+    ref = solve_cost_aware(k["cov"], k["b"], capped, k["lo"], **kw, costs=with_cost(k, 2, 1.0))
+    np.testing.assert_allclose(r.weights, ref.weights, rtol=0, atol=1e-14)
+    assert r.weights.sum() == pytest.approx(1.0, abs=1e-12) and np.all(r.weights[[0, 1, 3, 4, 5]] > 0)
+    assert solve(k, c=with_cost(k, 2, 1.0)).weights[2] > 0.01  # without the option: the sliver
+    # at cost 0 (and at the threshold itself) it is bought, and the option changes nothing
+    for c2 in (0.0, threshold):
+        on = solve_cost_aware(*args, **kw, costs=with_cost(k, 2, c2), hold_zero_when_cost_exceeds=threshold)
+        off = solve_cost_aware(*args, **kw, costs=with_cost(k, 2, c2))
+        assert on.weights[2] > 0.5 * solve_risk_budget(k["cov"], k["b"]).weights[2]
+        assert np.array_equal(on.weights, off.weights) and not on.held_zero.any()
+    # an asset the book holds is not affected, however expensive (it may keep or sell its holding)
+    c = with_cost(k, 0, 1.0)
+    on = solve_cost_aware(*args, **kw, costs=c, hold_zero_when_cost_exceeds=threshold)
+    assert not on.held_zero.any() and np.array_equal(on.weights, solve_cost_aware(*args, **kw, costs=c).weights)
+
+
+def test_hold_zero_is_not_applied_where_it_cannot_be() -> None:
+    k = zero_holding_case()
+    n = 6
+    expensive = np.full(n, 1.0)
+    # an empty book: the portfolio has to be bought, at any cost
+    empty = solve_cost_aware(k["cov"], k["b"], w0=np.zeros(n), costs=expensive, hold_zero_when_cost_exceeds=0.05)
+    plain = solve_cost_aware(k["cov"], k["b"], w0=np.zeros(n), costs=expensive)
+    assert not empty.held_zero.any() and np.array_equal(empty.weights, plain.weights) and np.all(empty.weights > 0)
+    # two zero holdings kept out would leave caps summing to 4 × 0.22 < 1: the rule stands down
+    w0 = k["w0"].copy()
+    w0[3] = 0.0
+    caps = np.full(n, 0.22)
+    r = solve_cost_aware(k["cov"], k["b"], caps, w0=w0 / w0.sum(), costs=expensive, hold_zero_when_cost_exceeds=0.05)
+    assert not r.held_zero.any() and r.weights[2] > 0 and r.weights[3] > 0
+    with pytest.raises(OptimizerError, match="hold_zero_when_cost_exceeds must be a finite number >= 0"):
+        solve_cost_aware(k["cov"], w0=k["w0"], costs=expensive, hold_zero_when_cost_exceeds=-1.0)
+
+
+def test_hold_zero_option_of_the_plugin() -> None:
+    k = zero_holding_case()
+    assets = ("A", "B", "C", "D", "E", "F")
+    fc = Forecast.from_cov(assets, k["cov"] / 8760.0, "test")
+    up, lo = np.ones(6), np.zeros(6)
+    base = dict(cost_bps=10.0, costs_bps={"C": 500.0}, horizon_hours=24.0)
+    bought = CostAwareOptimizer(CostAwareConfig(**base)).optimize(fc, upper=up, lower=lo, current=k["w0"])
+    assert bought.weights[2] > 0 and bought.diagnostics["held_at_zero"] == []
+    held = CostAwareOptimizer(CostAwareConfig(**base, hold_zero_when_cost_exceeds_bps=100.0)).optimize(
+        fc, upper=up, lower=lo, current=k["w0"]
+    )
+    assert held.weights[2] == 0.0 and held.diagnostics["held_at_zero"] == ["C"]
+    assert held.weights.sum() == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(pydantic.ValidationError):
+        CostAwareConfig(hold_zero_when_cost_exceeds_bps=-1.0)
+
+
 def test_plugin_is_registered_strict_and_uses_forecast_mu() -> None:
     reg = Registry(make_plugin_manager())
     entry = next(r for r in reg if r.family == "optimizer" and r.name == "rp_cost")
