@@ -30,6 +30,7 @@ from bot.clock import floor_hour
 from bot.components import ComponentConfig, ComponentContext
 from bot.domain import Balances, MarketInfo, Order, OrderState, Quote
 from bot.errors import ConfigError, RwabotError, VenueError
+from connectors.evm.book import Book, deploy_book, eligibility
 from connectors.evm.build import ToolchainMissing, require_node_modules
 from connectors.evm.chain import connect
 from connectors.evm.deploy import FundSpec, PoolSpec, World, WorldSpec, deploy_world, mine_block
@@ -46,6 +47,14 @@ class EvmDevnetConfig(ComponentConfig):
 
     funds: list[str] = Field(default_factory=list, description="assets held as ERC-4626 fund shares")
     pools: list[str] = Field(default_factory=list, description="assets traded on constant-product pools")
+    managers: list[str] = Field(default_factory=list, description="funds minted and redeemed by an issuer manager")
+    async_funds: list[str] = Field(default_factory=list, description="ERC-7540 funds: requests fulfilled hourly")
+    trex_pools: list[str] = Field(default_factory=list, description="ERC-3643 T-REX tokens on a verified pool")
+    fot_pools: list[str] = Field(default_factory=list, description="fee-on-transfer tokens on a Uniswap V2 pair")
+    manager_fee_bps: int = Field(default=10, ge=0, le=1000, description="the issuer managers' mint and redeem fee")
+    live: bool = Field(default=False, description="sign and send (anvil's development key #2 from key_env)")
+    key_env: str = Field(default="RWABOT_EVM_KEY", min_length=1, description="live: the variable with the key")
+    async_settlement_hours: float = Field(default=2.0, ge=0, le=24 * 60, description="paper: a request's delay")
     paper_cash: float = Field(default=1_000_000.0, ge=0, description="stablecoin in the paper account")
     pool_depth_usd: float = Field(default=25_000_000.0, gt=0, description="stablecoin side of each pool")
     pool_fee_bps: int = Field(default=30, ge=0, le=1000)
@@ -56,19 +65,25 @@ class EvmDevnetConfig(ComponentConfig):
 
     @model_validator(mode="after")
     def _assets(self) -> EvmDevnetConfig:
-        both = set(self.funds) & set(self.pools)
-        if both:
-            raise ValueError(f"assets {sorted(both)} are listed both as funds and as pools")
-        if not self.funds and not self.pools:
-            raise ValueError("list at least one asset in funds or pools")
+        names = self.names()
+        twice = sorted({a for a in names if names.count(a) > 1})
+        if twice:
+            raise ValueError(f"assets {twice} are listed in more than one of funds, pools, managers, ... ")
+        if not names:
+            raise ValueError("list at least one asset in funds, pools, managers, async_funds, trex_pools or fot_pools")
         return self
+
+    def names(self) -> list[str]:
+        return [*self.funds, *self.pools, *self.managers, *self.async_funds, *self.trex_pools, *self.fot_pools]
 
 
 class DevnetVenue:
     """An ``EvmVenue`` (paper) on its own anvil node, with the hourly keeper; owns the node."""
 
-    def __init__(self, venue: EvmVenue, node: AnvilNode, world: World, ctx: ComponentContext, cfg: EvmDevnetConfig):
+    def __init__(self, venue: EvmVenue, node: AnvilNode, world: World, ctx: ComponentContext, cfg: EvmDevnetConfig,
+                 book: Book | None = None):  # fmt: skip
         self.name = venue.name
+        self.book = book
         self.venue = venue
         self.node = node
         self.world = world
@@ -91,7 +106,7 @@ class DevnetVenue:
         hour = floor_hour(now)
         if hour == self._kept and not force:
             return
-        names = [*self.cfg.funds, *self.cfg.pools]
+        names = self.cfg.names()
         prices = dict(zip(names, (float(p) for p in self.data.latest(names, now).prices)))
         w3 = self.world.w3
         try:
@@ -103,6 +118,8 @@ class DevnetVenue:
                     self.world.set_nav(a, prices[a])
                 for a in self.cfg.pools:
                     self.world.move_pool(a, prices[a])
+                if self.book is not None:
+                    self.book.move(prices)
 
             mine_block(w3, when, moves)
         except Exception as exc:  # the node is gone or refused: this venue fails the cycle, not the bot
@@ -147,7 +164,7 @@ def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenu
     where = f"venues.{name}.options"
     if ctx.data is None:
         raise ConfigError(f"{where}: the local chain takes its prices from the data source, and there is none")
-    names = [*cfg.funds, *cfg.pools]
+    names = cfg.names()
     known = set(ctx.data.assets())
     unknown = [a for a in names if a not in known]
     if unknown:
@@ -172,20 +189,29 @@ def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenu
             funds=tuple(FundSpec(a, prices[a], 0.0, cfg.fund_size_usd / 20) for a in cfg.funds),
             pools=tuple(PoolSpec(a, prices[a], 0.0, depth, depth / 50, cfg.pool_fee_bps) for a in cfg.pools),
             eth_usd=cfg.eth_usd,
-            trader_usd=0.0,  # paper mode: the account's cash is the paper journal's, overridden in each eth_call
+            # paper: the account's cash is the paper journal's, overridden in each eth_call; live: real money
+            trader_usd=cfg.paper_cash if cfg.live else 0.0,
         )
         world = deploy_world(w3, spec)
         assets = world.venue_assets()
+        book = None
+        if any((cfg.managers, cfg.async_funds, cfg.trex_pools, cfg.fot_pools)):
+            book = deploy_book(world, prices, managers=cfg.managers, async_funds=cfg.async_funds,
+                               trex_pools=cfg.trex_pools, fot_pools=cfg.fot_pools, fund_size_usd=cfg.fund_size_usd,
+                               pool_depth_usd=depth, manager_fee_bps=cfg.manager_fee_bps)  # fmt: skip
+            assets.update(book.assets)
         options = {
             "rpc_url": node.url,
             "chain_id": CHAIN_ID,
             "quote_token": world.stable.address,
             "assets": {a: assets[a] for a in names},
             "native_price_feed": world.feeds["ETH"].address,
-            "paper": True,
-            "account": world.trader,  # anvil's public development account #2; no key is read or held
-            "key_env": None,
+            "paper": not cfg.live,
+            "account": world.trader,  # anvil's public development account #2; paper: no key is read or held
+            "key_env": cfg.key_env if cfg.live else None,
             "paper_cash": cfg.paper_cash,
+            "eligibility": eligibility(book) if book is not None else {},
+            "paper_async_settlement_hours": cfg.async_settlement_hours,
             "max_slippage_bps": cfg.max_slippage_bps,
             "receipt_timeout_s": 30.0,
             "poll_interval_s": 0.05,
@@ -198,7 +224,7 @@ def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenu
         node.stop()
         raise
     log.info("venue %s: local anvil chain on %s with %s", name, node.url, ", ".join(names))
-    out = DevnetVenue(venue, node, world, ctx, cfg)
+    out = DevnetVenue(venue, node, world, ctx, cfg, book)
     try:
         out.keep(force=True)
     except BaseException:

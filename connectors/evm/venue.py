@@ -60,7 +60,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,6 +191,9 @@ class EvmVenueConfig(ComponentConfig):
     paper: bool = False
     account: str | None = Field(default=None, pattern=ADDRESS, description="paper: the address simulated")
     paper_cash: float = Field(default=1_000_000.0, ge=0)
+    paper_async_settlement_hours: float = Field(
+        default=24.0, ge=0, le=24 * 60, description="paper: a request is fulfilled this long after it was made"
+    )
     quote_balance_slot: int = Field(default=0, ge=0)
     quote_allowance_slot: int = Field(default=1, ge=0)
     eligibility: dict[str, TokenEligibility] = Field(
@@ -203,8 +206,8 @@ class EvmVenueConfig(ComponentConfig):
         stray = sorted(set(self.eligibility) - set(self.assets))
         if stray:
             raise ValueError(f"eligibility names assets that are not configured: {stray}")
-        if self.paper and any(a.kind == "async" for a in self.assets.values()):
-            raise ValueError("paper mode does not support kind 'async' assets yet (no simulated fulfilment)")
+        if self.paper and any(a.kind == "async" and a.async_config().kind != "erc7540" for a in self.assets.values()):
+            raise ValueError("paper mode simulates ERC-7540 requests only, not the cooldown variant")
         if (self.native_price is None) == (self.native_price_feed is None):
             raise ValueError("give exactly one of native_price and native_price_feed (to cost gas in the quote)")
         if self.paper and self.account is None:
@@ -287,6 +290,9 @@ class PaperJournal:
             """
             CREATE TABLE IF NOT EXISTS balance (asset TEXT PRIMARY KEY, qty REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS paper_order (client_id TEXT PRIMARY KEY, state TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_request (client_id TEXT PRIMARY KEY, asset TEXT NOT NULL,
+                side TEXT NOT NULL, qty REAL NOT NULL, usd REAL NOT NULL, nav REAL NOT NULL, gas REAL NOT NULL,
+                settle_at TEXT NOT NULL, decision_price REAL NOT NULL);
             """
         )
         self.db.execute("INSERT OR IGNORE INTO balance VALUES (?, ?)", (CASH, cash))
@@ -307,7 +313,11 @@ class PaperJournal:
         return OrderState(d["client_id"], OrderStatus(d["status"]), d["filled_qty"], fills, d["venue_order_id"],
                           d["message"])  # fmt: skip
 
-    def book(self, state: OrderState, asset: str, cash_delta: float, qty_delta: float) -> None:
+    def book(
+        self, state: OrderState, asset: str, cash_delta: float, qty_delta: float, *, settles: bool = False
+    ) -> None:
+        """The final state of an order and what it moved, in one commit (``settles``: it closes a
+        simulated async request, which goes in the same commit)."""
         d = {
             "client_id": state.client_id, "status": state.status.value, "filled_qty": state.filled_qty,
             "venue_order_id": state.venue_order_id, "message": state.message,
@@ -317,6 +327,8 @@ class PaperJournal:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 self.db.execute("INSERT INTO paper_order VALUES (?, ?)", (state.client_id, json.dumps(d)))
+                if settles:
+                    self.db.execute("DELETE FROM paper_request WHERE client_id=?", (state.client_id,))
                 self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
                 self.db.execute(
                     "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
@@ -326,6 +338,28 @@ class PaperJournal:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def request(self, client_id: str, asset: str, side: str, qty: float, usd: float, nav: float, gas: float,
+                settle_at: datetime, decision_price: float) -> None:  # fmt: skip
+        """A simulated async request: what it takes leaves the account now (escrow), in one commit."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.execute("INSERT INTO paper_request VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (client_id, asset, side, qty, usd, nav, gas, settle_at.isoformat(), decision_price))
+                if side == "buy":
+                    self.db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (usd + gas, CASH))
+                else:
+                    self.db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (gas, CASH))
+                    self.db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (qty, asset))
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def requests(self) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return self.db.execute("SELECT * FROM paper_request").fetchall()
 
     def close(self) -> None:
         self.db.close()
@@ -587,7 +621,13 @@ class EvmVenue:
 
     def balances(self) -> Balances:
         if self.journal is not None:
-            return self.journal.balances()
+            with self._lock:
+                self._paper_requests()  # settle what is due first, as a real poll claims first
+                bal = self.journal.balances()
+                pending: dict[str, float] = {}
+                for _cid, asset, side, qty, usd, nav0, *_ in self.journal.requests():
+                    pending[asset] = pending.get(asset, 0.0) + (usd / nav0 if side == "buy" else qty)
+                return Balances(bal.cash, bal.positions, bal.reserved, pending)
         pending: dict[str, float] = {}
         if self.async_ is not None:
             with self._lock:  # claims first, so a settled request lands in the wallet, not in pending
@@ -1309,7 +1349,7 @@ class EvmVenue:
     def fetch_order(self, client_id: str) -> OrderState | None:
         with self._lock:
             if self.journal is not None:
-                return self.journal.get(client_id)
+                return self.journal.get(client_id) or self._paper_requests().get(client_id)
             if self.async_ is not None:
                 st = self.async_.order_state(client_id)
                 if st is not None:
@@ -1343,7 +1383,9 @@ class EvmVenue:
         """Settle the legs the ledger has in flight on this venue, waiting for pending transactions."""
         with self._lock:
             if self.journal is not None:
-                return [s for s in (self.journal.get(c) for c in in_flight) if s is not None], []
+                pending = self._paper_requests()
+                got = [self.journal.get(c) or pending.get(c) for c in in_flight]
+                return [s for s in got if s is not None], []
             states: list[OrderState] = []
             if self.async_ is not None:
                 self._rpc("async poll", self.async_.poll)
@@ -1388,11 +1430,86 @@ class EvmVenue:
 
     # -- paper -------------------------------------------------------------------------------------------
 
+    def _paper_requests(self) -> dict[str, OrderState]:
+        """Simulated async requests: those due are fulfilled and claimed at today's NAV (booked), the
+        rest reported OPEN. A real fund's manager decides when; the paper one takes
+        ``paper_async_settlement_hours``."""
+        assert self.journal is not None
+        now = self.clock.now()
+        out: dict[str, OrderState] = {}
+        for cid, asset, side, qty, usd, _nav0, gas, settle_at, dp in self.journal.requests():
+            if datetime.fromisoformat(settle_at) > now:
+                out[cid] = OrderState(cid, OrderStatus.OPEN, 0.0, (), f"paper-{cid}",
+                                      f"paper {side} request pending until {settle_at}")  # fmt: skip
+                continue
+            assert self.async_ is not None
+            nav = self._rpc("convertToAssets", lambda a=asset: self.async_.nav_per_share(a))  # type: ignore[union-attr]
+            units = usd / nav if side == "buy" else qty
+            slippage = (nav - dp) * units if side == "buy" else (dp - nav) * units
+            fill = Fill(f"paper:{cid}", cid, self.name, asset, side, units, nav, 0.0, slippage, now, gas)
+            state = OrderState(cid, OrderStatus.FILLED, units, (fill,), f"paper-{cid}",
+                               f"paper {side} request fulfilled and claimed at NAV {nav:.6g}")  # fmt: skip
+            self.journal.book(state, asset, units * nav if side == "sell" else 0.0, units if side == "buy" else 0.0,
+                              settles=True)  # fmt: skip
+            out[cid] = state
+        return out
+
+    def _paper_request(self, order: Order) -> OrderState:
+        """An async fund on paper: the request's own call (``requestDeposit``/``requestRedeem`` from the
+        account) is run with ``eth_call`` — eligibility and the vault's checks included — and its gas
+        costed; what it takes leaves the paper account now, the shares or cash arrive when it settles."""
+        assert self.journal is not None and self.async_ is not None
+        a = self._asset(order.asset)
+        c = self.contracts[order.asset]
+        me = self.address
+        nav = self._rpc("convertToAssets", lambda: self.async_.nav_per_share(order.asset))  # type: ignore[union-attr]
+        bal = self.journal.balances()
+        if order.side == "buy":
+            usd = order.qty * nav
+            raw = int(usd * self._q)
+            if bal.cash < usd:
+                msg = f"order {order.client_id} (paper): needs {usd:.2f}, has {bal.cash:.2f}"
+                raise InsufficientFunds(self.name, msg)
+            call = c.functions.requestDeposit(raw, me, me)
+            override = {self.stable.address: {"stateDiff": {
+                _slot(me, self.cfg.quote_balance_slot): _word(raw),
+                _slot(c.address, _slot_int(me, self.cfg.quote_allowance_slot)): _word(raw)}}}  # fmt: skip
+        else:
+            usd = 0.0
+            raw = int(round(order.qty * self._unit(order.asset)))
+            if bal.positions.get(order.asset, 0.0) < order.qty * (1 - 1e-12):
+                msg = f"order {order.client_id} (paper): holds {bal.positions.get(order.asset, 0.0):.6f} {order.asset}"
+                raise InsufficientFunds(self.name, msg)
+            call = c.functions.requestRedeem(raw, me, me)
+            override = {c.address: {"stateDiff": {_slot(me, a.balance_slot): _word(raw)}}}
+        tx = {"from": me, "to": c.address, "data": call._encode_transaction_data(), "value": 0}
+        try:
+            gas = self._rpc("estimate", lambda: self.w3.eth.estimate_gas(tx, state_override=override))  # type: ignore[arg-type]
+        except ContractLogicError as exc:
+            reason = self.decoder.from_exception(exc)
+            msg = f"order {order.client_id} (paper): request of {order.asset} would revert: {reason}"
+            self._event("tx_reverted", msg, Severity.CRITICAL, client_id=order.client_id, reason=reason)
+            raise VenueError(self.name, msg) from None
+        block = self._latest()
+        max_fee, prio = self._fees()
+        gas_quote = gas * min(max_fee, int(block.get("baseFeePerGas") or 0) + prio) / 1e18 * self.native_price()
+        settle_at = self.clock.now() + timedelta(hours=self.cfg.paper_async_settlement_hours)
+        self.journal.request(order.client_id, order.asset, order.side, order.qty, usd, nav, gas_quote, settle_at,
+                             order.decision_price)  # fmt: skip
+        self._event("async_requested", f"{order.asset}: paper {order.side} request of {order.qty:.6g} pending "
+                    f"until {settle_at.isoformat()}", Severity.INFO, client_id=order.client_id)  # fmt: skip
+        return OrderState(order.client_id, OrderStatus.OPEN, 0.0, (), f"paper-{order.client_id}", "request pending")
+
     def _paper_place(self, order: Order) -> OrderState:
         assert self.journal is not None
         existing = self.journal.get(order.client_id)
         if existing is not None:
             return existing
+        pending = self._paper_requests()
+        if order.client_id in pending:
+            return pending[order.client_id]
+        if self._asset(order.asset).kind == "async":
+            return self._paper_request(order)
         block = self._latest()
         prep = self._prepare(order, deadline=int(block["timestamp"]) + self.cfg.deadline_s)
         bal = self.journal.balances()

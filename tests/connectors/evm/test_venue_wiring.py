@@ -193,7 +193,10 @@ def test_async_asset_config(world: World, anvil: AnvilNode) -> None:
         with pytest.raises(ValueError, match=why):
             EvmVenueConfig.model_validate(venue_options(world, anvil.url, assets={"X": bad}))
     paper = venue_options(world, anvil.url, assets={"X": base}, paper=True, account=world.trader)
-    with pytest.raises(ValueError, match="paper mode does not support kind 'async'"):
+    assert EvmVenueConfig.model_validate(paper).paper  # ERC-7540 requests are simulated on paper
+    cooldown = {**base, "asynchronous": {"kind": "cooldown"}}
+    paper = venue_options(world, anvil.url, assets={"X": cooldown}, paper=True, account=world.trader)
+    with pytest.raises(ValueError, match="simulates ERC-7540 requests only"):
         EvmVenueConfig.model_validate(paper)
 
 
