@@ -13,10 +13,10 @@ against r_t. Every forecaster only ever sees the slice ``returns[lo:t]``; a test
 after t and checks that the forecast at t does not move.
 
 Truth: on the simulated market the conditional second moment M_t = E[r_t r_tᵀ | state] of every
-hour is known (``TruthMarket`` below), and the excess loss of a forecast Σ̂ over it is the Stein
-loss tr(Σ̂⁻¹M) − log det(Σ̂⁻¹M) − N = 2·KL(N(0,M) ‖ N(0,Σ̂)) ≥ 0: the *expected* excess QLIKE
-over the truth, computed without the sampling noise of r_t. A negative value is impossible (it
-would mean look-ahead or a wrong truth).
+hour is known (the ``simulated_truth`` data source, registered by the simulated market's plugin), and
+the excess loss of a forecast Σ̂ over it is the Stein loss tr(Σ̂⁻¹M) − log det(Σ̂⁻¹M) − N =
+2·KL(N(0,M) ‖ N(0,Σ̂)) ≥ 0: the *expected* excess QLIKE over the truth, computed without the
+sampling noise of r_t. A negative value is impossible (it would mean look-ahead or a wrong truth).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.domain import Forecast
 from bot.errors import DataError, ForecastError
 
 # -- pure loss maths ------------------------------------------------------------------------------------
@@ -105,15 +106,43 @@ def gmv_weights(cov: np.ndarray) -> np.ndarray:
 
 
 def erc_weights(cov: np.ndarray) -> np.ndarray:
-    """Long-only equal-risk-contribution weights per period, with rwabot's own ERC solver."""
-    from plugins.optimizers.erc import solve_risk_budget
-
+    """Long-only equal-risk-contribution weights per period, with the ``erc`` optimizer the daemon uses
+    (from the plugin registry), warm-started at the previous period's weights."""
+    n = cov.shape[-1]
+    names = tuple(f"a{i}" for i in range(n))
+    opt = _registry().get("optimizer", "erc").build({"tol": 1e-10}, _context(names), where="evaluate: optimizer erc")
     out = np.empty(cov.shape[:-1])
-    w0 = None
+    w0 = np.full(n, 1.0 / n)
+    ones, zeros = np.ones(n), np.zeros(n)
     for t in range(cov.shape[0]):
-        w0 = solve_risk_budget(cov[t], w0=w0, tol=1e-10).weights
+        c = np.asarray(cov[t], float)
+        sd = np.sqrt(np.clip(np.diag(c), 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.nan_to_num(c / np.outer(sd, sd))
+        target = opt.optimize(Forecast(names, c, sd, corr, "evaluate"), upper=ones, lower=zeros, current=w0)
+        w0 = np.asarray(target.weights, float)
         out[t] = w0
     return out
+
+
+def _registry() -> Any:
+    """Every installed plugin's components: optimizers, forecasters and the simulated market are reached
+    through the ``rwabot`` entry points like the daemon's, never imported by name."""
+    from bot.plugins import Registry, make_plugin_manager
+
+    return Registry(make_plugin_manager())
+
+
+def _context(assets: Sequence[str] = (), state_dir: Any = None) -> Any:
+    import tempfile
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from bot.clock import SimulatedClock
+    from bot.components import ComponentContext
+
+    where = Path(state_dir) if state_dir is not None else Path(tempfile.gettempdir())
+    return ComponentContext(SimulatedClock(datetime(2000, 1, 1, tzinfo=UTC)), where, tuple(assets), lambda e: None)
 
 
 def stress_phase(regime: np.ndarray, first_hours: int = 24) -> np.ndarray:
@@ -475,105 +504,19 @@ def format_table(scores: Sequence[Score], baseline: str, unit: str = "period") -
 
 # -- simulated truth -----------------------------------------------------------------------------------------
 
-
-def _truth_market_class() -> type:
-    """``TruthMarket``: the simulated market that also records M_t = E[r_t r_tᵀ | state] per hour.
-
-    Built lazily so that importing this module does not import the plugin package.
-    """
-    from plugins.data.simulated import _MAX_VARIANCE_RATIO, CHUNK_HOURS, SimulatedMarket
-
-    class TruthMarket(SimulatedMarket):
-        """Replays each chunk's random draws (same stream, same order) to recover the latent state.
-
-        Observed return of asset i in hour t (see ``SimulatedMarket._generate_chunk``):
-        r_t = κ(n_{t−1} + μ − s_{t−1}) + (φ−1)u_{t−1} + κ·m_t·sd_t·z_t + J_t + w_t, with z_t ~ (0, C(regime_t)),
-        J_t a Bernoulli(p)·N(jm, jv²) jump and w_t the premium innovation. Hence
-        M_t = m mᵀ + (κ m sd)(κ m sd)ᵀ ∘ C + diag(Var J + Var w), m = the conditional mean.
-        The truth conditions on the regime of hour t itself (a finer information set than any
-        forecaster's), which keeps the excess non-negative. Every replayed chunk is checked
-        against the prices the simulator produced, so a change in the simulator fails loudly.
-        """
-
-        def __init__(self, cfg: Any) -> None:
-            super().__init__(cfg)
-            n = len(self._names)
-            self._truth = np.full((1, n, n), np.nan)
-            self._loadings = {}
-            for stressed, load in ((0, self._calm_load), (1, self._stress_load)):
-                a = np.zeros((n, n + 1))
-                a[:, 0] = load
-                a[np.arange(n), 1 + np.arange(n)] = np.sqrt(1.0 - load * load)
-                for i, g, rho in self._trackers:
-                    a[i] = rho * a[g]
-                    a[i, 1 + i] += math.sqrt(1.0 - rho * rho)
-                self._loadings[stressed] = a @ a.T
-
-        def _generate_chunk(self, chunk: int) -> tuple[np.ndarray, ...]:
-            st = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in self._state.items()}
-            res = super()._generate_chunk(chunk)
-            logp, _, regime, _ = res
-            cfg = self.cfg
-            c, n = CHUNK_HOURS, len(self._names)
-            rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, chunk]))
-            rng.random(c)
-            f = rng.standard_normal(c)
-            e = rng.standard_normal((c, n))
-            u_jump = rng.random((c, n))
-            z_jump = rng.standard_normal((c, n))
-            z_noise = rng.standard_normal((c, n))
-            stressed = regime.astype(bool)[:, None]
-            b = np.where(stressed, self._stress_load, self._calm_load)
-            z = b * f[:, None] + np.sqrt(1.0 - b * b) * e
-            for i, g, rho in self._trackers:
-                z[:, i] = rho * z[:, g] + math.sqrt(1.0 - rho * rho) * e[:, i]
-            h = st["h"]
-            h_cap = self._v_calm * _MAX_VARIANCE_RATIO
-            sd = np.empty((c, n))
-            for t in range(c):
-                sd[t] = np.sqrt(h)
-                h = np.minimum(self._omega + h * (cfg.garch_alpha * z[t] * z[t] + cfg.garch_beta), h_cap)
-            mult = np.where(stressed, cfg.stress_vol_multiplier, 1.0)
-            lam = self._jump_rate * np.where(stressed, cfg.stress_jump_multiplier, 1.0)
-            pj = -np.expm1(-lam)
-            jumps = np.where(u_jump < pj, self._jump_mean + self._jump_vol * z_jump, 0.0)
-            latent = st["n"] + np.cumsum(self._mu + mult * sd * z + jumps, axis=0)
-            kappa, phi = self._kappa, self._phi
-            w = self._noise_sd * np.sqrt(1.0 - phi * phi) * z_noise
-            s_prev, u_prev, n_prev = st["s"], st["u"], st["n"]
-            mean = np.empty((c, n))
-            check = np.empty((c, n))
-            for t in range(c):
-                mean[t] = kappa * (n_prev + self._mu - s_prev) + (phi - 1.0) * u_prev + pj[t] * self._jump_mean
-                s_prev = (1.0 - kappa) * s_prev + kappa * latent[t] + (1.0 - kappa) * jumps[t]
-                u_prev = phi * u_prev + w[t]
-                n_prev = latent[t]
-                check[t] = s_prev + u_prev
-            if not np.allclose(check, logp, rtol=0.0, atol=1e-9):
-                raise DataError("evaluate: the simulator changed; TruthMarket's replay no longer matches its prices")
-            jvar = pj * (self._jump_vol**2 + self._jump_mean**2) - (pj * self._jump_mean) ** 2
-            wvar = (self._noise_sd**2) * (1.0 - phi * phi)
-            scale = kappa * mult * sd
-            corr = np.where(regime.astype(bool)[:, None, None], self._loadings[1], self._loadings[0])
-            m = scale[:, :, None] * scale[:, None, :] * corr
-            m += mean[:, :, None] * mean[:, None, :]
-            idx = np.arange(n)
-            m[:, idx, idx] += jvar + wvar
-            self._truth = np.concatenate([self._truth, m])
-            return res
-
-        def truth(self, end: Any, hours: int) -> np.ndarray:
-            """M_t for each bar of ``bars(…, end, hours)``: the second moment of the return *into* that bar."""
-            lo, hi = self._window(end, hours, "truth")
-            return self._truth[lo : hi + 1].copy()
-
-    return TruthMarket
+TRUTH_SOURCE = "simulated_truth"
+"""The data source (registered by the simulated market's plugin) that also knows, per hour, the conditional
+second moment M_t = E[r_t r_tᵀ | state] of its returns (``truth(end, hours)``) and its regime
+(``regime(end, hours)``). Only the simulator can replay its own draws, so the truth lives with it."""
 
 
 def make_truth_market(cfg: Any = None) -> Any:
-    from plugins.data.simulated import SimulatedMarketConfig
-
-    return _truth_market_class()(cfg or SimulatedMarketConfig())
+    """The ``simulated_truth`` source with ``cfg`` (its config model, or a dict of options; default options)."""
+    reg = _registry().get("data", TRUTH_SOURCE)
+    market = reg.build(cfg if cfg is not None else {}, _context(), where=f"evaluate: data {TRUTH_SOURCE}")
+    if not (callable(getattr(market, "truth", None)) and callable(getattr(market, "regime", None))):
+        raise DataError(f"data source {TRUTH_SOURCE!r} ({reg.plugin}) has no truth(end, hours) and regime(end, hours)")
+    return market
 
 
 # -- whole evaluation ---------------------------------------------------------------------------------------
@@ -638,9 +581,7 @@ def simulated_dataset(hours: int, seed: int = 7) -> Dataset:
     """``hours`` of the default simulated market with its truth and regimes (bar 1 onward)."""
     from datetime import timedelta
 
-    from plugins.data.simulated import SimulatedMarketConfig
-
-    market = make_truth_market(SimulatedMarketConfig(seed=seed))
+    market = make_truth_market({"seed": seed})
     end = market.start + timedelta(hours=hours)
     bars = market.bars(market.assets(), end, hours)
     truth = market.truth(end, hours)[1:]
@@ -672,19 +613,12 @@ class Evaluation:
 
 def build_forecasters(specs: Sequence[str], options: Mapping[str, Mapping[str, Any]], state_dir: Any) -> dict[str, Any]:
     """``NAME`` or ``LABEL=PLUGIN`` specs built through the plugin registry (options keyed by label)."""
-    from datetime import UTC, datetime
-
-    from bot.clock import SimulatedClock
-    from bot.components import ComponentContext
-    from bot.plugins import Registry, make_plugin_manager
-
-    reg = Registry(make_plugin_manager())
-    events: list[Any] = []
+    reg = _registry()
     out: dict[str, Any] = {}
     for spec in specs:
         label, _, plugin = spec.partition("=")
         plugin = plugin or label
-        ctx = ComponentContext(SimulatedClock(datetime(2000, 1, 1, tzinfo=UTC)), state_dir, (), events.append)
+        ctx = _context((), state_dir)
         out[label] = reg.get("forecaster", plugin).build(dict(options.get(label, {})), ctx, where=f"forecaster {label}")
     return out
 

@@ -8,7 +8,11 @@ missing or unknown asset is an error that names it.
 
 Units: ``costs`` are c_i of docs/optimizer.md, per unit of weight traded in the units of σ_p
 (decimal: 10 bps = 0.001), ``mu`` is in the covariance's period. Without costs and with λμ = 0 the
-plain risk-parity solver (``erc``) runs; otherwise ``rp_cost``.
+plain risk-parity optimizer (``erc``) runs; otherwise ``rp_cost``.
+
+Both are reached through the plugin registry, as the cycle reaches them, never imported: the core
+names no plugin module. The CSV's covariance becomes a one-period ``Forecast``; ``rp_cost`` gets the
+costs as ``costs_bps`` over a one-period horizon, so that its c_eff and λ_eff are the CSV's c and λ.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from bot.domain import Forecast
 from bot.errors import RwabotError
-from plugins.optimizers.cost_aware import nearest_psd, solve_cost_aware
-from plugins.optimizers.erc import solve_risk_budget
+from bot.riskmath import nearest_psd
 
 
 class InputError(RwabotError):
@@ -133,17 +137,36 @@ def optimize_arrays(
     b = np.full(n, 1.0 / n) if budgets is None else np.asarray(budgets, float) / float(np.sum(budgets))
     tilted = mu is not None and lam != 0.0
     costly = costs is not None and current is not None and bool(np.any(np.asarray(costs) != 0))
-    if tilted or costly:
-        res = solve_cost_aware(
-            cov, budgets, caps, floors, w0=current, costs=costs, mu=mu, lam=lam, tol=tol, max_iter=max_iter,
-            names=assets,
-        )
-        solver, w, it, dev, dev_rp = "rp_cost", res.weights, res.iterations, res.dev, res.rp.dev
-        capped, floored, held = res.capped, res.floored, res.held
-    else:
-        rb = solve_risk_budget(cov, budgets, caps, floors, w0=current, tol=tol, max_iter=max_iter, names=assets)
-        solver, w, it, dev, dev_rp = "erc", rb.weights, rb.iterations, rb.dev, rb.dev
-        capped, floored, held = rb.capped, rb.floored, np.zeros(n, bool)
+    options: dict[str, Any] = {"tol": float(tol), "max_iter": int(max_iter)}
+    if budgets is not None:
+        options["budgets"] = {a: float(x) for a, x in zip(assets, budgets)}
+    solver = "rp_cost" if tilted or costly else "erc"
+    if solver == "rp_cost":
+        # a one-period horizon makes rp_cost's c_eff = c and λ_eff = λ; without current weights nothing is paid
+        options |= {"lam": float(lam) if tilted else 0.0, "cost_bps": 0.0, "horizon_hours": 1.0}
+        if costly:
+            options["costs_bps"] = {a: float(c) * 1e4 for a, c in zip(assets, np.asarray(costs, float))}
+    optimizer = _optimizer(solver, options, assets)
+    c_arr = np.asarray(cov, float)
+    sd = np.sqrt(np.clip(np.diag(c_arr), 0.0, None))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.nan_to_num(c_arr / np.outer(sd, sd))
+    # the covariance as read (not symmetrised here): the optimizer checks and words what is wrong with it
+    forecast = Forecast(tuple(assets), c_arr, sd, corr, "csv", mu=None if mu is None else np.asarray(mu, float))
+    target = optimizer.optimize(
+        forecast,
+        upper=np.ones(n) if caps is None else np.asarray(caps, float),
+        lower=np.zeros(n) if floors is None else np.asarray(floors, float),
+        # no --current: a start from cash (rp_cost is then given no costs, so nothing is paid for it)
+        current=np.zeros(n) if current is None else np.asarray(current, float),
+    )
+    w = np.asarray(target.weights, float)
+    diag = target.diagnostics
+    capped = np.asarray(target.capped, bool)
+    floored = np.array([a in set(diag.get("floored", ())) for a in assets])
+    held = np.array([a in set(diag.get("held", ())) for a in assets])
+    it, dev = int(diag.get("iterations", 0)), float(diag.get("dev", math.nan))
+    dev_rp = float(diag.get("dev_rp", dev))
     cov = np.asarray(cov, float)
     sigma = math.sqrt(max(float(w @ cov @ w), 0.0))
     rc = w * (cov @ w) / sigma / sigma if sigma > 0 else np.zeros(n)
@@ -168,6 +191,22 @@ def optimize_arrays(
         expected_return=None if mu is None else float(np.asarray(mu, float) @ w),
         repaired_psd=repaired,
     )
+
+
+def _optimizer(name: str, options: dict[str, Any], assets: list[str]) -> Any:
+    """The ``name`` optimizer built from the registry with ``options``, as a config's section would be."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from bot.clock import SimulatedClock
+    from bot.components import ComponentContext
+    from bot.plugins import Registry, make_plugin_manager
+
+    reg = Registry(make_plugin_manager()).get("optimizer", name)
+    ctx = ComponentContext(
+        SimulatedClock(datetime(2000, 1, 1, tzinfo=UTC)), Path(tempfile.gettempdir()), tuple(assets), lambda e: None
+    )
+    return reg.build(options, ctx, where=f"rwabot optimize: optimizer {name}")
 
 
 def optimize_files(

@@ -51,6 +51,21 @@ def rc_dispersion(w: np.ndarray, cov: np.ndarray, mask: np.ndarray | None = None
     return float(np.max(np.abs(sel / mean - 1.0)))
 
 
+def nearest_psd(cov: np.ndarray) -> np.ndarray:
+    """The nearest symmetric PSD matrix in the Frobenius norm: eigenvalues below 0 set to 0.
+
+    Only for callers that choose to repair (``rwabot optimize --repair-psd``); optimizers refuse a
+    non-PSD Σ, because a forecaster that produces one has a bug worth seeing.
+    """
+    c = np.asarray(cov, dtype=float)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.all(np.isfinite(c)):
+        raise DataError(f"nearest_psd: need a finite square matrix, got shape {c.shape}")
+    s = 0.5 * (c + c.T)
+    lam, vec = np.linalg.eigh(s)
+    out = (vec * np.clip(lam, 0.0, None)) @ vec.T
+    return 0.5 * (out + out.T)
+
+
 def liquidity_limits(
     traded_value: np.ndarray, participation: float, nav: float, horizon_hours: int | None = None
 ) -> np.ndarray:

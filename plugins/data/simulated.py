@@ -461,3 +461,10 @@ def rwabot_register_data_sources(register) -> None:
         return SimulatedMarket(cfg)
 
     register("simulated", make, SimulatedMarketConfig)
+
+    def make_truth(cfg: SimulatedMarketConfig, ctx: ComponentContext) -> SimulatedMarket:
+        from plugins.data.simulated_truth import TruthMarket  # it subclasses SimulatedMarket: imported late
+
+        return TruthMarket(cfg)
+
+    register("simulated_truth", make_truth, SimulatedMarketConfig)  # the same market, and its truth per hour
