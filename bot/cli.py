@@ -1,4 +1,9 @@
-"""The ``rwabot`` command line: run, backtest, status, plugins."""
+"""The ``rwabot`` command line: run, backtest, status, plugins, evaluate, optimize, and plugins' commands.
+
+Plugins add commands through the ``rwabot_register_commands`` hook (``rwabot devnet`` is the evm
+plugin's); they are loaded only when a command that is not the core's is asked for, so ``rwabot run``
+does not import every plugin twice. ``fail``, ``setup_logging`` and ``console`` are for their use.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import typer
@@ -15,11 +20,70 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from bot.config import Config, load_config
-from bot.errors import RwabotError
+from bot.errors import PluginError, RwabotError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Dynamic risk parity for real-world assets.")
+
+def plugin_commands(reserved: set[str], pm: Any = None) -> dict[str, Any]:
+    """The commands plugins add through ``rwabot_register_commands``, by name.
+
+    Each plugin gets a ``typer.Typer`` of its own, so that a name two plugins (or a plugin and the core)
+    both claim is refused naming both, instead of one silently replacing the other.
+    """
+    from bot.plugins import make_plugin_manager
+
+    pm = pm if pm is not None else make_plugin_manager()
+    found: dict[str, tuple[str, Any]] = {}
+    for impl in pm.hook.rwabot_register_commands.get_hookimpls():
+        owner = pm.get_name(impl.plugin) or repr(impl.plugin)
+        sub = typer.Typer(add_completion=False)
+        impl.function(cli=sub)
+        if not sub.registered_commands and not sub.registered_groups:
+            continue
+        for name, cmd in typer.main.get_group(sub).commands.items():
+            if name in reserved:
+                raise PluginError(f"command {name!r} of plugin {owner} is a core rwabot command")
+            if name in found:
+                raise PluginError(f"command {name!r} registered twice: by {found[name][0]} and by {owner}")
+            found[name] = (owner, cmd)
+    return {name: cmd for name, (_, cmd) in found.items()}
+
+
+class CommandGroup(TyperGroup):
+    """The core's commands, then the plugins' (``plugin_commands``), loaded the first time one is needed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugin_commands: dict[str, Any] | None = None
+
+    def _plugins(self) -> dict[str, Any]:
+        if self._plugin_commands is None:
+            self._plugin_commands = plugin_commands(set(self.commands))
+        return self._plugin_commands
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        core = list(super().list_commands(ctx))
+        try:
+            return [*core, *sorted(self._plugins())]
+        except RwabotError as exc:  # help must still show the core's commands
+            err.print(f"[yellow]warning:[/] plugin commands unavailable: {exc}")
+            return core
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is not None:
+            return cmd
+        try:
+            return self._plugins().get(cmd_name)
+        except RwabotError as exc:
+            fail(exc)
+
+
+app = typer.Typer(
+    cls=CommandGroup, add_completion=False, no_args_is_help=True, help="Dynamic risk parity for real-world assets."
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -27,7 +91,8 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config fil
 LedgerOpt = Annotated[str | None, typer.Option("--ledger", help="override bot.ledger (SQLite file)")]
 
 
-def _setup_logging(verbose: bool, quiet_level: int = logging.WARNING) -> None:
+def setup_logging(verbose: bool, quiet_level: int = logging.WARNING) -> None:
+    """Log to stderr through rich: INFO with ``--verbose``, else ``quiet_level`` and above."""
     logging.basicConfig(
         level=logging.INFO if verbose else quiet_level,
         format="%(name)s: %(message)s",
@@ -47,7 +112,8 @@ def _load(path: Path, ledger: str | None, **overrides: Any) -> Config:
     return cfg.with_overrides(**sections) if sections else cfg
 
 
-def _fail(exc: Exception) -> None:
+def fail(exc: Exception) -> NoReturn:
+    """Print ``error: …`` on stderr and exit 2: how every command, plugin commands too, reports a failure."""
     err.print(f"[bold red]error:[/] {exc}")
     raise typer.Exit(2)
 
@@ -96,7 +162,7 @@ def run(
     from bot.daemon import Daemon
     from bot.ledger import DaemonLock
 
-    _setup_logging(verbose)
+    setup_logging(verbose)
     try:
         clock_over: dict[str, Any] = {}
         if speed is not None:
@@ -135,7 +201,7 @@ def run(
         finally:
             lock.release()
     except RwabotError as exc:
-        _fail(exc)
+        fail(exc)
     console.print("stopped cleanly")
     raise typer.Exit(code)
 
@@ -154,7 +220,7 @@ def backtest(
     """Replay the same cycle on simulated time and print performance, costs and risk balance."""
     from bot.backtest import run_backtest
 
-    _setup_logging(verbose, logging.ERROR)
+    setup_logging(verbose, logging.ERROR)
     tmp = None
     try:
         if ledger is None:
@@ -179,7 +245,7 @@ def backtest(
 
             s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
     except (RwabotError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -228,7 +294,7 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
             raise RwabotError(f"no ledger at {cfg.bot.ledger}: run `rwabot run` first")
         led = Ledger(cfg.bot.ledger)
     except RwabotError as exc:
-        _fail(exc)
+        fail(exc)
     try:
         last = led.last_cycle()
         if last is None:
@@ -284,17 +350,22 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
 
 @app.command()
 def plugins() -> None:
-    """List every plugin: family, name, the module that registered it and its distribution."""
-    from bot.plugins import Registry, make_plugin_manager
+    """List every plugin: the components it registers, the hooks it implements and its distribution."""
+    from bot.plugins import Registry, loaded_plugins, make_plugin_manager
 
     try:
-        reg = Registry(make_plugin_manager())
+        pm = make_plugin_manager()
+        reg = Registry(pm)
     except RwabotError as exc:
-        _fail(exc)
-    t = Table("family", "name", "plugin", "distribution")
+        fail(exc)
+    t = Table("family", "name", "plugin", "distribution", title="components")
     for r in reg:
         t.add_row(r.family, r.name, r.plugin, r.distribution)
     console.print(t)
+    p = Table("plugin", "distribution", "hooks", title="plugins and the hooks they implement")
+    for lp in loaded_plugins(pm):
+        p.add_row(lp.name, lp.distribution, ", ".join(lp.hooks))
+    console.print(p)
 
 
 @app.command()
@@ -331,7 +402,7 @@ def evaluate(
 
     from bot import evaluate as ev
 
-    _setup_logging(False, logging.ERROR)
+    setup_logging(False, logging.ERROR)
     try:
         if freq not in ("1h", "1d"):
             raise RwabotError(f"--freq must be 1h or 1d, got {freq!r}")
@@ -388,7 +459,7 @@ def evaluate(
                     on_step=on_step,
                 )
     except (RwabotError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     console.print(result.table, highlight=False, soft_wrap=True)
     if compare is not None:
         console.print(f"\n{compare} against each forecaster (paired, block-bootstrap SE):", highlight=False)
@@ -430,35 +501,13 @@ def optimize(
             repair_psd=repair_psd, tol=tol, max_iter=max_iter,
         )
     except RwabotError as exc:
-        _fail(exc)
+        fail(exc)
     if json_out:
         typer.echo(oc.to_json(report))
         return
     console.print(oc.to_table(report))
     for line in oc.summary_lines(report):
         console.print(line, highlight=False)
-
-
-@app.command()
-def devnet(
-    out: Annotated[Path, typer.Option(help="folder for the config, ledger and node log")] = Path("var/devnet"),
-    mode: Annotated[str, typer.Option(help="paper (simulated by eth_call) or live (transactions sent)")] = "live",
-    hours: Annotated[int, typer.Option(min=26, max=24 * 14, help="hours of market history mined first")] = 30,
-    cycles: Annotated[int, typer.Option(min=0, max=10)] = 1,
-    keep: Annotated[bool, typer.Option(help="keep the node running afterwards for `rwabot run`")] = False,
-) -> None:
-    """Start a local anvil chain with tokenized funds and a permissioned token pool, write a config
-    for it and trade a cycle on it (needs `npm ci --prefix connectors/evm`)."""
-    # the on-chain tools live with the evm connector; imported here only, never by the core
-    from connectors.evm.devnet import run_devnet
-
-    if mode not in ("paper", "live"):
-        _fail(ValueError(f"--mode must be paper or live, not {mode!r}"))
-    _setup_logging(False)
-    try:
-        run_devnet(out, mode, hours, cycles, keep, lambda m: console.print(m, highlight=False))
-    except RwabotError as exc:
-        _fail(exc)
 
 
 def main() -> None:

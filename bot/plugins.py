@@ -64,6 +64,33 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
 _DISTS: dict[int, str] = {}
 
 
+def distribution_of(plugin: object) -> str:
+    """``name version`` of the distribution whose entry point loaded ``plugin``."""
+    return _DISTS.get(id(plugin), "(registered directly)")
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    name: str
+    distribution: str
+    hooks: tuple[str, ...]
+
+
+def loaded_plugins(pm: pluggy.PluginManager) -> list[LoadedPlugin]:
+    """Every plugin registered with ``pm`` and the hooks it implements, by name.
+
+    The registry lists components; a plugin that only listens (lifecycle hooks) or only adds commands
+    registers none and would be invisible there, yet it runs on every cycle.
+    """
+    out = []
+    for name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        out.append(LoadedPlugin(name, distribution_of(plugin), hooks))
+    return sorted(out, key=lambda p: p.name)
+
+
 @dataclass(frozen=True)
 class Registration:
     family: str
@@ -113,7 +140,7 @@ class Registry:
             hook = getattr(pm.hook, hook_name)
             for impl in hook.get_hookimpls():
                 plugin_name = pm.get_name(impl.plugin) or repr(impl.plugin)
-                dist_name = _DISTS.get(id(impl.plugin), "(registered directly)")
+                dist_name = distribution_of(impl.plugin)
 
                 def register(
                     name: str,
