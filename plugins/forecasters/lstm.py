@@ -65,11 +65,19 @@ from bot.domain import Forecast, RiskEvent, Severity
 from bot.errors import ForecastError
 from bot.hookspecs import hookimpl
 from plugins.forecasters.basic import EwmaConfig, EwmaForecaster, _check_returns
-from plugins.forecasters.classic import GarchParams, fit_garch, garch_filter
+from plugins.forecasters.classic import (
+    GarchParams,
+    dcc_q_path,
+    fit_dcc_correlation,
+    fit_garch,
+    garch_filter,
+    q_to_r,
+)
 from plugins.forecasters.seasonal import Deseasonaliser
 
 log = logging.getLogger(__name__)
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+"""2: the DCC anchor (a, b, Q̄ stored); version-1 checkpoints are unreadable and trigger a retrain."""
 MIN_DIAG = 0.05
 """The diagonal of B gets MIN_DIAG × (norm of its row's off-diagonal part) added, so after row
 normalisation L_ii ≥ MIN_DIAG/√(1+MIN_DIAG²): det R = Π L_ii² is bounded below, so R stays strictly
@@ -97,6 +105,20 @@ class LstmConfig(ComponentConfig):
     auto_retrain: bool = Field(default=True, description="start background training from forecast() when due")
     fallback_half_life_hours: float = Field(default=72.0, gt=0)
     threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads for training and inference")
+    anchor: Literal["dcc", "constant"] = Field(
+        default="constant",
+        description="dcc: gated residual on the DCC correlation (untrained = dcc); constant: the former model",
+    )
+    cross_features: bool | None = Field(
+        default=None, description="add clipped z_i z_j and the DCC correlations to the inputs (None: with anchor=dcc)"
+    )
+    gate_init: float = Field(default=-3.0, le=0, description="anchor=dcc: initial logit of the residual's gate")
+    max_step: float = Field(default=1.0, gt=0, le=5, description="anchor=dcc: bound on each entry of the residual")
+    penalty: float = Field(default=0.0, ge=0, description="anchor=dcc: L2 penalty on the gated residual g·Δ")
+
+    @property
+    def crosses(self) -> bool:
+        return self.anchor == "dcc" if self.cross_features is None else self.cross_features
 
 
 # -- pure numerics (numpy side) --------------------------------------------------------------------------
@@ -117,10 +139,41 @@ def ewma_vol_path(r: np.ndarray, half_life: float) -> np.ndarray:
     return np.maximum(v, 1e-20)
 
 
-def features(z: np.ndarray) -> np.ndarray:
-    """Per-step inputs: clipped z and z² − 1 (T × 2N), float32."""
+def features(z: np.ndarray, corr_next: np.ndarray | None = None) -> np.ndarray:
+    """Per-step inputs, float32: clipped z and z² − 1 (T × 2N); with ``corr_next`` (T × N × N, the DCC
+    correlation forecast made after each row) also the clipped products z_i z_j (i < j) and those
+    correlations' off-diagonal entries — the quantities DCC filters and what it currently believes."""
     zc = np.clip(z, -8.0, 8.0)
-    return np.concatenate([zc, zc * zc - 1.0], axis=1).astype(np.float32)
+    parts = [zc, zc * zc - 1.0]
+    if corr_next is not None:
+        i, j = np.triu_indices(z.shape[1], 1)
+        parts += [np.clip(zc[:, i] * zc[:, j], -10.0, 10.0), corr_next[:, i, j]]
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def n_features(n: int, crosses: bool) -> int:
+    return 2 * n + (n * (n - 1) if crosses else 0)
+
+
+def safe_cholesky(c: np.ndarray) -> np.ndarray:
+    """Batched Cholesky factor of correlation matrices; the smallest ridge that works where one is not PD."""
+    try:
+        return np.linalg.cholesky(c)
+    except np.linalg.LinAlgError:
+        pass
+    out = np.empty_like(c)
+    flat_c, flat_o = c.reshape(-1, *c.shape[-2:]), out.reshape(-1, *c.shape[-2:])
+    eye = np.eye(c.shape[-1])
+    for k, m in enumerate(flat_c):
+        for jitter in (0.0, 1e-10, 1e-8, 1e-6, 1e-4, 1e-2):
+            try:
+                flat_o[k] = np.linalg.cholesky((m + jitter * eye) / (1.0 + jitter))
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:
+            flat_o[k] = eye
+    return out
 
 
 # -- the network -------------------------------------------------------------------------------------------
@@ -168,6 +221,59 @@ def build_net(n: int, hidden: int, init_chol: np.ndarray) -> Any:
     return CorrLSTM()
 
 
+def combine(l0: Any, p: Any) -> Any:
+    """L = rownorm(L0 + P): strictly-lower entries add, the diagonal is L0_ii·exp(P_ii) (> 0 whatever P).
+
+    L0 is the DCC correlation's Cholesky factor (unit rows, positive diagonal), P the network's bounded,
+    gated residual. A triangular matrix with a positive diagonal is non-singular, so R = LLᵀ is positive
+    definite, and unit rows make R_ii = 1: a correlation matrix by construction. P = 0 gives L0 exactly.
+    """
+    torch = _torch()
+    low = torch.tril(l0, -1) + torch.tril(p, -1)
+    d = torch.diagonal(l0, dim1=-2, dim2=-1) * torch.exp(torch.diagonal(p, dim1=-2, dim2=-1))
+    b = low + torch.diag_embed(d)
+    return b / b.norm(dim=-1, keepdim=True)
+
+
+def build_dcc_net(n: int, hidden: int, n_in: int, gate_init: float, max_step: float) -> Any:
+    torch = _torch()
+    nn = torch.nn
+
+    class GatedResidualLSTM(nn.Module):
+        """LSTM → gate g ∈ (0, 1) and bounded residual Δ = max_step·tanh(·) → P = g·Δ (lower-triangular).
+
+        The residual head starts at zero (Δ = 0) and the gate's bias at ``gate_init`` (strongly negative),
+        so the untrained network is exactly the DCC correlation it is added to (``combine``).
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.n = n
+            self.lstm = nn.LSTM(n_in, hidden, batch_first=True)
+            self.tril = torch.tril_indices(n, n)
+            self.head = nn.Linear(hidden, self.tril.shape[1])
+            self.gate = nn.Linear(hidden, 1)
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, gate_init)
+
+        def residual(self, x: Any) -> Any:
+            """P = g·Δ (batch × N × N, lower-triangular incl. the diagonal's log-scale)."""
+            out, _ = self.lstm(x)
+            h = out[:, -1]
+            g = torch.sigmoid(self.gate(h))
+            v = g * max_step * torch.tanh(self.head(h))
+            p = x.new_zeros((x.shape[0], self.n, self.n))
+            p[:, self.tril[0], self.tril[1]] = v
+            return p
+
+        def forward(self, x: Any, l0: Any) -> Any:
+            return combine(l0, self.residual(x))
+
+    return GatedResidualLSTM()
+
+
 def nll(chol: Any, z: Any) -> Any:
     """Mean of log det R + zᵀR⁻¹z with R = LLᵀ (constants dropped)."""
     torch = _torch()
@@ -211,6 +317,8 @@ class LstmForecaster:
         self._thread: threading.Thread | None = None
         self._loaded_mtime: float | None = None
         self._fallback_reason: str | None = None
+        self._state: tuple[Any, ...] | None = None
+        """anchor=dcc: the filter state of the last predict (see ``_dcc_state``)."""
         self._ewma = EwmaForecaster(
             EwmaConfig(half_life_hours=self.cfg.fallback_half_life_hours, deseasonalise=self.cfg.deseasonalise), ctx
         )
@@ -247,10 +355,17 @@ class LstmForecaster:
     # -- walk-forward API ----------------------------------------------------------------------------
 
     def fit(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> dict[str, Any]:
-        """Train a fresh network on the last ``train_hours`` returns (deterministic for a seed)."""
-        torch = _torch()
+        """Train a fresh network on the last ``train_hours`` returns (deterministic for a seed).
+
+        ``anchor = "dcc"``: the GARCH margins and the DCC correlation (a, b, Q̄) are fitted on *all* the
+        returns given, exactly as the ``dcc`` forecaster fits them, and the network learns a gated
+        residual on DCC's correlation path over the last ``train_hours``. ``anchor = "constant"``: the
+        former model, everything on the last ``train_hours``, starting from their constant correlation.
+        """
         cfg = self.cfg
-        r = _check_returns(assets, returns, self.name, cfg.min_train_hours)[-cfg.train_hours :]
+        r_all = _check_returns(assets, returns, self.name, cfg.min_train_hours)
+        dcc = cfg.anchor == "dcc"
+        r = r_all if dcc else r_all[-cfg.train_hours :]
         scale = None
         if cfg.deseasonalise:
             season = Deseasonaliser()
@@ -266,41 +381,102 @@ class LstmForecaster:
             except (ValueError, np.linalg.LinAlgError) as exc:
                 raise ForecastError(f"lstm: GARCH fit failed: {exc}") from exc
         z, _ = self._standardise(r, last_hour, scale, garch)
-        x = features(z)
         w = cfg.window_hours
+        extra: dict[str, Any] = {}
+        if dcc:
+            try:
+                a, b, qbar, _ = fit_dcc_correlation(z)
+            except (ValueError, np.linalg.LinAlgError) as exc:
+                raise ForecastError(f"lstm: DCC fit failed: {exc}") from exc
+            corr = q_to_r(dcc_q_path(z, a, b, qbar))  # T+1: corr[t] is the forecast for row t
+            keep = min(len(z), cfg.train_hours)
+            z = z[-keep:]
+            corr = corr[-keep - 1 :]
+            l0 = safe_cholesky(corr)
+            x = features(z, corr[1:] if cfg.crosses else None)
+            extra = {"dcc": {"a": a, "b": b, "qbar": qbar}}
+        else:
+            x = features(z, None)
         n_samp = len(z) - w
         if n_samp < 20:
             raise ForecastError(f"lstm: {len(z)} returns leave too few training samples for a {w}-hour window")
         xs = np.lib.stride_tricks.sliding_window_view(x, (w, x.shape[1]))[:-1, 0]  # sample k: rows k..k+w−1
         ys = z[w:].astype(np.float32)
         n_val = max(1, int(round(cfg.validation_fraction * n_samp)))
+        if dcc:
+            l0s = l0[w:-1].astype(np.float32)  # the DCC factor for each sample's target row k+w
+
+            def make() -> Any:
+                return build_dcc_net(len(assets), cfg.hidden, x.shape[1], cfg.gate_init, cfg.max_step)
+        else:
+            l0s = None
+            start = corr_cholesky(z[: n_samp - n_val + w])
+
+            def make() -> Any:
+                return build_net(len(assets), cfg.hidden, start)
+
+        net, info = self._train(make, xs, ys, l0s, n_val)
+        info["train_samples"] = n_samp - n_val
+        with self._lock:
+            self.net = net
+            self.meta = {
+                "assets": list(assets),
+                "scale": scale,
+                "garch": garch,
+                "config": cfg.model_dump(),
+                "crosses": bool(dcc and cfg.crosses),
+                **extra,
+                **info,
+            }
+            self._state = None
+        self.last_train = info
+        return info
+
+    def _train(
+        self, make: Any, xs: np.ndarray, ys: np.ndarray, l0s: np.ndarray | None, n_val: int
+    ) -> tuple[Any, dict[str, Any]]:
+        """Adam with early stopping on the chronologically last ``n_val`` samples; keeps the start unless beaten."""
+        torch = _torch()
+        cfg = self.cfg
         t0 = time.perf_counter()
         prev_threads = torch.get_num_threads()
         torch.set_num_threads(cfg.threads)
         try:
             torch.manual_seed(cfg.seed)
             gen = torch.Generator().manual_seed(cfg.seed)
-            net = build_net(len(assets), cfg.hidden, corr_cholesky(z[: n_samp - n_val + w]))
+            net = make()
             opt = torch.optim.Adam(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
             xt, yt = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(ys)
-            xtr, ytr, xva, yva = xt[:-n_val], yt[:-n_val], xt[-n_val:], yt[-n_val:]
+            lt = None if l0s is None else torch.from_numpy(np.ascontiguousarray(l0s))
+
+            def loss_of(idx: Any, penalise: bool) -> Any:
+                if lt is None:
+                    return nll(net(xt[idx]), yt[idx])
+                p = net.residual(xt[idx])
+                out = nll(combine(lt[idx], p), yt[idx])
+                if penalise and cfg.penalty > 0:
+                    out = out + cfg.penalty * (p * p).sum(dim=(1, 2)).mean()
+                return out
+
+            n_tr = len(xt) - n_val
+            val_idx = torch.arange(n_tr, len(xt))
             best, best_state, bad, epochs = math.inf, None, 0, 0
+            net.eval()
             with torch.no_grad():
-                base_val = float(nll(net(xva), yva))
+                base_val = float(loss_of(val_idx, False))
             for _ in range(cfg.epochs):
                 epochs += 1
                 net.train()
-                perm = torch.randperm(len(xtr), generator=gen)
-                for i in range(0, len(xtr), cfg.batch_size):
-                    idx = perm[i : i + cfg.batch_size]
+                perm = torch.randperm(n_tr, generator=gen)
+                for i in range(0, n_tr, cfg.batch_size):
                     opt.zero_grad()
-                    loss = nll(net(xtr[idx]), ytr[idx])
+                    loss = loss_of(perm[i : i + cfg.batch_size], True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
                     opt.step()
                 net.eval()
                 with torch.no_grad():
-                    val = float(nll(net(xva), yva))
+                    val = float(loss_of(val_idx, False))
                 if val < best - 1e-5:
                     best, bad = val, 0
                     best_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -308,10 +484,11 @@ class LstmForecaster:
                     bad += 1
                     if bad >= cfg.patience:
                         break
-            if best_state is not None and best < base_val:
+            kept_start = not (best_state is not None and best < base_val)
+            if not kept_start:
                 net.load_state_dict(best_state)
-            else:  # training never beat the constant-correlation start: keep the start
-                net = build_net(len(assets), cfg.hidden, corr_cholesky(z[: n_samp - n_val + w]))
+            else:  # training never beat the start (DCC, or the constant correlation): keep the start
+                net = make()
                 best = base_val
             net.eval()
         finally:
@@ -319,15 +496,45 @@ class LstmForecaster:
         info = {
             "epochs": epochs,
             "val_nll": best,
-            "val_nll_constant_corr": base_val,
-            "train_samples": n_samp - n_val,
+            "val_nll_start": base_val,
+            "val_nll_constant_corr" if l0s is None else "val_nll_dcc": base_val,
+            "kept_start": kept_start,
             "seconds": time.perf_counter() - t0,
         }
-        with self._lock:
-            self.net = net
-            self.meta = {"assets": list(assets), "scale": scale, "garch": garch, "config": cfg.model_dump(), **info}
-        self.last_train = info
-        return info
+        return net, info
+
+    def _dcc_state(self, r: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(h_{T+1}, Q_{T+1}, last w rows of z, last w DCC correlation forecasts) after filtering ``r``.
+
+        Continues the previous call's filter when ``r`` only appends rows to the last window (the hourly
+        cycle and the walk-forward), as the ``dcc`` forecaster does; otherwise filters ``r`` from the
+        start (h_0 = the GARCH backcast, Q_0 = Q̄), exactly as ``dcc`` does, so the anchor is its forecast.
+        """
+        g: GarchParams | None = meta.get("garch")  # None: vol_model = "ewma"
+        lam = 0.5 ** (1.0 / self.cfg.vol_half_life_hours)
+        d = meta["dcc"]
+        a, b, qbar = float(d["a"]), float(d["b"]), np.asarray(d["qbar"], dtype=float)
+        w = self.cfg.window_hours
+        c = self._state
+        if c is not None and c[0] is meta and r.shape[0] >= c[1].shape[0] and np.array_equal(r[: c[1].shape[0]], c[1]):
+            _, old, h, q, zs, cs = c
+            zs, cs = list(zs), list(cs)
+            for e in r[old.shape[0] :]:
+                zt = e / np.sqrt(h)
+                q = (1.0 - a - b) * qbar + a * np.outer(zt, zt) + b * q
+                h = g.omega + g.alpha * e * e + g.beta * h if g is not None else lam * h + (1.0 - lam) * e * e
+                h = np.maximum(h, 1e-300 if g is not None else 1e-20)
+                zs.append(zt)
+                cs.append(q_to_r(q))
+            zs, cs = np.asarray(zs[-w:]), np.asarray(cs[-w:])
+        else:
+            hs = garch_filter(r, g) if g is not None else ewma_vol_path(r, self.cfg.vol_half_life_hours)
+            z = r / np.sqrt(hs[:-1])
+            qs = dcc_q_path(z, a, b, qbar)
+            h, q = hs[-1], qs[-1]
+            zs, cs = z[-w:], q_to_r(qs[-w:])
+        self._state = (meta, r.copy(), h, q, zs, cs)
+        return h, q, zs, cs
 
     def predict(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
         torch = _torch()
@@ -336,30 +543,43 @@ class LstmForecaster:
         if net is None or list(assets) != meta.get("assets"):
             raise ForecastError("lstm: no trained model for these assets")
         r = _check_returns(assets, returns, self.name, self.cfg.window_hours + 2)
-        r = r[-(self.cfg.window_hours + 10 * int(self.cfg.vol_half_life_hours) + 1) :]  # EWMA start weight < 0.1%
         scale = meta.get("scale")
-        z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
-        x = torch.from_numpy(features(z)[-self.cfg.window_hours :][None])
+        anchored = meta.get("dcc") is not None
         if torch.get_num_threads() != self.cfg.threads:
             # torch's intra-op threads fight numpy and the cycle for the cores: 50 assets took 25 ms with
             # 2 threads on a busy 2-core machine and 1.7 ms with one (bench/lstm_inference.py)
             torch.set_num_threads(self.cfg.threads)
-        with torch.no_grad():
-            chol = net(x)[0].double().numpy()
-        # the network's float32 row normalisation leaves |row| = 1 ± 1e-7; the same normalisation in
-        # float64 makes the unit diagonal exact to rounding (still the construction, not a repair)
+        if anchored:
+            nxt = np.ones(r.shape[1])
+            if scale is not None:
+                hour = self._hour(last_hour)
+                season = Deseasonaliser()
+                season.scale = np.asarray(scale)
+                r = season.transform(r, hour)
+                nxt = season.next_scale(hour)
+            h, q, zs, cs = self._dcc_state(r, meta)
+            sd = np.sqrt(h) * nxt
+            x = torch.from_numpy(features(zs, cs if meta.get("crosses") else None)[None])
+            l0 = safe_cholesky(q_to_r(q))
+            with torch.no_grad():
+                p = net.residual(x)[0].double()
+            chol = combine(torch.from_numpy(l0), p).numpy()
+        else:
+            r = r[-(self.cfg.window_hours + 10 * int(self.cfg.vol_half_life_hours) + 1) :]  # EWMA start weight < 0.1%
+            z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
+            x = torch.from_numpy(features(z)[-self.cfg.window_hours :][None])
+            with torch.no_grad():
+                chol = net(x)[0].double().numpy()
+        # the float32 row normalisation leaves |row| = 1 ± 1e-7; the same normalisation in float64 makes the
+        # unit diagonal exact to rounding (still the construction, not a repair)
         chol = chol / np.linalg.norm(chol, axis=1, keepdims=True)
         corr = chol @ chol.T
         corr = 0.5 * (corr + corr.T)
         cov = corr * np.outer(sd, sd)
-        f = Forecast(
-            tuple(assets),
-            cov,
-            sd,
-            corr,
-            self.name,
-            diagnostics={k: meta.get(k) for k in ("epochs", "val_nll", "val_nll_constant_corr", "trained_until")},
-        )
+        keys = ("epochs", "val_nll", "val_nll_start", "val_nll_constant_corr", "val_nll_dcc", "kept_start")
+        diagnostics = {k: meta.get(k) for k in (*keys, "trained_until") if k in meta}
+        diagnostics["anchor"] = "dcc" if anchored else "constant"
+        f = Forecast(tuple(assets), cov, sd, corr, self.name, diagnostics=diagnostics)
         f.validate()
         if not np.all(np.isfinite(corr)) or np.abs(np.diag(corr) - 1).max() > 1e-5:
             raise ForecastError("lstm: network produced an invalid correlation matrix")
@@ -373,8 +593,14 @@ class LstmForecaster:
             state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
             meta = dict(self.meta)
         meta["trained_until"] = trained_until.astimezone(UTC).isoformat()
-        live_garch = meta.get("garch")
+        live_garch, live_dcc = meta.get("garch"), meta.get("dcc")
         meta["version"] = CHECKPOINT_VERSION
+        if live_dcc is not None:
+            meta["dcc"] = {
+                "a": float(live_dcc["a"]),
+                "b": float(live_dcc["b"]),
+                "qbar": np.asarray(live_dcc["qbar"]).tolist(),
+            }
         meta["scale"] = None if meta.get("scale") is None else np.asarray(meta["scale"]).tolist()
         g = meta.get("garch")
         if g is not None:  # plain lists: the checkpoint loads with weights_only=True
@@ -384,7 +610,7 @@ class LstmForecaster:
         torch.save({"state": state, "meta": meta}, tmp)
         os.replace(tmp, path)  # atomic: a reader never sees half a checkpoint
         with self._lock:
-            self.meta = {**meta, "garch": live_garch}
+            self.meta = {**meta, "garch": live_garch, "dcc": live_dcc}
             self._loaded_mtime = path.stat().st_mtime
 
     def load(self, path: Path) -> None:
@@ -395,7 +621,14 @@ class LstmForecaster:
             raise ForecastError(f"lstm: checkpoint {path} has version {meta.get('version')}")
         if meta.get("garch") is not None:
             meta["garch"] = GarchParams(**{k: np.asarray(v, dtype=float) for k, v in meta["garch"].items()})
-        net = build_net(len(meta["assets"]), int(meta["config"]["hidden"]), np.eye(len(meta["assets"])))
+        n, hidden = len(meta["assets"]), int(meta["config"]["hidden"])
+        if meta.get("dcc") is not None:
+            meta["dcc"] = {**meta["dcc"], "qbar": np.asarray(meta["dcc"]["qbar"], dtype=float)}
+            c = meta["config"]
+            n_in = n_features(n, bool(meta.get("crosses")))
+            net = build_dcc_net(n, hidden, n_in, float(c["gate_init"]), float(c["max_step"]))
+        else:
+            net = build_net(n, hidden, np.eye(n))
         net.load_state_dict(blob["state"])
         net.eval()
         with self._lock:

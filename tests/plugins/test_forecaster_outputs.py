@@ -56,7 +56,7 @@ def check(f: Forecast, name: str) -> None:
     if name == "dcc":
         assert d["a"] >= 0 and d["b"] >= 0 and d["a"] + d["b"] < 1 and d["hours_since_fit"] == 0
     if name == "lstm":
-        assert d["epochs"] >= 1 and math.isfinite(d["val_nll"]) and d["val_nll"] <= d["val_nll_constant_corr"]
+        assert d["epochs"] >= 1 and math.isfinite(d["val_nll"]) and d["val_nll"] <= d["val_nll_start"]
     if "observations" in d:
         assert d["observations"] == 600
 
@@ -66,7 +66,7 @@ DIAGNOSTICS = {  # what each model reports about itself
     "ewma": ("observations", "half_life_hours", "deseasonalised"),
     "ledoit_wolf": ("observations", "shrinkage"),
     "dcc": ("a", "b", "neg_loglik", "fit_observations", "hours_since_fit", "garch_persistence"),
-    "lstm": ("epochs", "val_nll", "val_nll_constant_corr"),
+    "lstm": ("epochs", "val_nll", "val_nll_start", "kept_start", "anchor"),
 }
 
 

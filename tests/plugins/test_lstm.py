@@ -11,7 +11,17 @@ import torch
 from bot.components import ComponentContext
 from bot.domain import RiskEvent
 from bot.evaluate import walk_forward
-from plugins.forecasters.lstm import LstmConfig, LstmForecaster, build_net, corr_cholesky, ewma_vol_path, nll
+from plugins.forecasters.lstm import (
+    LstmConfig,
+    LstmForecaster,
+    build_dcc_net,
+    build_net,
+    combine,
+    corr_cholesky,
+    ewma_vol_path,
+    n_features,
+    nll,
+)
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 SMALL = dict(window_hours=12, hidden=8, epochs=12, patience=3, batch_size=64, min_train_hours=200, threads=1)
@@ -84,6 +94,79 @@ def test_untrained_network_is_the_constant_correlation_and_nll_is_gaussian() -> 
     assert float(nll(lt, torch.as_tensor(zz))) == pytest.approx(expected, rel=1e-10)
 
 
+def test_gated_residual_is_a_correlation_matrix_by_construction() -> None:
+    """Arbitrary weights and inputs, an arbitrary DCC factor: R = LLᵀ is symmetric, unit-diagonal and PD."""
+    torch.manual_seed(1)
+    n = 5
+    net = build_dcc_net(n, 16, n_features(n, True), -3.0, 1.0)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=3.0)
+    x = torch.randn(64, 10, n_features(n, True)) * 10
+    rng = np.random.default_rng(0)
+    c = []
+    for _ in range(64):
+        m = rng.standard_normal((n, n + 1))
+        m = m @ m.T
+        d = 1 / np.sqrt(np.diag(m))
+        c.append(m * np.outer(d, d))
+    l0 = torch.as_tensor(np.linalg.cholesky(np.array(c)))
+    with torch.no_grad():
+        p = net.residual(x).double()
+        chol = combine(l0, p)
+    assert float(p.abs().max()) <= 1.0 + 1e-6 and float(p.abs().max()) > 0.1  # bounded, and not trivially 0
+    assert torch.equal(chol, torch.tril(chol))
+    assert torch.diagonal(chol, dim1=1, dim2=2).min() > 0
+    r = chol @ chol.transpose(1, 2)
+    assert torch.allclose(torch.diagonal(r, dim1=1, dim2=2), torch.ones(64, n, dtype=torch.float64), atol=1e-12)
+    assert torch.linalg.eigvalsh(r).min() > 0
+    assert not torch.allclose(r, l0 @ l0.transpose(1, 2), atol=1e-2)  # the residual did move R
+    # and an untrained network adds exactly nothing
+    fresh = build_dcc_net(n, 16, n_features(n, True), -3.0, 1.0)
+    with torch.no_grad():
+        assert float(fresh.residual(x).abs().max()) == 0.0
+        assert torch.equal(combine(l0, fresh.residual(x).double()), l0 / l0.norm(dim=-1, keepdim=True))
+
+
+@pytest.mark.parametrize("deseasonalise", [False, True])
+def test_untrained_anchored_lstm_is_the_dcc_forecast(deseasonalise: bool) -> None:
+    from plugins.forecasters.classic import DccConfig, DccForecaster
+    from tests.plugins.test_forecasters_classic import simulate_dcc
+
+    r = simulate_dcc(900, 0.05, 0.9, seed=31)
+    assets = ("A", "B", "C")
+    hour = 17
+    fc = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 2, "deseasonalise": deseasonalise, "anchor": "dcc"}))
+    fc.fit(assets, r[:800], last_hour=hour)
+    cfg = fc.cfg
+    fc.net = build_dcc_net(3, cfg.hidden, n_features(3, True), cfg.gate_init, cfg.max_step).eval()  # untrained
+    dcc = DccForecaster(DccConfig(min_observations=100, deseasonalise=deseasonalise))
+    dcc.fit(assets, r[:800], last_hour=hour)
+    assert (fc.meta["dcc"]["a"], fc.meta["dcc"]["b"]) == pytest.approx((dcc.params.a, dcc.params.b), rel=1e-9)
+    for t in (800, 801, 850):  # the first call filters from the start, the next ones continue the state
+        f = fc.predict(assets, r[:t], last_hour=(hour + t - 800) % 24)
+        g = dcc.predict(assets, r[:t], last_hour=(hour + t - 800) % 24)
+        assert f.corr == pytest.approx(g.corr, abs=1e-6)
+        assert f.cov == pytest.approx(g.cov, rel=1e-6)
+    assert f.diagnostics["anchor"] == "dcc"
+
+
+@pytest.mark.parametrize("vol_model", ["garch", "ewma"])
+def test_anchored_lstm_state_continues_like_a_full_refilter(vol_model: str) -> None:
+    r = switching_corr(900, seed=8)
+    fc = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 3, "vol_model": vol_model, "anchor": "dcc"}))
+    fc.fit(("A", "B"), r[:700])
+    for t in range(700, 712):
+        inc = fc.predict(("A", "B"), r[:t])  # continues the filter row by row
+    fc._state = None
+    full = fc.predict(("A", "B"), r[:711])  # filters from scratch
+    assert inc.cov == pytest.approx(full.cov, rel=1e-9)
+    changed = r[:711].copy()
+    changed[-20] *= 5  # an edited past row (before the input window) must not be continued from the cached state
+    assert not np.allclose(fc.predict(("A", "B"), changed).cov, full.cov)
+    fc._state = None
+    assert fc.predict(("A", "B"), r[:711]).cov == pytest.approx(full.cov, rel=1e-12)
+
+
 def test_ewma_vol_path_recursion() -> None:
     r = np.random.default_rng(1).standard_normal((50, 2))
     v = ewma_vol_path(r, 10.0)
@@ -92,12 +175,17 @@ def test_ewma_vol_path_recursion() -> None:
     assert v.shape == (51, 2)
 
 
-def test_learns_switching_correlation_deterministically() -> None:
+@pytest.mark.parametrize("anchor", ["dcc", "constant"])
+def test_learns_switching_correlation_deterministically(anchor: str) -> None:
     r = switching_corr(1400, seed=2)
-    a = LstmForecaster(LstmConfig(**SMALL))
+    a = LstmForecaster(LstmConfig(**SMALL, anchor=anchor))
     info = a.fit(("A", "B"), r)
-    assert info["val_nll"] < info["val_nll_constant_corr"] - 0.1  # it found the regimes
-    b = LstmForecaster(LstmConfig(**SMALL))
+    if anchor == "constant":
+        assert info["val_nll"] < info["val_nll_constant_corr"] - 0.1  # it found the regimes
+    else:  # DCC tracks the regimes itself (a + b < 1, a ≫ 0); the residual may only improve on it
+        assert a.meta["dcc"]["a"] > 0.1
+        assert info["val_nll"] <= info["val_nll_dcc"] < 1.3
+    b = LstmForecaster(LstmConfig(**SMALL, anchor=anchor))
     b.fit(("A", "B"), r)
     fa, fb = a.predict(("A", "B"), r), b.predict(("A", "B"), r)
     assert fa.cov == pytest.approx(fb.cov, rel=1e-6)  # fixed seed: same model
@@ -115,15 +203,15 @@ def test_learns_switching_correlation_deterministically() -> None:
     assert abs(c_up + c_down) < 0.3
 
 
-@pytest.mark.parametrize("deseasonalise", [False, True])
-def test_lstm_walk_forward_has_no_look_ahead(deseasonalise: bool) -> None:
+@pytest.mark.parametrize("deseasonalise,anchor", [(False, "dcc"), (True, "dcc"), (False, "constant")])
+def test_lstm_walk_forward_has_no_look_ahead(deseasonalise: bool, anchor: str) -> None:
     r = switching_corr(560, seed=3)
     r2 = r.copy()
     r2[500:] *= -3.0
     hours = (np.arange(len(r) + 1) + 5) % 24  # close hour of each price row, for the hour-of-day scale
 
     def run(x: np.ndarray) -> dict:
-        cfg = LstmConfig(**{**SMALL, "epochs": 3, "deseasonalise": deseasonalise})
+        cfg = LstmConfig(**{**SMALL, "epochs": 3, "deseasonalise": deseasonalise, "anchor": anchor})
         fcs = {"lstm": LstmForecaster(cfg)}
         return walk_forward(fcs, ("A", "B"), x, warmup=450, refit_every=40, last_hours=hours)["lstm"]
 
