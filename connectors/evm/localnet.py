@@ -161,7 +161,7 @@ class DevnetVenue:
 def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenue:
     """Start anvil, deploy the world at the data source's prices, and open a paper venue on it."""
     name = str(ctx.extra.get("venue_name", "evm_devnet"))
-    where = f"venues.{name}.options"
+    where = ctx.extra.get("where", f"venues.{name}.options")
     if ctx.data is None:
         raise ConfigError(f"{where}: the local chain takes its prices from the data source, and there is none")
     names = cfg.names()

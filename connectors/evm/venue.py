@@ -99,6 +99,7 @@ ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAIN_STEPS = ("deposit", "redeem", "swap", "subscribe")
 CASH = "__cash__"
 ZERO = "0x0000000000000000000000000000000000000000"
+PREMIUM_STEP_BPS = 10.0
 UNDERPRICED = ("less than block base fee", "underpriced", "fee too low", "feecap too low")
 
 
@@ -426,6 +427,8 @@ class EvmVenue:
         self._fee_bps: dict[str, int] = {}
         self._lock = threading.RLock()
         self._feed_reads: dict[str, list[FeedRead]] = {}
+        self.premiums: dict[str, float] = {}  # last premium/discount of market to NAV, bps, per asset
+        self._premium_reported: dict[str, float] = {}
         self.eligibility = Eligibility(self.w3, name, eligibility_tokens(cfg), emit=self.emit, now=self.clock.now)
         asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind == "async"}
         self.async_: AsyncRequests | None = None
@@ -678,11 +681,24 @@ class EvmVenue:
                 reads.append(read)
                 del reads[: max(0, len(reads) - rule.max_reads)]
             verdict = evaluate(rule, reads, nav=read.answer, market=self.quote(asset).mid)
+            self._report_premium(asset, verdict.premium_bps, read.answer)
             if not verdict.ok:
                 data = {"asset": asset, "reasons": list(verdict.reasons), "premium_bps": verdict.premium_bps,
                         "nav": read.answer, "feed": rule.feed}  # fmt: skip
                 out[asset] = (f"{asset}: price rule: {'; '.join(verdict.reasons)}", data)
         return out
+
+    def _report_premium(self, asset: str, premium_bps: float | None, nav: float) -> None:
+        """The market's premium (+) or discount (−) to NAV, as a ``nav_premium`` info event when it is
+        first seen and whenever it moves by ``PREMIUM_STEP_BPS`` or more (not every hour)."""
+        if premium_bps is None or not math.isfinite(premium_bps):
+            return
+        self.premiums[asset] = premium_bps
+        seen = self._premium_reported.get(asset)
+        if seen is None or abs(premium_bps - seen) >= PREMIUM_STEP_BPS:
+            self._premium_reported[asset] = premium_bps
+            self._event("nav_premium", f"{asset}: market {premium_bps:+.1f} bps to NAV {nav:.6g}", Severity.INFO,
+                        asset=asset, premium_bps=premium_bps, nav=nav)  # fmt: skip
 
     # -- preparing a trade --------------------------------------------------------------------------------
 

@@ -256,12 +256,16 @@ def test_price_rule_violation_holds_the_asset_with_an_event(tmp_path: Path, worl
     (ev,) = e.ledger.events("price_rule")
     assert ev.data["asset"] == "REALT" and ev.data["premium_bps"] == pytest.approx(-1e4 / 21, rel=1e-3)
     assert "bps from NAV" in ev.message and "not traded this cycle" in ev.message
+    premium = {x.data["asset"]: x.data["premium_bps"] for x in e.ledger.events("nav_premium")}
+    assert premium["REALT"] == pytest.approx(-1e4 / 21, rel=1e-3) and abs(premium["USTB"]) < 10  # reported too
     e.close()
     # the oracle back in line: REALT is planned again
     send(world.w3, feed.functions.updateAnswer(int(world.mid("REALT") * 1e8)), world.owner)
     e2 = evm_engine(tmp_path, cfg)
     e2.run_cycle(NOW + timedelta(minutes=10), trigger="risk")
     assert len(e2.ledger.events("price_rule")) == 1
+    later = [x.data["premium_bps"] for x in e2.ledger.events("nav_premium") if x.data["asset"] == "REALT"]
+    assert abs(later[0]) < 50  # back in line, and reported because it moved (events come newest first)
     e2.close()
 
 
