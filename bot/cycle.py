@@ -620,7 +620,7 @@ class Engine:
                 self._event(
                     "liquidity_cap",
                     "optimizer",
-                    f"caps allow only {target.weights.sum():.2%} invested; the rest stays in cash ({infeasible})",
+                    infeasible,
                     key,
                     invested=float(target.weights.sum()),
                 )
@@ -763,17 +763,23 @@ class Engine:
     ) -> tuple[Target, str]:
         """The optimizer on a book of ``total`` of NAV (its weights sum to 1): the cycle's weights in, out.
 
-        Bounds that leave less than ``total`` investable hold every asset at its cap (the rest in cash)
-        and return the reason as the second value.
+        Bounds that leave less than ``total`` investable hold every asset at its cap (the rest in cash);
+        floors that ask for more than ``total`` are scaled down together to fit; either way the reason
+        is the second value.
         """
         try:
             t = self.c.optimizer.optimize(forecast, upper=upper / total, lower=lower / total, current=current / total)
         except InfeasibleBoundsError as exc:
-            weights = upper.copy()
+            if upper.sum() < total:  # the caps leave cash: every asset at its cap
+                weights = upper.copy()
+                why = f"caps allow only {weights.sum():.2%} invested; the rest stays in cash ({exc})"
+            else:  # the floors ask for more than the book: they are scaled down together to fit it
+                weights = lower * (total / lower.sum())
+                why = f"floors sum to {lower.sum():.2%}, over the {total:.2%} investable: scaled to fit ({exc})"
             rc, sp = risk_contributions(weights, forecast.cov)
             frac = rc / sp if sp > 0 else rc
             capped = np.ones(len(weights), bool)
-            return Target(self.assets, weights, frac, sp, capped, {"infeasible": str(exc)}), str(exc)
+            return Target(self.assets, weights, frac, sp, capped, {"infeasible": str(exc)}), why
         weights = t.weights * total
         rc, sp = risk_contributions(weights, forecast.cov)
         return Target(t.assets, weights, rc / sp if sp > 0 else rc, sp, t.capped, t.diagnostics), ""

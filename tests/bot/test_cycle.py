@@ -239,6 +239,25 @@ def test_liquidity_caps_bind_and_leave_cash(tmp_path: Path) -> None:
     e.close()
 
 
+def test_floors_over_the_investable_share_are_scaled_to_fit(tmp_path: Path) -> None:
+    """Floors summing to 100 % leave no room for the cash buffer: the cycle scales them down together
+    (it used to put every asset at its cap, a book of several times NAV, and fail)."""
+    data = paper_dict(tmp_path, risk={"participation": 1.0})  # caps far above the floors
+    n = len(data["assets"])
+    for a in data["assets"].values():
+        a["lower"] = 1.0 / n
+    e = Engine(parse_config(data, "test"), pm=make_plugin_manager(), clock=SimulatedClock(NOW, 0.0))
+    r = e.run_cycle(NOW)
+    assert r.status == "done"
+    targets = e.ledger.targets_of(e.ledger.get_cycle(r.key).id)
+    invest = 1.0 - data["risk"]["cash_buffer"]
+    assert sum(t.target_weight for t in targets) <= invest + 1e-9
+    assert all(t.target_weight <= t.upper + 1e-12 for t in targets)
+    (ev,) = e.ledger.events("liquidity_cap")
+    assert "floors sum to 100.00%" in ev.message and "scaled to fit" in ev.message
+    e.close()
+
+
 def test_dust_is_skipped_and_logged(tmp_path: Path) -> None:
     venues = {
         "exchange": {"plugin": "paper", "options": {"initial_cash": 600000.0, "min_notional": 1e9}},
