@@ -100,6 +100,7 @@ MAIN_STEPS = ("deposit", "redeem", "swap", "subscribe")
 CASH = "__cash__"
 ZERO = "0x0000000000000000000000000000000000000000"
 PREMIUM_STEP_BPS = 10.0
+UNIV2_ORACLE_GAS = 50_000  # two price-accumulator stores of a V2 pair (zero to non-zero: 2 × 22,100)
 UNDERPRICED = ("less than block base fee", "underpriced", "fee too low", "feecap too low")
 
 
@@ -977,6 +978,10 @@ class EvmVenue:
             self._event("tx_reverted", msg, Severity.CRITICAL, client_id=order.client_id, reason=reason)
             raise VenueError(self.name, msg) from None
         gas_limit = int(gas * self.cfg.gas.gas_limit_multiplier)
+        if any(r.kind == "univ2" and r.to == fn.address for rs in self.routes.values() for r in rs):
+            # a Uniswap V2 pair writes its price accumulators only in a block later than its last
+            # trade: an estimate in the same block as that trade leaves out two storage writes
+            gas_limit += UNIV2_ORACLE_GAS
         if notional and self.cfg.gas.max_cost_bps is not None:
             cost = gas_limit * max_fee / 1e18 * self.native_price()
             if cost > notional * self.cfg.gas.max_cost_bps / 1e4:
