@@ -102,8 +102,9 @@ from scipy import linalg
 
 from bot.components import ComponentConfig, ComponentContext
 from bot.domain import Forecast, Target
-from bot.errors import OptimizerError
+from bot.errors import DataError, OptimizerError
 from bot.hookspecs import hookimpl
+from bot.riskmath import nearest_psd as _nearest_psd
 from bot.riskmath import risk_contributions
 from plugins.optimizers.erc import RiskBudgetResult, budget_vector, solve_risk_budget
 
@@ -143,18 +144,16 @@ class CostAwareResult:
 
 
 def nearest_psd(cov: Any) -> np.ndarray:
-    """The nearest symmetric PSD matrix in the Frobenius norm: eigenvalues below 0 set to 0.
+    """The core repair (``bot.riskmath.nearest_psd``: eigenvalues below 0 set to 0), raising this
+    optimizer's ``OptimizerError`` for unusable input.
 
     Only for callers that choose to repair (``rwabot optimize --repair-psd``); the solvers themselves
     refuse a non-PSD Σ, because a forecaster that produces one has a bug worth seeing.
     """
-    c = np.asarray(cov, dtype=float)
-    if c.ndim != 2 or c.shape[0] != c.shape[1] or not np.all(np.isfinite(c)):
-        raise OptimizerError(f"nearest_psd: need a finite square matrix, got shape {c.shape}")
-    s = 0.5 * (c + c.T)
-    lam, vec = np.linalg.eigh(s)
-    out = (vec * np.clip(lam, 0.0, None)) @ vec.T
-    return 0.5 * (out + out.T)
+    try:
+        return _nearest_psd(np.asarray(cov, dtype=float))
+    except DataError as exc:
+        raise OptimizerError(str(exc)) from None
 
 
 def _vector(v: Any, n: int, what: str, labels: Sequence[str], default: float) -> np.ndarray:
