@@ -79,14 +79,16 @@ def block_bootstrap_se(d: np.ndarray, block: int, n_boot: int = 1000, seed: int 
 
     Each replicate concatenates ⌈T/block⌉ blocks of ``block`` consecutive values starting at uniform
     positions (wrapping around), truncated to T. Block sums come from a cumulative sum, so a replicate
-    costs O(T/block).
+    costs O(T/block). Fewer than two blocks of data give NaN: one block wrapped around is a rotation of
+    the whole sample, whose mean never varies, so the bootstrap would report an SE of exactly 0 (this
+    happened to the first-24-h-of-stress column of short runs: fewer such hours than a week's block).
     """
     x = np.asarray(d, dtype=float)
     x = x[np.isfinite(x)]
     t = x.size
-    if t < 2:
+    block = max(1, int(block))
+    if t < 2 or t < 2 * block:
         return math.nan
-    block = max(1, min(int(block), t))
     k = math.ceil(t / block)
     ext = np.concatenate([x, x[: block - 1]]) if block > 1 else x
     csum = np.concatenate([[0.0], np.cumsum(ext)])
@@ -432,7 +434,10 @@ def paired_differences(
                 phases = stress_phase(regime)[mask]
                 for label, sel in (("calm", phases == 0), ("stress", phases >= 1), ("stress_first24h", phases == 2)):
                     if sel.any():
-                        p.excess_by_phase[label] = (float(np.mean(e[sel])), block_bootstrap_se(e[sel], block, n_boot))
+                        # an episode's first 24 h are one block (a few hundred such hours would be one or two
+                        # weekly blocks, too few to resample); other phases keep the weekly block
+                        b = min(block, 24) if label == "stress_first24h" else block
+                        p.excess_by_phase[label] = (float(np.mean(e[sel])), block_bootstrap_se(e[sel], b, n_boot))
         out.append(p)
     return out
 

@@ -57,7 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from scipy import signal
 
 from bot.components import ComponentConfig, ComponentContext
@@ -115,6 +115,19 @@ class LstmConfig(ComponentConfig):
     gate_init: float = Field(default=-3.0, le=0, description="anchor=dcc: initial logit of the residual's gate")
     max_step: float = Field(default=1.0, gt=0, le=5, description="anchor=dcc: bound on each entry of the residual")
     penalty: float = Field(default=0.0, ge=0, description="anchor=dcc: L2 penalty on the gated residual g·Δ")
+    vol_correction: bool = Field(
+        default=False,
+        description="anchor=dcc: the network also forecasts a gated, bounded log-scale on each GARCH volatility",
+    )
+    max_vol_step: float = Field(
+        default=1.0, gt=0, le=3, description="vol_correction: bound on each log-scale (σ̂ × e^s, |s| ≤ this)"
+    )
+
+    @model_validator(mode="after")
+    def _vol_needs_anchor(self) -> LstmConfig:
+        if self.vol_correction and self.anchor != "dcc":
+            raise ValueError("vol_correction needs anchor = 'dcc' (the constant-anchor net has no volatility head)")
+        return self
 
     @property
     def crosses(self) -> bool:
@@ -235,7 +248,9 @@ def combine(l0: Any, p: Any) -> Any:
     return b / b.norm(dim=-1, keepdim=True)
 
 
-def build_dcc_net(n: int, hidden: int, n_in: int, gate_init: float, max_step: float) -> Any:
+def build_dcc_net(
+    n: int, hidden: int, n_in: int, gate_init: float, max_step: float, vol_step: float | None = None
+) -> Any:
     torch = _torch()
     nn = torch.nn
 
@@ -257,16 +272,32 @@ def build_dcc_net(n: int, hidden: int, n_in: int, gate_init: float, max_step: fl
             nn.init.zeros_(self.head.bias)
             nn.init.zeros_(self.gate.weight)
             nn.init.constant_(self.gate.bias, gate_init)
+            self.vol_step = vol_step
+            if vol_step is not None:  # a second head: log-scales s on the GARCH volatilities, own gate
+                self.vol_head = nn.Linear(hidden, n)
+                self.vol_gate = nn.Linear(hidden, 1)
+                nn.init.zeros_(self.vol_head.weight)
+                nn.init.zeros_(self.vol_head.bias)
+                nn.init.zeros_(self.vol_gate.weight)
+                nn.init.constant_(self.vol_gate.bias, gate_init)
 
         def residual(self, x: Any) -> Any:
             """P = g·Δ (batch × N × N, lower-triangular incl. the diagonal's log-scale)."""
+            return self.outputs(x)[0]
+
+        def outputs(self, x: Any) -> tuple[Any, Any]:
+            """(P, s): the correlation residual and the volatility log-scales (batch × N; zeros without the
+            volatility head). s = g_v·vol_step·tanh(·) starts at 0, so the untrained net keeps GARCH's σ̂."""
             out, _ = self.lstm(x)
             h = out[:, -1]
             g = torch.sigmoid(self.gate(h))
             v = g * max_step * torch.tanh(self.head(h))
             p = x.new_zeros((x.shape[0], self.n, self.n))
             p[:, self.tril[0], self.tril[1]] = v
-            return p
+            if self.vol_step is None:
+                return p, x.new_zeros((x.shape[0], self.n))
+            s = torch.sigmoid(self.vol_gate(h)) * self.vol_step * torch.tanh(self.vol_head(h))
+            return p, s
 
         def forward(self, x: Any, l0: Any) -> Any:
             return combine(l0, self.residual(x))
@@ -407,7 +438,14 @@ class LstmForecaster:
             l0s = l0[w:-1].astype(np.float32)  # the DCC factor for each sample's target row k+w
 
             def make() -> Any:
-                return build_dcc_net(len(assets), cfg.hidden, x.shape[1], cfg.gate_init, cfg.max_step)
+                return build_dcc_net(
+                    len(assets),
+                    cfg.hidden,
+                    x.shape[1],
+                    cfg.gate_init,
+                    cfg.max_step,
+                    cfg.max_vol_step if cfg.vol_correction else None,
+                )
         else:
             l0s = None
             start = corr_cholesky(z[: n_samp - n_val + w])
@@ -452,8 +490,9 @@ class LstmForecaster:
             def loss_of(idx: Any, penalise: bool) -> Any:
                 if lt is None:
                     return nll(net(xt[idx]), yt[idx])
-                p = net.residual(xt[idx])
-                out = nll(combine(lt[idx], p), yt[idx])
+                p, sv = net.outputs(xt[idx])
+                # Σ = diag(σ̂e^s) R diag(σ̂e^s): in z = r/σ̂ units the NLL is that of z·e^{−s} under R plus 2Σs
+                out = nll(combine(lt[idx], p), yt[idx] * torch.exp(-sv)) + 2.0 * sv.sum(dim=1).mean()
                 if penalise and cfg.penalty > 0:
                     out = out + cfg.penalty * (p * p).sum(dim=(1, 2)).mean()
                 return out
@@ -562,8 +601,9 @@ class LstmForecaster:
             x = torch.from_numpy(features(zs, cs if meta.get("crosses") else None)[None])
             l0 = safe_cholesky(q_to_r(q))
             with torch.no_grad():
-                p = net.residual(x)[0].double()
-            chol = combine(torch.from_numpy(l0), p).numpy()
+                p, sv = net.outputs(x)
+            chol = combine(torch.from_numpy(l0), p[0].double()).numpy()
+            sd = sd * np.exp(sv[0].double().numpy())
         else:
             r = r[-(self.cfg.window_hours + 10 * int(self.cfg.vol_half_life_hours) + 1) :]  # EWMA start weight < 0.1%
             z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
@@ -626,7 +666,8 @@ class LstmForecaster:
             meta["dcc"] = {**meta["dcc"], "qbar": np.asarray(meta["dcc"]["qbar"], dtype=float)}
             c = meta["config"]
             n_in = n_features(n, bool(meta.get("crosses")))
-            net = build_dcc_net(n, hidden, n_in, float(c["gate_init"]), float(c["max_step"]))
+            vol_step = float(c.get("max_vol_step", 1.0)) if c.get("vol_correction") else None
+            net = build_dcc_net(n, hidden, n_in, float(c["gate_init"]), float(c["max_step"]), vol_step)
         else:
             net = build_net(n, hidden, np.eye(n))
         net.load_state_dict(blob["state"])

@@ -45,6 +45,14 @@ def test_stein_loss_is_expected_excess_qlike() -> None:
     assert d.mean() == pytest.approx(stein, abs=4 * d.std() / math.sqrt(len(d)))
 
 
+def test_block_bootstrap_se_needs_two_blocks() -> None:
+    """One block is a rotation of the sample: its bootstrap SE would be exactly 0, which reads as certainty."""
+    x = np.random.default_rng(0).standard_normal(150)
+    assert math.isnan(ev.block_bootstrap_se(x, 168))
+    assert math.isnan(ev.block_bootstrap_se(x, 76))
+    assert ev.block_bootstrap_se(x, 75) > 0
+
+
 def test_block_bootstrap_se() -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal(20_000)

@@ -354,3 +354,84 @@ def test_deseasonalised_lstm_scales_the_forecast_hour() -> None:
     plain = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 2}))
     plain.fit(("A", "B"), r)
     assert np.all(before_loud.sigma > 1.8 * plain.predict(("A", "B"), r).sigma)
+
+
+def vol_switching(t: int, seed: int = 0) -> np.ndarray:
+    """Two assets whose volatility jumps ×4 in persistent regimes (mean 40 h calm, 20 h stress): GARCH(1,1)
+    reacts to a jump over tens of hours, a model that recognises the regime can do better at once."""
+    rng = np.random.default_rng(seed)
+    state, out = 0, np.empty((t, 2))
+    for k in range(t):
+        if rng.random() < (1 / 20 if state else 1 / 40):
+            state = 1 - state
+        z1, z2 = rng.standard_normal(2)
+        out[k] = np.array([z1, 0.3 * z1 + math.sqrt(1 - 0.09) * z2]) * (4.0 if state else 1.0)
+    return out * 1e-3
+
+
+def test_volatility_head_nll_is_the_gaussian_nll_of_the_scaled_covariance() -> None:
+    """Σ = diag(e^s) R diag(e^s) in z units: nll(L, z·e^{−s}) + 2Σs = log det Σ + zᵀΣ⁻¹z."""
+    r = np.array([[1.0, 0.3], [0.3, 1.0]])
+    s = np.array([[0.4, -0.2], [-0.1, 0.7]])
+    zz = np.array([[0.5, -1.0], [2.0, 0.1]])
+    expected = []
+    for v, si in zip(zz, s, strict=True):
+        sig = np.diag(np.exp(si)) @ r @ np.diag(np.exp(si))
+        expected.append(math.log(np.linalg.det(sig)) + v @ np.linalg.solve(sig, v))
+    lt = torch.as_tensor(np.linalg.cholesky(r))[None].repeat(2, 1, 1)
+    st = torch.as_tensor(s)
+    got = nll(lt, torch.as_tensor(zz) * torch.exp(-st)) + 2.0 * st.sum(dim=1).mean()
+    assert float(got) == pytest.approx(float(np.mean(expected)), rel=1e-10)
+
+
+def test_untrained_volatility_head_keeps_the_dcc_forecast_and_is_bounded() -> None:
+    from plugins.forecasters.classic import DccConfig, DccForecaster
+    from tests.plugins.test_forecasters_classic import simulate_dcc
+
+    r = simulate_dcc(900, 0.05, 0.9, seed=31)
+    assets = ("A", "B", "C")
+    fc = LstmForecaster(LstmConfig(**{**SMALL, "epochs": 2, "anchor": "dcc", "vol_correction": True}))
+    fc.fit(assets, r[:800])
+    cfg = fc.cfg
+    fc.net = build_dcc_net(3, cfg.hidden, n_features(3, True), cfg.gate_init, cfg.max_step, cfg.max_vol_step).eval()
+    dcc = DccForecaster(DccConfig(min_observations=100))
+    dcc.fit(assets, r[:800])
+    assert fc.predict(assets, r[:850]).cov == pytest.approx(dcc.predict(assets, r[:850]).cov, rel=1e-6)
+    # arbitrary weights: the log-scales stay within ±max_vol_step
+    net = build_dcc_net(3, 8, n_features(3, True), -3.0, 1.0, 0.5)
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=3.0)
+    with torch.no_grad():
+        _, s = net.outputs(torch.randn(64, 10, n_features(3, True)) * 10)
+    assert 0.1 < float(s.abs().max()) <= 0.5 + 1e-6
+
+
+def test_volatility_head_learns_a_volatility_regime_and_survives_a_checkpoint(tmp_path: Path) -> None:
+    r = vol_switching(3000, seed=4)
+    kw = {**SMALL, "anchor": "dcc", "epochs": 25, "patience": 5}
+    with_vol = LstmForecaster(LstmConfig(**kw, vol_correction=True))
+    info = with_vol.fit(("A", "B"), r)
+    without = LstmForecaster(LstmConfig(**kw))
+    info0 = without.fit(("A", "B"), r)
+    # the correlation is constant here, so only the volatility head can beat DCC by much
+    assert info["val_nll"] < info["val_nll_dcc"] - 0.05
+    assert info["val_nll"] < info0["val_nll"] - 0.05
+    # out of sample, on a fresh path of the same process, it forecasts better than the same net without it
+    # (2000 hours, ~65 regime switches: −0.08 nats/h, and lower in each quarter of them)
+    fresh = vol_switching(4000, seed=5)
+
+    def qlike(fc: LstmForecaster) -> np.ndarray:
+        out = []
+        for t in range(2000, 3999):
+            c = fc.predict(("A", "B"), fresh[:t]).cov
+            out.append(np.linalg.slogdet(c)[1] + fresh[t] @ np.linalg.solve(c, fresh[t]))
+        return np.array(out)
+
+    d = qlike(with_vol) - qlike(without)
+    assert d.mean() < -0.03 and all(d[i : i + 500].mean() < 0 for i in range(0, 2000, 500))
+    f = with_vol.predict(("A", "B"), fresh)
+    f.validate()
+    with_vol.save(tmp_path / "v.pt", T0)
+    back = LstmForecaster(LstmConfig(**kw, vol_correction=True))
+    back.load(tmp_path / "v.pt")
+    assert back.predict(("A", "B"), fresh).cov == pytest.approx(f.cov, rel=1e-6)
