@@ -87,7 +87,7 @@ def block_bootstrap_se(d: np.ndarray, block: int, n_boot: int = 1000, seed: int 
     x = x[np.isfinite(x)]
     t = x.size
     block = max(1, int(block))
-    if t < 2 or t < 2 * block:
+    if t < 2 * block:
         return math.nan
     k = math.ceil(t / block)
     ext = np.concatenate([x, x[: block - 1]]) if block > 1 else x

@@ -285,8 +285,8 @@ def build_dcc_net(
             """P = g·Δ (batch × N × N, lower-triangular incl. the diagonal's log-scale)."""
             return self.outputs(x)[0]
 
-        def outputs(self, x: Any) -> tuple[Any, Any]:
-            """(P, s): the correlation residual and the volatility log-scales (batch × N; zeros without the
+        def outputs(self, x: Any) -> tuple[Any, Any | None]:
+            """(P, s): the correlation residual and the volatility log-scales (batch × N; None without the
             volatility head). s = g_v·vol_step·tanh(·) starts at 0, so the untrained net keeps GARCH's σ̂."""
             out, _ = self.lstm(x)
             h = out[:, -1]
@@ -295,7 +295,7 @@ def build_dcc_net(
             p = x.new_zeros((x.shape[0], self.n, self.n))
             p[:, self.tril[0], self.tril[1]] = v
             if self.vol_step is None:
-                return p, x.new_zeros((x.shape[0], self.n))
+                return p, None
             s = torch.sigmoid(self.vol_gate(h)) * self.vol_step * torch.tanh(self.vol_head(h))
             return p, s
 
@@ -491,8 +491,10 @@ class LstmForecaster:
                 if lt is None:
                     return nll(net(xt[idx]), yt[idx])
                 p, sv = net.outputs(xt[idx])
-                # Σ = diag(σ̂e^s) R diag(σ̂e^s): in z = r/σ̂ units the NLL is that of z·e^{−s} under R plus 2Σs
-                out = nll(combine(lt[idx], p), yt[idx] * torch.exp(-sv)) + 2.0 * sv.sum(dim=1).mean()
+                if sv is None:
+                    out = nll(combine(lt[idx], p), yt[idx])
+                else:  # Σ = diag(σ̂e^s) R diag(σ̂e^s): in z = r/σ̂ units, the NLL of z·e^{−s} under R plus 2Σs
+                    out = nll(combine(lt[idx], p), yt[idx] * torch.exp(-sv)) + 2.0 * sv.sum(dim=1).mean()
                 if penalise and cfg.penalty > 0:
                     out = out + cfg.penalty * (p * p).sum(dim=(1, 2)).mean()
                 return out
@@ -603,7 +605,8 @@ class LstmForecaster:
             with torch.no_grad():
                 p, sv = net.outputs(x)
             chol = combine(torch.from_numpy(l0), p[0].double()).numpy()
-            sd = sd * np.exp(sv[0].double().numpy())
+            if sv is not None:
+                sd = sd * np.exp(sv[0].double().numpy())
         else:
             r = r[-(self.cfg.window_hours + 10 * int(self.cfg.vol_half_life_hours) + 1) :]  # EWMA start weight < 0.1%
             z, sd = self._standardise(r, last_hour, None if scale is None else np.asarray(scale), meta.get("garch"))
