@@ -355,8 +355,8 @@ def speed() -> str:
     import pandas as pd
 
     from plugins.forecasters.basic import ewma_cov
-    from plugins.forecasters.classic import GarchParams, dcc_neg_loglik, fit_dcc, garch_filter
-    from plugins.forecasters.lstm import LstmConfig, LstmForecaster, build_net
+    from plugins.forecasters.classic import dcc_neg_loglik, fit_dcc, garch_filter
+    from plugins.forecasters.lstm import LstmConfig, n_features
 
     rng = np.random.default_rng(0)
     rows: list[tuple[str, str, float, str, float]] = []
@@ -419,21 +419,20 @@ def speed() -> str:
     except ImportError:
         rows.append(("DCC", "ours", math.nan, "mgarch not installed (pip install mgarch)", math.nan))
 
-    # LSTM inference for 50 assets (no peer: a network of the same shape in plain torch, without our head)
+    # LSTM inference for 50 assets (no peer: the bare torch LSTM of the same shape inside it), on the
+    # default path (DCC anchor with its cross features, GARCH volatilities, one torch thread) and the
+    # daemon's rolling 721-row window, which refilters every hour (bench/lstm_inference.py)
     import torch
 
-    # the default path: GARCH(1,1) volatilities (typical hourly α, β; the filter costs the same for any
-    # values) and one torch thread, as LstmConfig() has them
+    sys.path.insert(0, str(Path(__file__).parent))
+    from lstm_inference import growing_and_refiltered_ms, untrained
+
     n = 50
-    fc = LstmForecaster(LstmConfig(min_train_hours=50))
-    assert fc.cfg.vol_model == "garch" and fc.cfg.threads == 1
-    rr = rng.standard_normal((800, n)) * 1e-3
-    var = np.mean(rr * rr, axis=0)
-    garch = GarchParams(0.03 * var, np.full(n, 0.05), np.full(n, 0.92), var)
-    fc.net = build_net(n, fc.cfg.hidden, np.eye(n)).eval()
-    fc.meta = {"assets": [f"a{i}" for i in range(n)], "scale": None, "garch": garch}
-    plain = torch.nn.LSTM(2 * n, fc.cfg.hidden, batch_first=True).eval()
-    xin = torch.randn(1, fc.cfg.window_hours, 2 * n)
+    rr = rng.standard_normal((721 + 21, n)) * 1e-3
+    fc = untrained(LstmConfig(min_train_hours=50), rr)
+    assert fc.cfg.anchor == "dcc" and fc.cfg.vol_model == "garch" and fc.cfg.threads == 1
+    plain = torch.nn.LSTM(n_features(n, True), fc.cfg.hidden, batch_first=True).eval()
+    xin = torch.randn(1, fc.cfg.window_hours, n_features(n, True))
 
     def bare() -> None:
         with torch.no_grad():
@@ -441,10 +440,10 @@ def speed() -> str:
 
     rows.append(
         (
-            f"LSTM forecast, 50 assets (GARCH σ̂ + z + net + R; vol_model {fc.cfg.vol_model}, "
-            f"torch threads {fc.cfg.threads})",
+            "LSTM forecast, 50 assets, rolling 721-h window (GARCH + DCC filters + net + R; anchor dcc, "
+            f"vol_model {fc.cfg.vol_model}, torch threads {fc.cfg.threads})",
             "ours predict()",
-            _best(lambda: fc.predict(fc.meta["assets"], rr), 20),
+            growing_and_refiltered_ms(fc, rr, 20)[1] / 1e3,
             "not a peer: the bare torch LSTM forward inside it",
             _best(bare, 20),
         )

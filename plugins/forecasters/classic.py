@@ -153,6 +153,26 @@ def dcc_q_path(z: np.ndarray, a: float, b: float, qbar: np.ndarray) -> np.ndarra
     return q.reshape(t + 1, n, n)
 
 
+def dcc_q_tail(z: np.ndarray, a: float, b: float, qbar: np.ndarray, keep: int) -> np.ndarray:
+    """The last ``keep`` + 1 matrices of ``dcc_q_path(z, a, b, qbar)`` (Q_{T−keep}..Q_T) without the rest.
+
+    The recursion is linear, so Q_{T−keep} = b^m Q̄ + Σ_{k<m} b^{m−1−k} ((1−a−b) Q̄ + a z_k z_kᵀ) with
+    m = T − keep: one weighted Gram matrix instead of m outer products (a cold forecast of 50 assets
+    from a 720-hour window: ~1 ms instead of ~70). The last ``keep`` steps are then rolled forward.
+    """
+    t, n = z.shape
+    keep = min(keep, t)
+    m = t - keep
+    w = b ** np.arange(m - 1, -1, -1.0)  # b^{m−1−k}, k = 0..m−1 (underflows harmlessly to 0)
+    q = (b**m + (1.0 - a - b) * float(np.sum(w))) * qbar + a * (z[:m].T * w) @ z[:m]
+    out = np.empty((keep + 1, n, n))
+    out[0] = q
+    for i, zt in enumerate(z[m:], start=1):
+        q = (1.0 - a - b) * qbar + a * np.outer(zt, zt) + b * q
+        out[i] = q
+    return out
+
+
 def q_to_r(q: np.ndarray) -> np.ndarray:
     """R = diag(Q)^−½ Q diag(Q)^−½ for a stack of matrices (… × N × N)."""
     d = 1.0 / np.sqrt(np.diagonal(q, axis1=-2, axis2=-1))
@@ -216,7 +236,7 @@ def dcc_forecast_cov(returns: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.
     """One-step Σ_{T+1} and R_{T+1} after filtering ``returns`` with fitted parameters."""
     h = garch_filter(returns, p.garch)
     z = returns / np.sqrt(h[:-1])
-    q = dcc_q_path(z, p.a, p.b, p.qbar)[-1]
+    q = dcc_q_tail(z, p.a, p.b, p.qbar, 0)[0]
     r = q_to_r(q)
     sd = np.sqrt(h[-1])
     return r * np.outer(sd, sd), r
@@ -298,8 +318,9 @@ class DccForecaster:
     def _filtered(self, r: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.ndarray]:
         """Σ_{T+1}, R_{T+1}; continues the previous filter when ``r`` only appends rows to the last window.
 
-        The hourly cycle and the walk-forward runner call predict with a window that grows by one row;
-        re-filtering the whole history each time would make an evaluation quadratic in its length.
+        The walk-forward runner calls predict with a window that grows by one row; re-filtering the whole
+        history each time would make an evaluation quadratic in its length. (The hourly cycle's window
+        rolls — its first row drops — so it refilters: cheap, ``dcc_q_tail``.)
         The cache is used only when the parameters are the same object and the old rows are equal.
         """
         c = self._cache
@@ -313,7 +334,7 @@ class DccForecaster:
         else:
             hs = garch_filter(r, p.garch)
             z = r / np.sqrt(hs[:-1])
-            q = dcc_q_path(z, p.a, p.b, p.qbar)[-1]
+            q = dcc_q_tail(z, p.a, p.b, p.qbar, 0)[0]
             h = hs[-1]
         self._cache = (p, r.copy(), h, q)
         rr = q_to_r(q)

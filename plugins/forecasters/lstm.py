@@ -4,24 +4,34 @@ What it predicts
 ----------------
 Σ_{t+1} = D R D with D = diag(σ̂_{t+1}) a univariate volatility forecast — ``vol_model = "garch"``
 (default): the GARCH(1,1) margins of the ``dcc`` forecaster, fitted with ``arch`` at every training;
-``"ewma"``: RiskMetrics with half-life ``vol_half_life_hours``. The LSTM does *not* forecast
-volatilities; R is its correlation forecast. Inputs are the last ``window_hours`` standardised
-returns z_k = r_k / σ̂_k and their squares (the squares let it see volatility surprises the
-volatility model has not absorbed yet).
+``"ewma"``: RiskMetrics with half-life ``vol_half_life_hours``. R is the network's correlation
+forecast. By default the LSTM does *not* forecast volatilities; ``vol_correction`` (with the DCC
+anchor) adds a gated, bounded log-scale on each σ̂. Inputs are the last ``window_hours``
+standardised returns z_k = r_k / σ̂_k and their squares (the squares let it see volatility surprises
+the volatility model has not absorbed yet); with the DCC anchor also the products z_i z_j and the
+DCC correlations (``cross_features``), the quantities DCC itself filters.
+
+What it is anchored to (``anchor``)
+-----------------------------------
+``"dcc"`` (default): the network learns a gated, bounded residual P on the Cholesky factor L0 of the
+DCC correlation forecast (the ``dcc`` forecaster's (a, b, Q̄), fitted on the same returns at every
+training): L = rownorm(L0 + P) (``combine``). The residual head starts at zero and its gate nearly
+shut, so an untrained network *is* the DCC forecast and training only learns where DCC is wrong —
+on the simulated regime market, the first hours of a correlation shift (docs/forecasting.md).
+``"constant"``: the first model, measured first and kept as an option: the output layer starts at
+zero weights with a bias equal to the Cholesky factor of the training window's correlation, so an
+untrained network is the constant-correlation model; it lost to DCC by 3–4% on the regime market.
 
 Why the output is valid by construction
 ---------------------------------------
-The network emits a lower-triangular matrix B (strictly-lower entries free, diagonal through
-softplus so it is > 0). Each row of B is divided by its Euclidean norm, giving L whose rows have unit
-length, and R = L Lᵀ. Then R is symmetric, positive semi-definite (a Gram matrix; positive definite
-because L is triangular with a diagonal bounded away from 0, see MIN_DIAG) and R_ii = |row_i|² = 1
-exactly: no clipping or eigenvalue repair afterwards (the "normalised rows of a triangular factor"
-form of the correlation Cholesky factor, equivalent to the angle parameterisation). log det R =
-2 Σ log L_ii comes for free, and z'R⁻¹z is one triangular solve, so the Gaussian negative
-log-likelihood −log p(z_{t+1}) ∝ log det R + z'R⁻¹z is the training loss.
-The output layer starts at zero weights with a bias equal to the Cholesky factor of the training
-window's correlation, so an untrained network is the constant-correlation model and training
-only learns departures from it.
+The network emits a lower-triangular matrix B (strictly-lower entries free, diagonal positive:
+softplus, or L0_ii·exp(P_ii) when anchored). Each row of B is divided by its Euclidean norm, giving L
+whose rows have unit length, and R = L Lᵀ. Then R is symmetric, positive semi-definite (a Gram
+matrix; positive definite because L is triangular with a diagonal bounded away from 0, see MIN_DIAG)
+and R_ii = |row_i|² = 1 exactly: no clipping or eigenvalue repair afterwards (the "normalised rows
+of a triangular factor" form of the correlation Cholesky factor, equivalent to the angle
+parameterisation). log det R = 2 Σ log L_ii comes for free, and z'R⁻¹z is one triangular solve, so
+the Gaussian negative log-likelihood −log p(z_{t+1}) ∝ log det R + z'R⁻¹z is the training loss.
 
 Training
 --------
@@ -68,6 +78,7 @@ from plugins.forecasters.basic import EwmaConfig, EwmaForecaster, _check_returns
 from plugins.forecasters.classic import (
     GarchParams,
     dcc_q_path,
+    dcc_q_tail,
     fit_dcc_correlation,
     fit_garch,
     garch_filter,
@@ -106,8 +117,8 @@ class LstmConfig(ComponentConfig):
     fallback_half_life_hours: float = Field(default=72.0, gt=0)
     threads: int = Field(default=1, ge=1, le=64, description="torch CPU threads for training and inference")
     anchor: Literal["dcc", "constant"] = Field(
-        default="constant",
-        description="dcc: gated residual on the DCC correlation (untrained = dcc); constant: the former model",
+        default="dcc",
+        description="dcc: gated residual on the DCC correlation (untrained = dcc); constant: the first model",
     )
     cross_features: bool | None = Field(
         default=None, description="add clipped z_i z_j and the DCC correlations to the inputs (None: with anchor=dcc)"
@@ -547,9 +558,10 @@ class LstmForecaster:
     def _dcc_state(self, r: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(h_{T+1}, Q_{T+1}, last w rows of z, last w DCC correlation forecasts) after filtering ``r``.
 
-        Continues the previous call's filter when ``r`` only appends rows to the last window (the hourly
-        cycle and the walk-forward), as the ``dcc`` forecaster does; otherwise filters ``r`` from the
-        start (h_0 = the GARCH backcast, Q_0 = Q̄), exactly as ``dcc`` does, so the anchor is its forecast.
+        Continues the previous call's filter when ``r`` only appends rows to the last window (the
+        walk-forward), as the ``dcc`` forecaster does; otherwise (the hourly cycle's rolling window)
+        filters ``r`` from the start (h_0 = the GARCH backcast, Q_0 = Q̄), exactly as ``dcc`` does, so the
+        anchor is its forecast.
         """
         g: GarchParams | None = meta.get("garch")  # None: vol_model = "ewma"
         lam = 0.5 ** (1.0 / self.cfg.vol_half_life_hours)
@@ -571,9 +583,9 @@ class LstmForecaster:
         else:
             hs = garch_filter(r, g) if g is not None else ewma_vol_path(r, self.cfg.vol_half_life_hours)
             z = r / np.sqrt(hs[:-1])
-            qs = dcc_q_path(z, a, b, qbar)
+            qs = dcc_q_tail(z, a, b, qbar, w - 1)  # Q_{T−w+1}..Q_T
             h, q = hs[-1], qs[-1]
-            zs, cs = z[-w:], q_to_r(qs[-w:])
+            zs, cs = z[-w:], q_to_r(qs)
         self._state = (meta, r.copy(), h, q, zs, cs)
         return h, q, zs, cs
 

@@ -11,6 +11,7 @@ from plugins.forecasters.classic import (
     LedoitWolfConfig,
     LedoitWolfForecaster,
     dcc_neg_loglik,
+    dcc_q_tail,
     fit_dcc,
     fit_dcc_correlation,
 )
@@ -72,6 +73,22 @@ def test_dcc_loglik_matches_loop() -> None:
         q = (1 - a - b) * qbar + a * np.outer(zt, zt) + b * q
     assert dcc_neg_loglik(z, a, b, qbar) == pytest.approx(total, rel=1e-10)
     assert dcc_neg_loglik(z, 0.5, 0.6, qbar) == np.inf
+
+
+@pytest.mark.parametrize("keep", [0, 1, 48, 300, 500])
+def test_dcc_q_tail_equals_the_recursion_written_as_a_loop(keep: int) -> None:
+    """The closed-form start (a weighted Gram matrix) must give the same Q's as stepping from Q̄."""
+    r = simulate_dcc(300, 0.05, 0.9, seed=4)
+    z = r / r.std(axis=0)
+    qbar = z.T @ z / len(z)
+    a, b = 0.04, 0.93
+    path = [qbar.copy()]
+    for zt in z:
+        path.append((1 - a - b) * qbar + a * np.outer(zt, zt) + b * path[-1])
+    tail = dcc_q_tail(z, a, b, qbar, keep)
+    expected = np.array(path[-(min(keep, len(z)) + 1) :])
+    assert tail.shape == expected.shape
+    assert tail == pytest.approx(expected, rel=1e-12, abs=1e-14)
 
 
 @pytest.mark.parametrize("a,b,seed", [(0.05, 0.90, 11), (0.02, 0.97, 12)])
