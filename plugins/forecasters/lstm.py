@@ -44,7 +44,8 @@ ledger (``ctx.state_dir / checkpoint``) with the assets, the training end time a
 Fallback
 --------
 ``forecast`` (the daemon path) uses the checkpoint. If it is missing, older than
-``max_age_hours`` (by the daemon clock), made for other assets, or the network outputs anything that
+``max_age_hours`` (by the daemon clock), made for other assets or under other model options
+(``OPERATIONAL_OPTIONS`` aside), or the network outputs anything that
 fails ``Forecast.validate``, the cycle gets the ``ewma`` forecast instead and a ``forecast_fallback``
 risk event is emitted (once per reason until a good LSTM forecast resets it, so the 5-minute risk
 monitor does not flood the ledger). When the checkpoint is missing or older than
@@ -88,6 +89,12 @@ from plugins.forecasters.seasonal import Deseasonaliser
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 2
+# Options that only steer scheduling, fallback or threads: a checkpoint stays usable when they change.
+# Any other option shapes the model (anchor, inputs, window, volatilities …), so a checkpoint trained
+# under another value of one of them is not this config's model: fall back and retrain.
+OPERATIONAL_OPTIONS = frozenset(
+    {"checkpoint", "retrain_every_hours", "max_age_hours", "auto_retrain", "fallback_half_life_hours", "threads"}
+)
 """2: the DCC anchor (a, b, Q̄ stored); version-1 checkpoints are unreadable and trigger a retrain."""
 MIN_DIAG = 0.05
 """The diagonal of B gets MIN_DIAG × (norm of its row's off-diagonal part) added, so after row
@@ -711,8 +718,22 @@ class LstmForecaster:
         log.info("lstm: retrained in %.1f s (%d epochs), checkpoint %s", info["seconds"], info["epochs"], path)
         return info
 
+    def config_change(self) -> str | None:
+        """The model options on which the loaded checkpoint differs from the config, or None.
+
+        An upgrade that changes a default (``anchor`` became ``dcc``) or an edited config must not
+        keep serving the old model until the next scheduled retraining.
+        """
+        saved = self.meta.get("config") or {}
+        now = self.cfg.model_dump()
+        changed = sorted(k for k in now if k not in OPERATIONAL_OPTIONS and saved.get(k, "<absent>") != now[k])
+        if not changed:
+            return None
+        return ", ".join(f"{k}: {saved.get(k, '<absent>')!r} → {now[k]!r}" for k in changed)
+
     def retrain_due(self, now: datetime) -> bool:
-        """Whether the checkpoint is missing, unreadable or at least ``retrain_every_hours`` old at ``now``.
+        """Whether the checkpoint is missing, unreadable, for another model config, or at least
+        ``retrain_every_hours`` old at ``now``.
 
         The daemon asks this at start so that a restart within the day does not retrain again.
         """
@@ -723,6 +744,8 @@ class LstmForecaster:
             if self._loaded_mtime != path.stat().st_mtime:
                 self.load(path)
         except Exception:  # unreadable: a retrain replaces it
+            return True
+        if self.config_change() is not None:
             return True
         until = self.meta.get("trained_until")
         if not until:
@@ -789,6 +812,8 @@ class LstmForecaster:
                 reason = f"stale checkpoint ({age_h:.0f} h old)"
             elif list(assets) != self.meta.get("assets"):
                 reason = "checkpoint made for other assets"
+            elif (change := self.config_change()) is not None:
+                reason = f"checkpoint made for another model config ({change})"
         if self.auto_retrain and self.ctx is not None and (reason is not None or age_h >= self.retrain_every_hours):
             r = np.asarray(returns, dtype=float)
             if r.ndim == 2 and len(r) >= self.cfg.min_train_hours and np.isfinite(r).all():

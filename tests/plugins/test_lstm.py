@@ -275,6 +275,28 @@ def test_fallback_when_stale_invalid_or_corrupt(tmp_path: Path) -> None:
     assert len(events) == 4
 
 
+def test_checkpoint_of_another_model_config_falls_back_and_is_due(tmp_path: Path) -> None:
+    """After an upgrade that changed a default (anchor constant → dcc), the old model must not be served."""
+    old, _, _ = make(tmp_path, auto_retrain=False, anchor="constant")
+    r = switching_corr(600, seed=5)
+    old.retrain(("A", "B"), r, T0)
+    fc, events, _ = make(tmp_path, auto_retrain=False)  # today's default: anchor = "dcc"
+    f = fc.forecast(("A", "B"), r)
+    assert f.model == "ewma" and "anchor: 'constant' → 'dcc'" in f.diagnostics["reason"]
+    assert [e.kind for e in events] == ["forecast_fallback"]
+    assert fc.retrain_due(T0 + timedelta(hours=1))
+    # options that only steer scheduling or threads keep the checkpoint
+    same, events2, _ = make(tmp_path, auto_retrain=False, anchor="constant", max_age_hours=100.0, retrain_every_hours=6)
+    assert same.forecast(("A", "B"), r).model == "lstm" and events2 == []
+    assert not same.retrain_due(T0 + timedelta(hours=1))
+    # with auto_retrain on, the mismatch starts a retraining under the new config, which is then served
+    fresh, _, _ = make(tmp_path)
+    assert fresh.forecast(("A", "B"), r).model == "ewma"
+    fresh._thread.join(timeout=120)
+    g = fresh.forecast(("A", "B"), r)
+    assert g.model == "lstm" and g.diagnostics["anchor"] == "dcc"
+
+
 def test_fallback_when_predict_raises_anything(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Not only ForecastError: a torch RuntimeError or a numpy error in predict must not fail the cycle."""
     fc, events, clock = make(tmp_path, auto_retrain=False)
