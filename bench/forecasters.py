@@ -278,11 +278,12 @@ def run(
     # with an intraday cycle the deseasonalised LSTM is the one to judge (against the best classical,
     # which is then dcc_hod); its pairs also include the plain lstm
     compare = next((c for c in ("lstm_hod", "lstm") if c in fcs), None)
-    if compare:
+    shown = "sample" if scenario == "constant" else compare  # on constant Σ the target is about the sample
+    if shown:
         lines += [
-            f"{compare} against each forecaster (paired, block-bootstrap SE):",
+            f"{shown} against each forecaster (paired, block-bootstrap SE):",
             "",
-            ev.format_pairs(res.pairs(compare), res.unit),
+            ev.format_pairs(res.pairs(shown), res.unit),
             "",
         ]
     lines += [f"- {v}" for v in verdicts(scenario, res, compare)]
