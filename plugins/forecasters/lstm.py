@@ -133,6 +133,12 @@ class LstmConfig(ComponentConfig):
     gate_init: float = Field(default=-3.0, le=0, description="anchor=dcc: initial logit of the residual's gate")
     max_step: float = Field(default=1.0, gt=0, le=5, description="anchor=dcc: bound on each entry of the residual")
     penalty: float = Field(default=0.0, ge=0, description="anchor=dcc: L2 penalty on the gated residual g·Δ")
+    min_gain_se: float = Field(
+        default=0.0,
+        ge=0,
+        le=10,
+        description="keep the start unless the held-out NLL gain is beyond this many weekly-block SEs (0: any gain)",
+    )
     vol_correction: bool = Field(
         default=False,
         description="anchor=dcc: the network also forecasts a gated, bounded log-scale on each GARCH volatility",
@@ -323,12 +329,28 @@ def build_dcc_net(
     return GatedResidualLSTM()
 
 
-def nll(chol: Any, z: Any) -> Any:
-    """Mean of log det R + zᵀR⁻¹z with R = LLᵀ (constants dropped)."""
+def nll(chol: Any, z: Any, *, per_sample: bool = False) -> Any:
+    """Mean (or, ``per_sample``, each) of log det R + zᵀR⁻¹z with R = LLᵀ (constants dropped)."""
     torch = _torch()
     y = torch.linalg.solve_triangular(chol, z.unsqueeze(-1), upper=False).squeeze(-1)
     logdet = 2.0 * torch.log(torch.diagonal(chol, dim1=1, dim2=2)).sum(dim=1)
-    return (logdet + (y * y).sum(dim=1)).mean()
+    out = logdet + (y * y).sum(dim=1)
+    return out if per_sample else out.mean()
+
+
+def gain_t(trained: np.ndarray, start: np.ndarray, block: int = 168) -> float:
+    """t-statistic of the held-out NLL gain of the trained network over its start (negative: better).
+
+    Samples an hour apart are correlated, so the SE comes from non-overlapping weekly block means;
+    with fewer than two blocks there is no SE and the gain is not significant (returns 0).
+    """
+    d = np.asarray(trained, dtype=float) - np.asarray(start, dtype=float)
+    k = len(d) // block
+    if k < 2:
+        return 0.0
+    means = d[: k * block].reshape(k, block).mean(axis=1)
+    se = float(means.std(ddof=1)) / math.sqrt(k)
+    return float(d.mean()) / se if se > 0 else (-math.inf if d.mean() < 0 else 0.0)
 
 
 def corr_cholesky(z: np.ndarray) -> np.ndarray:
@@ -505,14 +527,15 @@ class LstmForecaster:
             xt, yt = torch.from_numpy(np.ascontiguousarray(xs)), torch.from_numpy(ys)
             lt = None if l0s is None else torch.from_numpy(np.ascontiguousarray(l0s))
 
-            def loss_of(idx: Any, penalise: bool) -> Any:
+            def loss_of(idx: Any, penalise: bool, per_sample: bool = False) -> Any:
                 if lt is None:
-                    return nll(net(xt[idx]), yt[idx])
+                    return nll(net(xt[idx]), yt[idx], per_sample=per_sample)
                 p, sv = net.outputs(xt[idx])
                 if sv is None:
-                    out = nll(combine(lt[idx], p), yt[idx])
+                    out = nll(combine(lt[idx], p), yt[idx], per_sample=per_sample)
                 else:  # Σ = diag(σ̂e^s) R diag(σ̂e^s): in z = r/σ̂ units, the NLL of z·e^{−s} under R plus 2Σs
-                    out = nll(combine(lt[idx], p), yt[idx] * torch.exp(-sv)) + 2.0 * sv.sum(dim=1).mean()
+                    out = nll(combine(lt[idx], p), yt[idx] * torch.exp(-sv), per_sample=True) + 2.0 * sv.sum(dim=1)
+                    out = out if per_sample else out.mean()
                 if penalise and cfg.penalty > 0:
                     out = out + cfg.penalty * (p * p).sum(dim=(1, 2)).mean()
                 return out
@@ -522,7 +545,8 @@ class LstmForecaster:
             best, best_state, bad, epochs = math.inf, None, 0, 0
             net.eval()
             with torch.no_grad():
-                base_val = float(loss_of(val_idx, False))
+                base_each = loss_of(val_idx, False, True).double().numpy()
+                base_val = float(base_each.mean())
             for _ in range(cfg.epochs):
                 epochs += 1
                 net.train()
@@ -544,9 +568,16 @@ class LstmForecaster:
                     if bad >= cfg.patience:
                         break
             kept_start = not (best_state is not None and best < base_val)
+            t_gain = math.nan
             if not kept_start:
                 net.load_state_dict(best_state)
-            else:  # training never beat the start (DCC, or the constant correlation): keep the start
+                net.eval()
+                with torch.no_grad():
+                    t_gain = gain_t(loss_of(val_idx, False, True).double().numpy(), base_each)
+                # optionally the gain must also be beyond noise: a residual fitted to a held-out stretch
+                # by chance would cost in the hours after it (docs/forecasting.md, "min_gain_se")
+                kept_start = cfg.min_gain_se > 0 and not t_gain < -cfg.min_gain_se
+            if kept_start:  # training never beat the start (DCC, or the constant correlation): keep the start
                 net = make()
                 best = base_val
             net.eval()
@@ -558,6 +589,7 @@ class LstmForecaster:
             "val_nll_start": base_val,
             "val_nll_constant_corr" if l0s is None else "val_nll_dcc": base_val,
             "kept_start": kept_start,
+            "val_gain_t": t_gain,
             "seconds": time.perf_counter() - t0,
         }
         return net, info
