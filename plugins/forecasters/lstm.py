@@ -89,13 +89,13 @@ from plugins.forecasters.seasonal import Deseasonaliser
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 2
+"""2: the DCC anchor (a, b, Q̄ stored); version-1 checkpoints are unreadable and trigger a retrain."""
 # Options that only steer scheduling, fallback or threads: a checkpoint stays usable when they change.
 # Any other option shapes the model (anchor, inputs, window, volatilities …), so a checkpoint trained
 # under another value of one of them is not this config's model: fall back and retrain.
 OPERATIONAL_OPTIONS = frozenset(
     {"checkpoint", "retrain_every_hours", "max_age_hours", "auto_retrain", "fallback_half_life_hours", "threads"}
 )
-"""2: the DCC anchor (a, b, Q̄ stored); version-1 checkpoints are unreadable and trigger a retrain."""
 MIN_DIAG = 0.05
 """The diagonal of B gets MIN_DIAG × (norm of its row's off-diagonal part) added, so after row
 normalisation L_ii ≥ MIN_DIAG/√(1+MIN_DIAG²): det R = Π L_ii² is bounded below, so R stays strictly
@@ -545,8 +545,8 @@ class LstmForecaster:
             best, best_state, bad, epochs = math.inf, None, 0, 0
             net.eval()
             with torch.no_grad():
+                base_val = float(loss_of(val_idx, False))  # the float32 mean, as ``val`` below
                 base_each = loss_of(val_idx, False, True).double().numpy()
-                base_val = float(base_each.mean())
             for _ in range(cfg.epochs):
                 epochs += 1
                 net.train()
