@@ -18,7 +18,9 @@ from bot.domain import (
     Balances,
     Bars,
     Decision,
+    DepositAddress,
     Forecast,
+    GroupBound,
     MarketInfo,
     Order,
     OrderState,
@@ -26,6 +28,9 @@ from bot.domain import (
     RiskEvent,
     Snapshot,
     Target,
+    Transfer,
+    TransferState,
+    TransferStatus,
 )
 
 
@@ -69,7 +74,14 @@ class Forecaster(Protocol):
 
 @runtime_checkable
 class Optimizer(Protocol):
-    """Turns a Forecast and bounds into target weights (Σw ≤ 1, the rest in cash)."""
+    """Turns a Forecast and bounds into target weights (Σw ≤ 1, the rest in cash).
+
+    ``groups`` (optional keyword; an optimizer that does not take it gets none) are linear bounds on
+    disjoint groups of weights, the venue budgets: risk parity holds on the assets that no bound, box
+    or group, binds. The cycle passes them only when some venue cannot hold its share of the
+    unconstrained target now; ``Target.diagnostics["groups"]`` then names the groups that bind
+    (``{name: "upper" | "lower"}``).
+    """
 
     name: str
 
@@ -80,6 +92,7 @@ class Optimizer(Protocol):
         upper: np.ndarray,
         lower: np.ndarray,
         current: np.ndarray,
+        groups: Sequence[GroupBound] = (),
     ) -> Target: ...
 
 
@@ -112,6 +125,28 @@ class Venue(Protocol):
     def cancel_order(self, client_id: str) -> OrderState: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FundingVenue(Protocol):
+    """A venue that can send and receive the quote currency (optional methods of a Venue).
+
+    Source side: ``send_transfer`` is idempotent per ``Transfer.client_id`` (a second call returns the
+    first one's state, never a second withdrawal) and ``fetch_transfer`` finds a transfer by that id,
+    None when the venue never received it (then, and only then, it may be sent). Destination side:
+    ``deposit_address`` is where it receives ``asset`` over ``network``; ``deposit_status`` says whether
+    a transfer the source reports sent has been credited (ARRIVED), is seen but not credited (PENDING)
+    or is not seen (None). Every call may raise VenueError; a destination address the config's
+    allow-list does not hold is refused by the cycle before ``send_transfer`` is called.
+    """
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress: ...
+
+    def send_transfer(self, transfer: Transfer) -> TransferState: ...
+
+    def fetch_transfer(self, client_id: str) -> TransferState | None: ...
+
+    def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None: ...
 
 
 @dataclass

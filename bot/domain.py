@@ -253,6 +253,96 @@ class OrderState:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class GroupBound:
+    """A linear bound on a group of weights, ``lower ≤ Σ_{i ∈ members} w_i ≤ upper``: a venue budget.
+
+    The cycle hands the optimizer one per venue whose assets cannot all be bought with the value the
+    venue holds now (cash cannot jump between venues: it travels, see ``Transfer``). Weights are in the
+    optimizer's frame (they sum to 1), so are ``upper`` and ``lower``. Groups passed together are
+    disjoint (a venue partition); ``members`` is a boolean mask over the assets.
+    """
+
+    name: str
+    members: np.ndarray
+    upper: float = 1.0
+    lower: float = 0.0
+
+
+class TransferStatus(str, Enum):
+    """Life of a cash movement between two venues; only the last three are terminal.
+
+    ``pending``: the source has accepted it (a withdrawal id, a mined transaction) and the destination
+    has not credited it yet: the cash is *in transit*, in NAV but spendable nowhere.
+    """
+
+    PLANNED = "planned"
+    SENDING = "sending"
+    PENDING = "pending"
+    ARRIVED = "arrived"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TransferStatus.ARRIVED, TransferStatus.FAILED, TransferStatus.CANCELED)
+
+
+@dataclass(frozen=True)
+class DepositAddress:
+    """Where a venue receives ``asset`` over ``network``: a chain address (and tag/memo where the
+    network needs one), or ``paper:<venue>`` for the paper venues' simulated network."""
+
+    venue: str
+    asset: str
+    network: str
+    address: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One funding leg: ``amount`` of the quote currency (``asset`` is its code at the venues, USDT, USDC)
+    from venue ``source`` to venue ``destination``'s deposit ``address`` over ``network``.
+
+    ``amount`` is what must arrive; a venue whose withdrawal fee is taken out of the amount sends
+    ``amount + fee`` so that it does. ``client_id`` is deterministic per (cycle, route) and is the
+    idempotency key at the source (a withdrawal's client order id, the journal key of a signed
+    transaction).
+    """
+
+    client_id: str
+    cycle_key: str
+    source: str
+    destination: str
+    asset: str
+    amount: float
+    network: str
+    address: str
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferState:
+    """The source's (or destination's) view of a transfer, looked up by its client id.
+
+    ``amount`` is what arrives (or arrived) at the destination, ``fee`` the source's withdrawal fee and
+    ``gas`` the network gas it paid, both in the quote currency and both costs of their own kind in the
+    ledger. ``external_id`` is the source's id (withdrawal id, transaction hash); ``txid`` the on-chain
+    hash of the movement once known, which the destination is asked about.
+    """
+
+    client_id: str
+    status: TransferStatus
+    amount: float
+    fee: float = 0.0
+    gas: float = 0.0
+    external_id: str | None = None
+    txid: str | None = None
+    message: str = ""
+    time: datetime | None = None
+
+
 class Severity(str, Enum):
     INFO = "info"
     WARNING = "warning"

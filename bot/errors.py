@@ -54,3 +54,8 @@ class InvalidOrder(VenueError):
 
 class LedgerError(RwabotError):
     """The ledger is locked by another daemon, of a newer schema, or inconsistent."""
+
+
+class TransferRefused(VenueError):
+    """A transfer was refused before any money moved: a destination off the allow-list, an amount
+    outside the route's limits or the daily cap, or the source's own refusal (funds, address)."""
