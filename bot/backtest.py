@@ -33,9 +33,12 @@ class BacktestSummary:
     ``start_nav`` is the NAV before the first cycle traded, so the return includes the cost of building
     the book. Turnover is reported whole, then split into the build-up (the cycles of the first
     ``buildup_hours``, × start NAV) and the steady state after it (× NAV per year). RC dispersion
-    (max |RC_i / mean RC − 1| over the free assets) is given for the optimizer's weights, for the stored
-    target the policy trades toward (the optimizer's weights fitted to each venue's own value), and for
-    the closing holdings; only the last two describe the book.
+    (max |RC_i / mean RC − 1| over the free assets: those no cap, floor, venue budget or hold binds) is
+    given, after the build-up, for the optimizer's weights, for the stored target the policy trades
+    toward (the optimizer under venue budgets), and for the closing holdings; only the last two describe
+    the book. The holdings' assets at a bound are measured against the free assets' mean RC apart, and
+    ``bounds`` says which assets were at which bound in what share of the cycles. Cash (at the venues)
+    and cash in transit are shares of NAV at the hourly snapshots after the build-up.
     """
 
     hours: int
@@ -64,6 +67,17 @@ class BacktestSummary:
     rc_dispersion_held_median: float
     rc_dispersion_held_p90: float
     risk_events: dict[str, int]
+    rc_dispersion_held_bound_median: float = float("nan")
+    rc_dispersion_held_bound_p90: float = float("nan")
+    bounds: dict[str, dict[str, float]] | None = None  # asset -> bound -> share of cycles (after the build-up)
+    cash_share_median: float = float("nan")  # cash at the venues / NAV, hourly, after the build-up
+    transit_share_median: float = float("nan")
+    cash_by_venue_end: dict[str, float] | None = None
+    transit_end: float = 0.0
+    transfers: int = 0
+    transferred: float = 0.0
+    transfer_fees: float = 0.0
+    transfer_gas: float = 0.0
 
     @property
     def costs(self) -> float:
@@ -135,9 +149,24 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
         if steady_hours > 0 and steady_nav
         else float("nan")
     )
-    tgt = [c.rc_dispersion_target for c in cycles if c.rc_dispersion_target is not None]
-    traded = [c.rc_dispersion_traded for c in cycles if c.rc_dispersion_traded is not None]
-    held = [c.rc_dispersion_held for c in cycles if c.rc_dispersion_held is not None]
+    # risk balance is judged after the build-up: the first day buys the book from cash (thin assets
+    # take many hours), and its dispersion says how fast it was bought, not how balanced it is held
+    steady = [c for c in cycles if utc(c.scheduled_for) >= end_buildup] or cycles  # type: ignore[operator]
+    tgt = [c.rc_dispersion_target for c in steady if c.rc_dispersion_target is not None]
+    traded = [c.rc_dispersion_traded for c in steady if c.rc_dispersion_traded is not None]
+    held = [c.rc_dispersion_held for c in steady if c.rc_dispersion_held is not None]
+    held_b = [c.rc_dispersion_held_bound for c in steady if c.rc_dispersion_held_bound is not None]
+    bounds: dict[str, dict[str, float]] = {}
+    for c in steady:
+        for tr in ledger.targets_of(c.id) if c.id is not None else []:
+            label = tr.bound or ("cap" if tr.capped else None)
+            if label is not None:
+                per = bounds.setdefault(tr.asset, {})
+                per[label] = per.get(label, 0.0) + 1.0 / len(steady)
+    late = [s for s, t in zip(snaps, times) if t >= end_buildup] or snaps  # type: ignore[operator]
+    cash_share = [s.cash / s.nav for s in late if s.nav > 0]
+    transit_share = [(s.transit or 0.0) / s.nav for s in late if s.nav > 0]
+    moved = [t for t in ledger.transfers() if t.status in ("pending", "arrived")]
     events: dict[str, int] = {}
     for e in ledger.events():
         events[e.kind] = events.get(e.kind, 0) + 1
@@ -168,6 +197,17 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
         rc_dispersion_held_median=_median(held),
         rc_dispersion_held_p90=_p90(held),
         risk_events=events,
+        rc_dispersion_held_bound_median=_median(held_b),
+        rc_dispersion_held_bound_p90=_p90(held_b),
+        bounds=bounds,
+        cash_share_median=_median(cash_share),
+        transit_share_median=_median(transit_share),
+        cash_by_venue_end=dict(snaps[-1].cash_by_venue),
+        transit_end=float(snaps[-1].transit or 0.0),
+        transfers=len(moved),
+        transferred=costs["transferred"],
+        transfer_fees=costs["transfer_fees"],
+        transfer_gas=costs["transfer_gas"],
     )
 
 

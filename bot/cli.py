@@ -273,14 +273,38 @@ def backtest(
             f"{s.rc_dispersion_traded_median:.3f} / {s.rc_dispersion_traded_p90:.3f}",
         ),
         (
-            "RC dispersion of holdings, median / p90",
+            "RC dispersion of holdings, free assets, median / p90",
             f"{s.rc_dispersion_held_median:.3f} / {s.rc_dispersion_held_p90:.3f}",
+        ),
+        (
+            "RC dispersion of holdings, assets at a bound (vs the free mean), median / p90",
+            f"{s.rc_dispersion_held_bound_median:.3f} / {s.rc_dispersion_held_bound_p90:.3f}",
+        ),
+        ("assets at a bound (share of cycles)", _bounds_text(s.bounds or {})),
+        ("cash at the venues, median (× NAV)", f"{s.cash_share_median:.2%}"),
+        ("cash in transit, median (× NAV)", f"{s.transit_share_median:.2%}"),
+        (
+            "cash per venue at the end",
+            ", ".join(f"{v} {c:,.2f}" for v, c in sorted((s.cash_by_venue_end or {}).items()))
+            + f"; in transit {s.transit_end:,.2f}",
+        ),
+        (
+            "transfers (fees + gas)",
+            f"{s.transfers} moving {s.transferred:,.2f} ({s.transfer_fees:,.2f} + {s.transfer_gas:,.2f})",
         ),
         ("risk events", ", ".join(f"{k} {v}" for k, v in sorted(s.risk_events.items())) or "none"),
     ]
     for r in rows:
         t.add_row(*r)
     console.print(t)
+
+
+def _bounds_text(bounds: dict[str, dict[str, float]]) -> str:
+    parts = [
+        f"{a} " + "/".join(f"{k} {v:.0%}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+        for a, per in sorted(bounds.items())
+    ]
+    return ", ".join(parts) or "none"
 
 
 @app.command()
@@ -308,13 +332,26 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
             highlight=False,
         )
         if snap is not None:
+            per_venue = ", ".join(f"{v} {c:,.2f}" for v, c in sorted(snap.cash_by_venue.items()))
             console.print(
-                f"NAV {snap.nav:,.2f} {cfg.bot.quote} at {snap.time.isoformat()}; cash {snap.cash:,.2f}",
+                f"NAV {snap.nav:,.2f} {cfg.bot.quote} at {snap.time.isoformat()}; cash {snap.cash:,.2f} "
+                f"({per_venue}); in transit {snap.transit or 0.0:,.2f}",
                 highlight=False,
             )
+        open_t = led.transfers(open_only=True)
+        if open_t:
+            console.print("transfers in flight:")
+            for tr in open_t:
+                console.print(
+                    f"  {tr.client_id} {tr.status}: {tr.amount:,.2f} {tr.asset} {tr.source} → {tr.destination} "
+                    f"over {tr.network}" + (f" (id {tr.external_id})" if tr.external_id else ""),
+                    highlight=False,
+                )
         targets = led.targets_of(last.id) if last.id is not None else []
         if targets:
-            t = Table("asset", "venue", "weight", "target", "risk contrib.", "cap", title="weights vs targets")
+            t = Table(
+                "asset", "venue", "weight", "target", "risk contrib.", "cap", "bound", title="weights vs targets"
+            )
             for tr in targets:
                 w = (
                     (snap.positions.get(tr.asset, 0.0) * snap.prices.get(tr.asset, 0.0) / snap.nav)
@@ -328,12 +365,14 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
                     _pct(tr.target_weight),
                     _pct(tr.risk_contribution),
                     _pct(tr.upper) + (" *" if tr.capped else ""),
+                    tr.bound or ("cap" if tr.capped else "-"),
                 )
             console.print(t)
         c = led.cost_totals()
         console.print(
             f"costs to date: fees {c['fees']:,.2f}, slippage {c['slippage']:,.2f}, gas {c['gas']:,.2f} "
-            f"on {c['traded']:,.2f} traded; "
+            f"on {c['traded']:,.2f} traded; transfers: fees {c['transfer_fees']:,.2f}, gas {c['transfer_gas']:,.2f} "
+            f"on {c['transferred']:,.2f} moved; "
             f"{len(led.cycles())} cycles",
             highlight=False,
         )

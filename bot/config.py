@@ -95,6 +95,61 @@ class AssetSection(Section):
         return self
 
 
+class RouteSection(Section):
+    """One way quote cash can travel: from venue ``source`` to venue ``destination`` over ``network``.
+
+    ``asset`` is the currency code at the venues (USDT, USDC; unset: ``bot.quote``); ``address`` (and
+    ``tag``) pin the destination's deposit address, else it is asked of the destination venue, and
+    either way it must be on ``funding.allow``. ``expected_minutes`` is how long the route takes: a
+    transfer older than ten times that is reported as overdue.
+    """
+
+    source: str = Field(min_length=1)
+    destination: str = Field(min_length=1)
+    network: str = Field(min_length=1)
+    asset: str | None = None
+    address: str | None = None
+    tag: str | None = None
+    expected_minutes: float = Field(default=30.0, gt=0, le=7 * 24 * 60)
+
+
+class VenueLimitsSection(Section):
+    """What one source venue may send: per transfer and per rolling 24 hours, in the quote currency."""
+
+    min_transfer: float = Field(default=1_000.0, ge=0)
+    max_transfer: float = Field(default=1_000_000.0, gt=0)
+    daily_cap: float = Field(default=2_000_000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> VenueLimitsSection:
+        if self.min_transfer > self.max_transfer:
+            raise ValueError(f"min_transfer ({self.min_transfer}) exceeds max_transfer ({self.max_transfer})")
+        return self
+
+
+class FundingSection(Section):
+    """Cash moves between venues only along ``routes``, to addresses on ``allow``, within ``limits``.
+
+    A venue with no limits entry gets the defaults of ``VenueLimitsSection``. ``allow`` is the
+    allow-list of destination addresses (``0x…`` compared without case, ``paper:<venue>`` for the paper
+    network): a transfer to any other address is refused before it is sent, with a critical event.
+    """
+
+    routes: list[RouteSection] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)
+    min_gap: float = Field(
+        default=0.005, ge=0, lt=0.5, description="a venue short by less than this share of NAV gets no transfer"
+    )
+    limits: dict[str, VenueLimitsSection] = Field(default_factory=dict)
+
+    def limits_of(self, venue: str) -> VenueLimitsSection:
+        return self.limits.get(venue) or VenueLimitsSection()
+
+    def allowed(self, address: str) -> bool:
+        norm = address.lower() if address.startswith("0x") else address
+        return any((a.lower() if a.startswith("0x") else a) == norm for a in self.allow)
+
+
 class Config(Section):
     bot: BotSection = Field(default_factory=BotSection)
     clock: ClockSection = Field(default_factory=ClockSection)
@@ -107,6 +162,7 @@ class Config(Section):
     policy: PluginSection | None = None
     venues: dict[str, PluginSection]
     assets: dict[str, AssetSection]
+    funding: FundingSection = Field(default_factory=FundingSection)
     _source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -118,6 +174,21 @@ class Config(Section):
         for name, a in self.assets.items():
             if a.venue not in self.venues:
                 raise ValueError(f"assets.{name}.venue: unknown venue {a.venue!r} (known: {sorted(self.venues)})")
+        seen: set[tuple[str, str]] = set()
+        for k, r in enumerate(self.funding.routes):
+            for end in (r.source, r.destination):
+                if end not in self.venues:
+                    raise ValueError(f"funding.routes[{k}]: unknown venue {end!r} (known: {sorted(self.venues)})")
+            if r.source == r.destination:
+                raise ValueError(f"funding.routes[{k}]: source and destination are both {r.source!r}")
+            if (r.source, r.destination) in seen:
+                raise ValueError(f"funding.routes[{k}]: a second route from {r.source!r} to {r.destination!r}")
+            seen.add((r.source, r.destination))
+            if r.address is not None and not self.funding.allowed(r.address):
+                raise ValueError(f"funding.routes[{k}].address {r.address!r} is not on funding.allow")
+        for v in self.funding.limits:
+            if v not in self.venues:
+                raise ValueError(f"funding.limits.{v}: unknown venue (known: {sorted(self.venues)})")
         if self.bot.mode == "live":
             paper = [v for v, s in self.venues.items() if s.plugin == "paper"]
             if paper:

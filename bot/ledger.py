@@ -22,13 +22,14 @@ from sqlalchemy import JSON, Column, UniqueConstraint, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 
-from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent
+from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Transfer, TransferState, TransferStatus
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request``; 4: adds the nullable column
-``cycle.rc_dispersion_traded``. New tables and nullable columns are created on open: older ledgers
-upgrade in place."""
+``cycle.rc_dispersion_traded``; 5: adds ``transfer`` (funding legs), ``snapshot.transit``, ``target.bound``
+and ``cycle.rc_dispersion_held_bound``. New tables and nullable columns are created on open: older
+ledgers upgrade in place."""
 
 
 def _naive(dt: datetime) -> datetime:
@@ -60,7 +61,8 @@ class CycleRow(SQLModel, table=True):
     sigma_p_annual: float | None = None
     rc_dispersion_target: float | None = None  # the optimizer's weights, before they are fitted to venue cash
     rc_dispersion_traded: float | None = None  # the stored target (fitted to each venue's value): what is traded to
-    rc_dispersion_held: float | None = None  # the closing holdings
+    rc_dispersion_held: float | None = None  # the closing holdings, free assets (no bound of any kind binds)
+    rc_dispersion_held_bound: float | None = None  # the closing holdings, the assets held at a bound
     forecaster: str = ""
     optimizer: str = ""
     policy: str = ""
@@ -81,6 +83,7 @@ class TargetRow(SQLModel, table=True):
     decided_weight: float
     risk_contribution: float
     capped: bool = False
+    bound: str | None = None  # the bound that binds the target: cap, floor, held, venue:<name>; None: free
 
 
 class OrderRow(SQLModel, table=True):
@@ -132,6 +135,44 @@ class SnapshotRow(SQLModel, table=True):
     cash_by_venue: dict[str, float] = Field(sa_column=Column(JSON))
     positions: dict[str, float] = Field(sa_column=Column(JSON))
     prices: dict[str, float] = Field(sa_column=Column(JSON))
+    transit: float | None = None  # quote cash in transfers the source sent and the destination has not credited
+
+
+class TransferRow(SQLModel, table=True):
+    """One funding leg: quote cash from one venue to another, a durable leg like an order.
+
+    Written with its plan (``planned``); the destination address is fixed and the intent committed
+    (``sending``) before the source is asked to send; after a crash the source is asked for it by
+    ``client_id`` before anything is sent again. ``pending`` is cash in transit: counted in NAV,
+    spendable at neither venue. ``fee`` and ``gas`` are costs of their own kind.
+    """
+
+    __tablename__ = "transfer"
+    id: int | None = Field(default=None, primary_key=True)
+    client_id: str = Field(unique=True, index=True)
+    cycle_id: int = Field(foreign_key="cycle.id", index=True)
+    leg: int
+    source: str = Field(index=True)
+    destination: str = Field(index=True)
+    asset: str
+    network: str
+    amount: float
+    address: str | None = None
+    tag: str | None = None
+    status: str = Field(index=True)
+    external_id: str | None = None
+    txid: str | None = None
+    fee: float = 0.0
+    gas: float = 0.0
+    message: str = ""
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None = None
+    arrived_at: datetime | None = None
+
+    def to_transfer(self, cycle_key: str) -> Transfer:
+        return Transfer(self.client_id, cycle_key, self.source, self.destination, self.asset, self.amount,
+                        self.network, self.address or "", self.tag)  # fmt: skip
 
 
 class ChainTxRow(SQLModel, table=True):
@@ -307,8 +348,10 @@ class Ledger:
         targets: Sequence[TargetRow],
         legs: Sequence[PlannedLeg],
         events: Sequence[RiskEvent] = (),
+        transfers: Sequence[Transfer] = (),
     ) -> CycleRow:
-        """Write a cycle, its targets, its legs and the events of its planning in one transaction."""
+        """Write a cycle, its targets, its legs (transfers, then orders) and its planning events in one
+        transaction."""
         now = _naive(datetime.now(UTC))
         with self.session() as s:
             cycle.scheduled_for = _naive(cycle.scheduled_for)
@@ -319,6 +362,24 @@ class Ledger:
             for t in targets:
                 t.cycle_id = cycle.id
                 s.add(t)
+            for k, t in enumerate(transfers):
+                s.add(
+                    TransferRow(
+                        client_id=t.client_id,
+                        cycle_id=cycle.id,
+                        leg=k,
+                        source=t.source,
+                        destination=t.destination,
+                        asset=t.asset,
+                        network=t.network,
+                        amount=t.amount,
+                        address=t.address or None,
+                        tag=t.tag,
+                        status=TransferStatus.PLANNED.value,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
             for leg in legs:
                 o = leg.order
                 s.add(
@@ -401,6 +462,57 @@ class Ledger:
             s.commit()
         return new
 
+    # -- transfers --------------------------------------------------------------------------------
+
+    def transfers_of(self, cycle_id: int) -> list[TransferRow]:
+        with self.session() as s:
+            q = select(TransferRow).where(TransferRow.cycle_id == cycle_id).order_by(TransferRow.leg)  # type: ignore[arg-type]
+            return list(s.exec(q))
+
+    def transfers(self, *, open_only: bool = False) -> list[TransferRow]:
+        with self.session() as s:
+            q = select(TransferRow)
+            if open_only:
+                q = q.where(
+                    TransferRow.status.in_([TransferStatus.SENDING.value, TransferStatus.PENDING.value])  # type: ignore[attr-defined]
+                )
+            return list(s.exec(q.order_by(TransferRow.id)))  # type: ignore[arg-type]
+
+    def mark_transfer_sending(self, client_id: str, address: str, tag: str | None, when: datetime) -> None:
+        """Commit the intent, with the address it goes to, before the source venue sees the transfer."""
+        fields = {"status": TransferStatus.SENDING.value, "address": address, "tag": tag, "sent_at": _naive(when)}
+        self._touch(TransferRow, TransferRow.client_id == client_id, fields)
+
+    def close_transfer(self, client_id: str, status: TransferStatus, message: str) -> None:
+        self._touch(TransferRow, TransferRow.client_id == client_id, {"status": status.value, "message": message[:500]})
+
+    def record_transfer_state(self, state: TransferState, when: datetime) -> TransferRow:
+        """What the venues say of a transfer; a failed one costs nothing it did not pay (refunded)."""
+        fields: dict[str, Any] = {"status": state.status.value, "fee": state.fee, "gas": state.gas}
+        if state.external_id is not None:
+            fields["external_id"] = state.external_id
+        if state.txid is not None:
+            fields["txid"] = state.txid
+        if state.message:
+            fields["message"] = state.message[:500]
+        if state.status is TransferStatus.ARRIVED:
+            fields["arrived_at"] = _naive(state.time or when)
+        return self._touch(TransferRow, TransferRow.client_id == state.client_id, fields)
+
+    def sent_since(self, source: str, since: datetime) -> float:
+        """Quote cash ``source`` has sent (or is sending) since ``since``: what its daily cap counts."""
+        with self.session() as s:
+            total = s.exec(
+                select(func.coalesce(func.sum(TransferRow.amount), 0.0)).where(
+                    TransferRow.source == source,
+                    TransferRow.sent_at >= _naive(since),  # type: ignore[operator]
+                    TransferRow.status.in_(  # type: ignore[attr-defined]
+                        [TransferStatus.SENDING.value, TransferStatus.PENDING.value, TransferStatus.ARRIVED.value]
+                    ),
+                )
+            ).one()
+        return float(total)
+
     def finish_cycle(
         self,
         key: str,
@@ -409,6 +521,7 @@ class Ledger:
         snapshot: SnapshotRow | None,
         message: str = "",
         rc_dispersion_held: float | None = None,
+        rc_dispersion_held_bound: float | None = None,
     ) -> None:
         with self.session() as s:
             row = s.exec(select(CycleRow).where(CycleRow.key == key)).one()
@@ -423,6 +536,8 @@ class Ledger:
                 s.add(snapshot)
             if rc_dispersion_held is not None:
                 row.rc_dispersion_held = rc_dispersion_held
+            if rc_dispersion_held_bound is not None:
+                row.rc_dispersion_held_bound = rc_dispersion_held_bound
             s.add(row)
             s.commit()
 
@@ -485,7 +600,22 @@ class Ledger:
                     func.coalesce(func.sum(FillRow.qty * FillRow.price), 0.0),
                 )
             ).one()
-        return {"fees": float(fee), "slippage": float(slip), "gas": float(gas), "traded": float(notional)}
+            tfee, tgas, moved = s.exec(
+                select(
+                    func.coalesce(func.sum(TransferRow.fee), 0.0),
+                    func.coalesce(func.sum(TransferRow.gas), 0.0),
+                    func.coalesce(func.sum(TransferRow.amount), 0.0),
+                ).where(TransferRow.status.in_([TransferStatus.PENDING.value, TransferStatus.ARRIVED.value]))  # type: ignore[attr-defined]
+            ).one()
+        return {
+            "fees": float(fee),
+            "slippage": float(slip),
+            "gas": float(gas),
+            "traded": float(notional),
+            "transfer_fees": float(tfee),
+            "transfer_gas": float(tgas),
+            "transferred": float(moved),
+        }
 
     # -- on-chain transactions ------------------------------------------------------------------------
 
@@ -554,6 +684,7 @@ _TABLES = (
     OrderRow,
     FillRow,
     SnapshotRow,
+    TransferRow,
     ChainTxRow,
     AsyncRequestRow,
     RiskEventRow,

@@ -10,6 +10,10 @@ Fill model: a buy fills at ``ask × (1 + impact)``, a sell at ``bid × (1 − im
 (Almgren et al. 2005; Tóth et al. 2011, where the coefficient is of order 1) with σ_h the asset's
 hourly volatility over the last ``vol_lookback_hours`` bars. The quote's half-spread is configured
 per asset kind. The fee is ``fee_bps`` of notional.
+
+Funding: the account sends and receives quote cash over the paper network shared by every paper
+account of the bot (``connectors.paper_network``): a transfer leaves at once (with ``transfer_fee``
+plus ``transfer_fee_bps`` of the amount) and arrives ``transfer_minutes`` later on the bot's clock.
 """
 
 from __future__ import annotations
@@ -24,9 +28,23 @@ import numpy as np
 from pydantic import Field
 
 from bot.components import ComponentConfig, ComponentContext, DataSource
-from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, check_prices
+from bot.domain import (
+    Balances,
+    DepositAddress,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderState,
+    OrderStatus,
+    Quote,
+    Transfer,
+    TransferState,
+    TransferStatus,
+    check_prices,
+)
 from bot.errors import DataError, InsufficientFunds, InvalidOrder, VenueError
 from bot.hookspecs import hookimpl
+from connectors.paper_network import PaperNetwork
 
 CASH = "__cash__"
 
@@ -44,6 +62,9 @@ class PaperConfig(ComponentConfig):
     qty_step: float = Field(default=1e-6, gt=0)
     min_notional: float = Field(default=10.0, ge=0)
     max_quote_age_minutes: float = Field(default=90.0, gt=0)
+    transfer_minutes: float = Field(default=30.0, ge=0, le=7 * 24 * 60, description="paper network delay")
+    transfer_fee: float = Field(default=1.0, ge=0, description="flat fee per transfer sent, quote currency")
+    transfer_fee_bps: float = Field(default=0.0, ge=0, le=100)
 
 
 class PaperVenue:
@@ -73,6 +94,7 @@ class PaperVenue:
         with self._tx():
             if self._db.execute("SELECT 1 FROM balance WHERE asset=?", (CASH,)).fetchone() is None:
                 self._db.execute("INSERT INTO balance VALUES (?, ?)", (CASH, cfg.initial_cash))
+        self.network = PaperNetwork(Path(ctx.state_dir))
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -130,8 +152,31 @@ class PaperVenue:
 
     def balances(self) -> Balances:
         rows = self._db.execute("SELECT asset, qty FROM balance").fetchall()
-        cash = next((q for a, q in rows if a == CASH), 0.0)
+        cash = next((q for a, q in rows if a == CASH), 0.0) + self.network.net_cash(self.name, self.clock.now())
         return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
+
+    # -- funding (bot.components.FundingVenue) ---------------------------------------------------------
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        return self.network.deposit_address(self.name, asset, network)
+
+    def send_transfer(self, transfer: Transfer) -> TransferState:
+        fee = self.cfg.transfer_fee + transfer.amount * self.cfg.transfer_fee_bps / 1e4
+        with self._lock:  # no buy of this account can spend the cash between the check and the send
+            return self.network.send(
+                self.name,
+                transfer,
+                available=self.balances().cash,
+                fee=fee,
+                delay=timedelta(minutes=self.cfg.transfer_minutes),
+                now=self.clock.now(),
+            )
+
+    def fetch_transfer(self, client_id: str) -> TransferState | None:
+        return self.network.state(client_id, self.clock.now())
+
+    def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None:
+        return self.network.deposit_status(self.name, transfer.client_id, self.clock.now())
 
     def fetch_order(self, client_id: str) -> OrderState | None:
         row = self._db.execute(
@@ -181,6 +226,7 @@ class PaperVenue:
         now = self.clock.now().astimezone(UTC).isoformat()
         with self._tx():
             cash = self._db.execute("SELECT qty FROM balance WHERE asset=?", (CASH,)).fetchone()[0]
+            cash += self.network.net_cash(self.name, self.clock.now())
             pos_row = self._db.execute("SELECT qty FROM balance WHERE asset=?", (order.asset,)).fetchone()
             pos = pos_row[0] if pos_row else 0.0
             reject = ""
@@ -230,6 +276,7 @@ class PaperVenue:
 
     def close(self) -> None:
         self._db.close()
+        self.network.close()
 
 
 @hookimpl

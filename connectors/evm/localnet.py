@@ -14,8 +14,11 @@ is used in a new hour of the clock, it mines one block at the clock's time in wh
 manager sets each vault's NAV to the data source's latest price and an arbitrageur swaps each pool
 to it. Chain quotes then track the simulated market and the cycle's prices, liquidity limits and
 fills agree. If the keeper cannot reach the node, the venue raises ``VenueError`` and the cycle
-fails this venue only. ``close()`` stops anvil; on Linux the node also dies with the process that
-started it, so a killed daemon leaves no chain behind.
+fails this venue only. Funding is the evm venue's: in paper mode the deposit address is
+``paper:<venue>`` and transfers go over the bot's paper network (``paper_transfer_*`` options); live,
+real ERC-20 transfers of the stablecoin (symbol ``tUSD`` unless ``quote_asset`` names it otherwise).
+``close()`` stops anvil; on Linux the node also dies with the process that started it, so a killed
+daemon leaves no chain behind.
 """
 
 from __future__ import annotations
@@ -28,7 +31,17 @@ from pydantic import Field, model_validator
 
 from bot.clock import floor_hour
 from bot.components import ComponentConfig, ComponentContext
-from bot.domain import Balances, MarketInfo, Order, OrderState, Quote
+from bot.domain import (
+    Balances,
+    DepositAddress,
+    MarketInfo,
+    Order,
+    OrderState,
+    Quote,
+    Transfer,
+    TransferState,
+    TransferStatus,
+)
 from bot.errors import ConfigError, RwabotError, VenueError
 from connectors.evm.book import Book, deploy_book, eligibility
 from connectors.evm.build import ToolchainMissing, require_node_modules
@@ -62,6 +75,12 @@ class EvmDevnetConfig(ComponentConfig):
     max_slippage_bps: float = Field(default=50.0, ge=0, le=5000)
     eth_usd: float = Field(default=3000.0, gt=0, description="price of the gas token on the chain's feed")
     keeper: bool = Field(default=True, description="move chain prices to the data source's every hour")
+    paper_transfer_minutes: float = Field(default=30.0, ge=0, le=7 * 24 * 60, description="paper network delay")
+    paper_transfer_fee: float = Field(default=0.0, ge=0, description="paper: flat fee per transfer sent, quote")
+    paper_transfer_gas: float = Field(default=0.5, ge=0, description="paper: gas of a transfer sent, quote")
+    quote_asset: str | None = Field(
+        default=None, min_length=1, description="the code routes give the stablecoin (default: its symbol, tUSD)"
+    )
 
     @model_validator(mode="after")
     def _assets(self) -> EvmDevnetConfig:
@@ -151,6 +170,20 @@ class DevnetVenue:
     def cancel_order(self, client_id: str) -> OrderState:
         return self.venue.cancel_order(client_id)
 
+    # -- funding (bot.components.FundingVenue): the evm venue's, paper or live; no keeper needed ---------
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        return self.venue.deposit_address(asset, network)
+
+    def send_transfer(self, transfer: Transfer) -> TransferState:
+        return self.venue.send_transfer(transfer)
+
+    def fetch_transfer(self, client_id: str) -> TransferState | None:
+        return self.venue.fetch_transfer(client_id)
+
+    def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None:
+        return self.venue.deposit_status(transfer, state)
+
     def close(self) -> None:
         try:
             self.venue.close()
@@ -212,6 +245,10 @@ def make_devnet_venue(cfg: EvmDevnetConfig, ctx: ComponentContext) -> DevnetVenu
             "paper_cash": cfg.paper_cash,
             "eligibility": eligibility(book) if book is not None else {},
             "paper_async_settlement_hours": cfg.async_settlement_hours,
+            "paper_transfer_minutes": cfg.paper_transfer_minutes,
+            "paper_transfer_fee": cfg.paper_transfer_fee,
+            "paper_transfer_gas": cfg.paper_transfer_gas,
+            "quote_asset": cfg.quote_asset,
             "max_slippage_bps": cfg.max_slippage_bps,
             "receipt_timeout_s": 30.0,
             "poll_interval_s": 0.05,

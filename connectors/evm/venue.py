@@ -42,11 +42,27 @@ polls the requests first (claims what is claimable) and reports what is still in
 fixed until it settles. Quotes are the NAV per share (``convertToAssets``; async previews revert).
 Not available in paper mode.
 
+Funding (``bot.components.FundingVenue``). The wallet receives the quote token at its own address
+(``deposit_address``; ``quote_asset`` is the code routes use for the token, its ``symbol()`` by
+default, and ``transfer_networks`` the network names this chain answers to). ``send_transfer`` is an
+ERC-20 ``transfer`` of the quote token, signed, written to ``chain_tx`` (step ``transfer``, the
+transfer's client id) before broadcast and followed like an order's transaction: the same nonce
+manager, fee-bump replacements, the same signed bytes looked up or broadcast again after a crash, so
+one client id is one transfer at most. A wallet short of the amount or of the gas for it is refused
+before anything is signed (``TransferRefused``); a mined revert is FAILED with its decoded reason.
+The source's view is ARRIVED once the transfer is mined and confirmed (an ERC-20 transfer is
+credited to an address when mined; an exchange confirms through its own ``deposit_status``).
+``deposit_status`` of an incoming transfer looks its ``txid`` up on chain: confirmed, successful and
+with a ``Transfer`` of the quote token to this wallet, ARRIVED; known but not mined, PENDING.
+
 Paper (``paper = true``). Nothing is signed or sent: the trade's own call is run with ``eth_call``
 against the live contracts from the configured ``account`` with its token balance and allowance
 overridden (ERC-20 storage slots, OpenZeppelin layout by default), which gives the exact output;
 the gas is estimated the same way and costed at the current base fee. Cash and positions live in
-a journal under the state directory.
+a journal under the state directory. Transfers go over the paper network shared by every paper
+account of the bot (``connectors.paper_network``, deposit address ``paper:<venue>``): one leaves at
+once with ``paper_transfer_fee`` and ``paper_transfer_gas`` and arrives ``paper_transfer_minutes``
+later on the bot's clock; the account's cash is its journal's plus what the network moved.
 """
 
 from __future__ import annotations
@@ -58,9 +74,10 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,8 +88,22 @@ from web3 import Web3
 from web3.exceptions import ContractLogicError, TransactionNotFound
 
 from bot.components import ComponentConfig, ComponentContext
-from bot.domain import Balances, Fill, MarketInfo, Order, OrderState, OrderStatus, Quote, RiskEvent, Severity
-from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, VenueError
+from bot.domain import (
+    Balances,
+    DepositAddress,
+    Fill,
+    MarketInfo,
+    Order,
+    OrderState,
+    OrderStatus,
+    Quote,
+    RiskEvent,
+    Severity,
+    Transfer,
+    TransferState,
+    TransferStatus,
+)
+from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, TransferRefused, VenueError
 from bot.ledger import ChainTxRow, Ledger
 from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender, _sig_abi
 from connectors.evm.chain import BlockIndex, RevertDecoder, Unreachable, abis, connect, rpc
@@ -92,11 +123,14 @@ from connectors.evm.routes import (
     transfer_sums,
 )
 from connectors.evm.univ2 import runtime_abis
+from connectors.paper_network import PaperNetwork
 
 log = logging.getLogger("rwabot.evm")
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 MAIN_STEPS = ("deposit", "redeem", "swap", "subscribe")
+TRANSFER_STEP = "transfer"  # the chain_tx step of an outgoing ERC-20 transfer (bot.domain.Transfer)
+TRANSFER_GAS = 65_000  # an ERC-20 transfer to a fresh holder; only for the message when no estimate can run
 CASH = "__cash__"
 ZERO = "0x0000000000000000000000000000000000000000"
 PREMIUM_STEP_BPS = 10.0
@@ -196,6 +230,19 @@ class EvmVenueConfig(ComponentConfig):
     paper_async_settlement_hours: float = Field(
         default=24.0, ge=0, le=24 * 60, description="paper: a request is fulfilled this long after it was made"
     )
+    paper_transfer_minutes: float = Field(
+        default=30.0, ge=0, le=7 * 24 * 60, description="paper: a transfer arrives this long after it is sent"
+    )
+    paper_transfer_fee: float = Field(default=0.0, ge=0, description="paper: flat fee per transfer sent, quote")
+    paper_transfer_gas: float = Field(
+        default=0.5, ge=0, description="paper: gas of a transfer sent, quote (an ERC-20 transfer, ~50k gas)"
+    )
+    quote_asset: str | None = Field(
+        default=None, min_length=1, description="the code routes give the quote token (default: its symbol())"
+    )
+    transfer_networks: list[str] = Field(
+        default_factory=list, description="network names of this chain on the routes (ETH, ERC20); empty: any"
+    )
     quote_balance_slot: int = Field(default=0, ge=0)
     quote_allowance_slot: int = Field(default=1, ge=0)
     eligibility: dict[str, TokenEligibility] = Field(
@@ -281,9 +328,24 @@ class Route:
 
 
 class PaperJournal:
-    """Paper mode's account: cash, positions and simulated orders, durable under the state dir."""
+    """Paper mode's account: cash, positions and simulated orders, durable under the state dir.
 
-    def __init__(self, path: Path, cash: float) -> None:
+    With a ``network``, the cash is the journal's plus what the paper network has moved into and out
+    of the account ``name`` by ``now()``: every read of the cash (balances, each buy's affordability)
+    goes through ``balances`` and so sees a transfer the moment it leaves or arrives.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        cash: float,
+        network: PaperNetwork | None = None,
+        name: str = "",
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.network = network
+        self.name = name
+        self.now = now
         path.parent.mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -295,6 +357,7 @@ class PaperJournal:
             CREATE TABLE IF NOT EXISTS paper_request (client_id TEXT PRIMARY KEY, asset TEXT NOT NULL,
                 side TEXT NOT NULL, qty REAL NOT NULL, usd REAL NOT NULL, nav REAL NOT NULL, gas REAL NOT NULL,
                 settle_at TEXT NOT NULL, decision_price REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_transfer_gas (client_id TEXT PRIMARY KEY, gas REAL NOT NULL);
             """
         )
         self.db.execute("INSERT OR IGNORE INTO balance VALUES (?, ?)", (CASH, cash))
@@ -303,7 +366,34 @@ class PaperJournal:
         with self.lock:
             rows = self.db.execute("SELECT asset, qty FROM balance").fetchall()
         cash = next((q for a, q in rows if a == CASH), 0.0)
+        if self.network is not None and self.now is not None:
+            cash += self.network.net_cash(self.name, self.now())
         return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
+
+    def transfer_gas(self, client_id: str) -> float | None:
+        """The gas booked for paper transfer ``client_id``, None if none was."""
+        with self.lock:
+            row = self.db.execute("SELECT gas FROM paper_transfer_gas WHERE client_id=?", (client_id,)).fetchone()
+        return None if row is None else float(row[0])
+
+    def book_transfer_gas(self, client_id: str, gas: float) -> float:
+        """Take a paper transfer's gas from the cash, once per client id (a second call books nothing and
+        returns what the first booked): the network row and this one live in two files, so the gas is
+        booked after the network accepted the transfer and again, idempotently, whenever it is seen."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.execute("INSERT OR IGNORE INTO paper_transfer_gas VALUES (?, ?)", (client_id, gas))
+                if cur.rowcount == 1:
+                    self.db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (gas, CASH))
+                booked = self.db.execute(
+                    "SELECT gas FROM paper_transfer_gas WHERE client_id=?", (client_id,)
+                ).fetchone()[0]
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+        return float(booked)
 
     def get(self, client_id: str) -> OrderState | None:
         with self.lock:
@@ -365,6 +455,8 @@ class PaperJournal:
 
     def close(self) -> None:
         self.db.close()
+        if self.network is not None:
+            self.network.close()
 
 
 class EvmVenue:
@@ -383,8 +475,9 @@ class EvmVenue:
         self._signer: Any = None
         if cfg.paper:
             self.address = Web3.to_checksum_address(cfg.account or "")
+            self.network: PaperNetwork | None = PaperNetwork(Path(ctx.state_dir))
             self.journal: PaperJournal | None = PaperJournal(
-                Path(ctx.state_dir) / f"evm-paper-{name}.sqlite", cfg.paper_cash
+                Path(ctx.state_dir) / f"evm-paper-{name}.sqlite", cfg.paper_cash, self.network, name, ctx.clock.now
             )
         else:
             self._signer = load_signer(cfg, where)
@@ -392,6 +485,7 @@ class EvmVenue:
             if cfg.account is not None and Web3.to_checksum_address(cfg.account) != self.address:
                 raise ConfigError(f"{where}.account: {cfg.account} is not the address of the configured key")
             self.journal = None
+            self.network = None
         led = ctx.extra.get("ledger")
         self._own_ledger = led is None
         self.ledger: Ledger = led if led is not None else Ledger(Path(ctx.state_dir) / f"evm-{name}.sqlite")
@@ -430,6 +524,9 @@ class EvmVenue:
         self._feed_reads: dict[str, list[FeedRead]] = {}
         self.premiums: dict[str, float] = {}  # last premium/discount of market to NAV, bps, per asset
         self._premium_reported: dict[str, float] = {}
+        self._quote_symbol: str | None = None
+        self._quote_decimals_checked = False
+        self._deposit_warned: set[str] = set()
         self.eligibility = Eligibility(self.w3, name, eligibility_tokens(cfg), emit=self.emit, now=self.clock.now)
         asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind == "async"}
         self.async_: AsyncRequests | None = None
@@ -1250,10 +1347,10 @@ class EvmVenue:
         return self.ledger.txs(venue=self.name, client_id=rows[0].client_id) if changed else rows
 
     @staticmethod
-    def _main(rows: list[ChainTxRow]) -> ChainTxRow:
-        """The main transaction of an order: of the rows at its last main nonce, the one mined, else
-        the newest (a replacement stands for the transaction it replaces)."""
-        mains = [r for r in rows if r.step in MAIN_STEPS]
+    def _main(rows: list[ChainTxRow], steps: tuple[str, ...] = MAIN_STEPS) -> ChainTxRow:
+        """The main transaction of an order (of a transfer: ``steps`` = its step): of the rows at its
+        last main nonce, the one mined, else the newest (a replacement stands for the one it replaces)."""
+        mains = [r for r in rows if r.step in steps]
         same = [r for r in mains if r.nonce == mains[-1].nonce]
         done = [r for r in same if r.status in ("mined", "reverted")]
         if done:
@@ -1442,6 +1539,256 @@ class EvmVenue:
         )
         msg = f"approved ({r.tx_hash}) but the trade was never sent; the exact-amount allowance is left"
         return OrderState(client_id, OrderStatus.CANCELED, 0.0, (fill,), r.tx_hash, msg)
+
+    # -- funding (bot.components.FundingVenue) ---------------------------------------------------------
+
+    def quote_symbol(self) -> str:
+        """The code routes give the quote token: ``quote_asset``, else the token's own ``symbol()``."""
+        if self._quote_symbol is None:
+            self._quote_symbol = self.cfg.quote_asset or str(
+                self._rpc("symbol", lambda: self.stable.functions.symbol().call())
+            )
+        return self._quote_symbol
+
+    def _check_funding(self, asset: str, network: str, what: str) -> None:
+        """Only the quote token moves, and only over this chain: an address handed out for another
+        asset or network would receive money this venue never sees."""
+        sym = self.quote_symbol()
+        if asset != sym:
+            raise TransferRefused(self.name, f"{what}: asset {asset!r} is not this venue's quote token {sym!r} "
+                                  f"({self.stable.address})")  # fmt: skip
+        nets = self.cfg.transfer_networks
+        if nets and network not in nets:
+            raise TransferRefused(self.name, f"{what}: network {network!r} is not this chain (transfer_networks: "
+                                  f"{', '.join(nets)})")  # fmt: skip
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        """The wallet's own address (paper: ``paper:<venue>`` on the paper network)."""
+        self._check_funding(asset, network, "deposit address")
+        if self.network is not None:
+            return self.network.deposit_address(self.name, asset, network)
+        return DepositAddress(self.name, asset, network, self.address)
+
+    def _check_transfer(self, t: Transfer) -> None:
+        """What no source may send, live or paper: another venue's transfer, another asset or network,
+        a non-positive amount; live also an address that is not an EVM address, the wallet itself, or
+        one with a tag (an ERC-20 transfer carries no memo: a destination needing one would not credit it)."""
+        what = f"transfer {t.client_id}"
+        if t.source != self.name:
+            raise TransferRefused(self.name, f"{what}: its source is venue {t.source!r}, not {self.name!r}")
+        self._check_funding(t.asset, t.network, what)
+        if not (t.amount > 0 and math.isfinite(t.amount)):
+            raise TransferRefused(self.name, f"{what}: amount {t.amount} is not positive")
+        if self.network is not None:
+            return
+        if not Web3.is_address(t.address) or not t.address.startswith("0x"):
+            raise TransferRefused(self.name, f"{what}: {t.address!r} is not an address on this chain")
+        if Web3.to_checksum_address(t.address) == self.address:
+            raise TransferRefused(self.name, f"{what}: {t.address} is this wallet's own address")
+        if t.tag:
+            raise TransferRefused(self.name, f"{what}: tag {t.tag!r} given, and an ERC-20 transfer carries no memo")
+
+    def _raw_amount(self, amount: float) -> int:
+        """``amount`` in the token's smallest unit, from its decimal form (1.1 is 1_100_000, not 1_099_999)."""
+        if not self._quote_decimals_checked:
+            dec = int(self._rpc("decimals", lambda: self.stable.functions.decimals().call()))
+            if dec != self.cfg.quote_decimals:
+                raise VenueError(self.name, f"quote token {self.stable.address} has {dec} decimals, quote_decimals "
+                                 f"says {self.cfg.quote_decimals}: no transfer is sent until they agree")  # fmt: skip
+            self._quote_decimals_checked = True
+        return int((Decimal(repr(amount)) * self._q).to_integral_value(ROUND_HALF_UP))
+
+    def send_transfer(self, transfer: Transfer) -> TransferState:
+        """Send ``transfer`` (idempotent per client id: a transfer the ledger already holds is followed,
+        never signed again). Waits for the receipt up to ``receipt_timeout_s``; still in flight then,
+        PENDING (``fetch_transfer`` follows it)."""
+        t = transfer
+        with self._lock:
+            if self.journal is not None:
+                return self._paper_send(t)
+            if self._transfer_rows(t.client_id):  # first: a signed transfer is followed whatever the checks say now
+                return self._resume_transfer(t.client_id)
+            self._check_transfer(t)
+            amount_raw = self._raw_amount(t.amount)
+            sym = self.quote_symbol()
+            try:
+                max_fee, prio = self._fees()
+            except InvalidOrder as exc:  # the gas cap: nothing is sent, the next cycle may try again
+                why = str(exc).removeprefix(f"venue {self.name}: ")
+                raise TransferRefused(self.name, f"transfer {t.client_id}: {why}", retryable=True) from None
+            to = Web3.to_checksum_address(t.address)
+            fn = self.stable.functions.transfer(to, amount_raw)
+            tok = int(self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()))
+            wei = int(self._rpc("native balance", lambda: self.w3.eth.get_balance(self.address)))
+            gas_limit = int(TRANSFER_GAS * self.cfg.gas.gas_limit_multiplier)
+            if tok >= amount_raw and wei >= gas_limit * max_fee:  # else the estimate fails for that: said below
+                tx = {"from": self.address, "to": fn.address, "data": fn._encode_transaction_data(), "value": 0}
+                try:
+                    est = self._rpc("estimate transfer", lambda: self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
+                except ContractLogicError as exc:
+                    reason = self.decoder.from_exception(exc)
+                    raise TransferRefused(self.name, f"transfer {t.client_id}: the {sym} transfer to {to} would "
+                                          f"revert: {reason}; nothing sent") from None  # fmt: skip
+                gas_limit = int(est * self.cfg.gas.gas_limit_multiplier)
+            gas_wei = gas_limit * max_fee
+            if tok < amount_raw or wei < gas_wei:
+                short = [w for w, s in ((sym, tok < amount_raw), ("gas", wei < gas_wei)) if s]
+                dec = self.cfg.quote_decimals
+                raise TransferRefused(
+                    self.name,
+                    f"transfer {t.client_id}: short of {' and '.join(short)}: needs {amount_raw / self._q:,.{dec}f} "
+                    f"{sym} and up to {gas_wei / 1e18:.6f} of the native token for gas "
+                    f"(≈{gas_wei / 1e18 * self.native_price():,.4f} {sym}); the wallet has "
+                    f"{tok / self._q:,.{dec}f} {sym} and {wei / 1e18:.6f} native; nothing sent",
+                )
+            nonce = self._rpc("nonce", self.nonces.reserve)
+            full = {"type": 2, "chainId": self.cfg.chain_id, "nonce": nonce, "to": fn.address,
+                    "data": fn._encode_transaction_data(), "value": 0, "gas": gas_limit, "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": prio}  # fmt: skip
+            like = ChainTxRow(tx_hash="", venue=self.name, client_id=t.client_id, step=TRANSFER_STEP,
+                              chain_id=self.cfg.chain_id, sender=self.address, nonce=nonce, raw="", asset=sym,
+                              side="send", qty=amount_raw / self._q, decision_price=0.0, status="signed",
+                              gas_limit=gas_limit, max_fee_per_gas=max_fee, created_at=datetime.now(UTC),
+                              updated_at=datetime.now(UTC))  # fmt: skip
+            row = self._sign_row(full, like, client_id=t.client_id, step=TRANSFER_STEP)  # durable before the send
+            log.info("venue %s: transfer %s of %s %s to %s signed as %s (nonce %d)", self.name, t.client_id,
+                     amount_raw / self._q, sym, to, row.tx_hash, nonce)  # fmt: skip
+            self._broadcast(row)
+            return self._resume_transfer(t.client_id)
+
+    def _transfer_rows(self, client_id: str) -> list[ChainTxRow]:
+        return [r for r in self.ledger.txs(venue=self.name, client_id=client_id) if r.step == TRANSFER_STEP]
+
+    def _resume_transfer(self, client_id: str) -> TransferState:
+        """A transfer in the ledger: wait for it while it is in flight (up to the receipt timeout), then
+        say where it stands; never signs a second one."""
+        state = self._transfer_state(client_id)
+        assert state is not None
+        if state.status is TransferStatus.PENDING:
+            try:
+                self._wait(self._main(self._transfer_rows(client_id), (TRANSFER_STEP,)))
+            except Unreachable:
+                raise
+            except VenueError as exc:  # not mined in time (still in flight), or dropped: the state says which
+                log.warning("venue %s: transfer %s: %s", self.name, client_id, exc)
+            state = self._transfer_state(client_id)
+            assert state is not None
+        return state
+
+    def fetch_transfer(self, client_id: str) -> TransferState | None:
+        """The transfer of ``client_id`` from the ledger and the chain, None if it was never signed here.
+        A signed transaction the node lost (a crash before the send, a mempool eviction) is broadcast
+        again, byte for byte, and reported PENDING."""
+        with self._lock:
+            if self.journal is not None:
+                return self._paper_fetch(client_id)
+            return self._transfer_state(client_id)
+
+    def _transfer_state(self, client_id: str) -> TransferState | None:
+        rows = self._transfer_rows(client_id)
+        if not rows:
+            return None
+        rows = [r for r in self._refresh(rows) if r.step == TRANSFER_STEP]
+        main = self._main(rows, (TRANSFER_STEP,))
+        gas = sum(r.gas_cost_quote for r in self.ledger.txs(venue=self.name, client_id=client_id))
+        if main.status in ("signed", "sent"):
+            return TransferState(client_id, TransferStatus.PENDING, main.qty, 0.0, gas, main.tx_hash, None,
+                                 f"transfer {main.tx_hash} {main.status}, not mined yet")  # fmt: skip
+        if main.status != "mined":  # reverted, dropped, replaced by a transaction of someone else's
+            return TransferState(client_id, TransferStatus.FAILED, main.qty, 0.0, gas, main.tx_hash, None,
+                                 main.message or f"transfer {main.tx_hash} {main.status}")  # fmt: skip
+        receipt = self._rpc("receipt", lambda: self.w3.eth.get_transaction_receipt(main.tx_hash))
+        block = self._rpc("block", lambda: self.w3.eth.get_block(receipt["blockNumber"]))
+        logs = [x for x in self.stable.events.Transfer().process_receipt(receipt, errors=_DISCARD)
+                if x["address"] == self.stable.address and x["args"]["from"] == self.address]  # fmt: skip
+        sent = sum(int(x["args"]["value"]) for x in logs)
+        return TransferState(client_id, TransferStatus.ARRIVED, sent / self._q if logs else main.qty, 0.0, gas,
+                             main.tx_hash, main.tx_hash, f"mined in block {receipt['blockNumber']}",
+                             datetime.fromtimestamp(block["timestamp"], UTC))  # fmt: skip
+
+    def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None:
+        """Whether an incoming transfer (``state.txid``: its on-chain hash) credited this wallet: mined
+        with ``confirmations``, successful and with a ``Transfer`` of the quote token to it, ARRIVED;
+        known to the node but not confirmed, PENDING; unknown (or mined without crediting this wallet:
+        a ``deposit_mismatch`` warning, once), None."""
+        with self._lock:
+            if self.network is not None:
+                return self.network.deposit_status(self.name, transfer.client_id, self.clock.now())
+            txid = state.txid
+            if not txid or not (txid.startswith("0x") and len(txid) == 66):
+                return None
+            try:
+                receipt = self._rpc("receipt", lambda: self.w3.eth.get_transaction_receipt(txid))
+            except TransactionNotFound:
+                receipt = None
+            if receipt is None:
+                try:
+                    self._rpc("transaction", lambda: self.w3.eth.get_transaction(txid))
+                except TransactionNotFound:
+                    return None
+                return TransferStatus.PENDING
+            head = self._rpc("block number", lambda: self.w3.eth.block_number)
+            if head - receipt["blockNumber"] + 1 < self.cfg.confirmations:
+                return TransferStatus.PENDING
+            logs = [x for x in self.stable.events.Transfer().process_receipt(receipt, errors=_DISCARD)
+                    if x["address"] == self.stable.address and x["args"]["to"] == self.address]  # fmt: skip
+            credited = sum(int(x["args"]["value"]) for x in logs) if receipt["status"] == 1 else 0
+            if credited <= 0:
+                if txid not in self._deposit_warned:
+                    self._deposit_warned.add(txid)
+                    why = "reverted" if receipt["status"] != 1 else f"moved no {self.quote_symbol()} to {self.address}"
+                    self._event("deposit_mismatch", f"transfer {transfer.client_id}: {txid} was mined but {why}",
+                                client_id=transfer.client_id, txid=txid)  # fmt: skip
+                return None
+            expected = self._raw_amount(state.amount) if state.amount > 0 else credited
+            if abs(credited - expected) > 1 and txid not in self._deposit_warned:
+                self._deposit_warned.add(txid)
+                self._event("deposit_mismatch", f"transfer {transfer.client_id}: {txid} credited "
+                            f"{credited / self._q:,.6f}, the source said {state.amount:,.6f}",
+                            client_id=transfer.client_id, txid=txid, credited=credited / self._q)  # fmt: skip
+            return TransferStatus.ARRIVED
+
+    def _paper_source(self, client_id: str) -> str | None:
+        assert self.network is not None
+        row = self.network.db.execute("SELECT source FROM paper_transfer WHERE client_id=?", (client_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _paper_send(self, t: Transfer) -> TransferState:
+        """A transfer over the paper network: refused unless the account's cash pays the amount, the fee
+        and the gas; then accepted by the network (one commit) and its gas booked here."""
+        assert self.journal is not None and self.network is not None
+        source = self._paper_source(t.client_id)
+        if source is not None and source != self.name:  # the network would answer with the other's transfer
+            raise TransferRefused(self.name, f"transfer {t.client_id} (paper): the client id is venue {source!r}'s")
+        existing = self._paper_fetch(t.client_id)
+        if existing is not None:
+            return existing
+        self._check_transfer(t)
+        now = self.clock.now()
+        fee, gas = self.cfg.paper_transfer_fee, self.cfg.paper_transfer_gas
+        cash = self.journal.balances().cash
+        if cash < t.amount + fee + gas:
+            sym = self.quote_symbol()
+            raise TransferRefused(self.name, f"transfer {t.client_id} (paper): needs {t.amount + fee + gas:,.2f} {sym} "
+                                  f"({t.amount:,.2f} + fee {fee:,.2f} + gas {gas:,.2f}), the account has "
+                                  f"{cash:,.2f}; nothing sent")  # fmt: skip
+        state = self.network.send(self.name, t, available=cash - gas, fee=fee,
+                                  delay=timedelta(minutes=self.cfg.paper_transfer_minutes), now=now)  # fmt: skip
+        return replace(state, gas=self.journal.book_transfer_gas(t.client_id, gas))
+
+    def _paper_fetch(self, client_id: str) -> TransferState | None:
+        """The paper network's state of a transfer this account sent (None for one it did not); its gas
+        is booked here if a crash came between the network's commit and the journal's."""
+        assert self.journal is not None and self.network is not None
+        if self._paper_source(client_id) != self.name:
+            return None
+        state = self.network.state(client_id, self.clock.now())
+        if state is None:
+            return None
+        gas = self.journal.transfer_gas(client_id)
+        if gas is None:
+            gas = self.journal.book_transfer_gas(client_id, self.cfg.paper_transfer_gas)
+        return replace(state, gas=gas)
 
     def close(self) -> None:
         if self.journal is not None:

@@ -28,7 +28,8 @@ def planning_shortfalls(e: Engine) -> list[Any]:
 
 
 def test_a_lasting_cash_shortfall_is_reported_once_not_every_hour(tmp_path: Path) -> None:
-    e = engine(tmp_path)  # the default book wants ~84% of NAV on the wallet, which holds 75%
+    # the default book wants ~84% of NAV on the wallet, which holds 75%; with no route to move cash there
+    e = engine(tmp_path, funding={"routes": []})
     for h in range(6):
         assert e.run_cycle(NOW + timedelta(hours=h)).status == "done"
     evs = planning_shortfalls(e)[::-1]  # oldest first
@@ -38,7 +39,7 @@ def test_a_lasting_cash_shortfall_is_reported_once_not_every_hour(tmp_path: Path
         assert abs(b.data["needed"] / a.data["needed"] - 1) > SHORTFALL_CHANGE
     e.close()
     # a restarted daemon reads the last report from the ledger and does not repeat it
-    e = engine(tmp_path, now=NOW + timedelta(hours=6))
+    e = engine(tmp_path, now=NOW + timedelta(hours=6), funding={"routes": []})
     assert e._shortfall_events({"wallet": 0.74}, {"wallet": 0.74 + evs[-1].data["needed"] / 1e6}, 1e6, "k") == []
     e.close()
 
@@ -112,8 +113,10 @@ def test_the_optimizer_sees_holdings_at_the_scaled_target_as_its_own_book(tmp_pa
     """Holdings at the reachable (venue-scaled) target, mapped back by last cycle's scale, are the
     optimizer's unscaled target: the frame in which a cost-aware optimizer can decide not to trade.
     Handed the raw holdings it would see the wallet underweight by the scaling and the exchange's
-    slack as uninvested cash."""
-    e = engine(tmp_path)
+    slack as uninvested cash. (The scaling is what an optimizer that takes no venue budgets gets, with
+    no funding route to move the cash.)"""
+    e = engine(tmp_path, funding={"routes": []})
+    e._groups_ok = False
     r = e.run_cycle(NOW)
     s = e._venue_scale.get("wallet")
     assert s is not None and s < 0.95  # the wallet could not hold the optimizer's book

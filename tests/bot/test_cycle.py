@@ -44,12 +44,19 @@ def test_first_cycle_invests_at_erc_and_accounts_for_every_cent(tmp_path: Path) 
     rc = np.array([t.risk_contribution for t in targets])
     assert rc.sum() == pytest.approx(1.0, abs=1e-9)
     assert (~capped).sum() >= 2
-    # accounting identity: cash + Σ q·p = NAV, and NAV fell by exactly fees + slippage
+    # the default book wants ~83% of NAV on the wallet, which holds 75%: the cycle sends the exchange's
+    # spare cash there first, and it is in transit (in NAV, at neither venue) when the cycle closes
+    (t,) = e.ledger.transfers_of(row.id)
+    assert (t.source, t.destination, t.status) == ("exchange", "wallet", "pending") and t.amount > 50_000
+    # accounting identity: cash + Σ q·p + transit = NAV, and NAV fell by exactly fees + slippage + transfer fee
     snap = e.ledger.snapshots()[-1]
-    assert snap.cash + sum(snap.positions[a] * snap.prices[a] for a in e.assets) == pytest.approx(snap.nav, rel=1e-12)
+    assert snap.transit == pytest.approx(t.amount, rel=1e-12)
+    held = snap.cash + sum(snap.positions[a] * snap.prices[a] for a in e.assets) + snap.transit
+    assert held == pytest.approx(snap.nav, rel=1e-12)
     costs = e.ledger.cost_totals()
+    assert costs["transfer_fees"] == pytest.approx(1.0) and costs["transferred"] == pytest.approx(t.amount)
     assert nav0 == pytest.approx(row.nav_before, rel=1e-12)
-    assert snap.nav == pytest.approx(nav0 - costs["fees"] - costs["slippage"], rel=1e-10)
+    assert snap.nav == pytest.approx(nav0 - costs["fees"] - costs["slippage"] - costs["transfer_fees"], rel=1e-10)
     # each fill's slippage is its price against the decision price
     orders = {o.client_id: o for o in e.ledger.all_orders()}
     for f in e.ledger.fills():
@@ -62,7 +69,14 @@ def test_first_cycle_invests_at_erc_and_accounts_for_every_cent(tmp_path: Path) 
         fills = [f for f in e.ledger.fills() if f.venue == vname]
         spent = sum((f.price * f.qty if f.side == "buy" else -f.price * f.qty) + f.fee for f in fills)
         initial = 250000.0 if vname == "exchange" else 750000.0
-        assert venue.balances().cash == pytest.approx(initial - spent, rel=1e-12)
+        sent = t.amount + t.fee if vname == t.source else 0.0  # the wallet is credited only on arrival
+        assert venue.balances().cash == pytest.approx(initial - spent - sent, rel=1e-12)
+    # half an hour later it has arrived: credited once, out of transit, the NAV unchanged by the move
+    e.clock.advance_to(NOW + timedelta(minutes=31))
+    h = e._read_venues(np.array([snap.prices[a] for a in e.assets]), quotes=False)  # at the same prices
+    assert h.transit == 0.0 and e.ledger.transfers_of(row.id)[0].status == "arrived"
+    assert h.cash["wallet"] == pytest.approx(snap.cash_by_venue["wallet"] + t.amount, rel=1e-12)
+    assert h.nav == pytest.approx(snap.nav, rel=1e-12)
     e.close()
 
 
@@ -362,7 +376,8 @@ def test_plan_orders_pure_rules() -> None:
 
 def test_rc_dispersion_of_holdings_is_recorded(tmp_path: Path) -> None:
     e = engine(tmp_path)
-    r = e.run_cycle(NOW)
+    e.run_cycle(NOW)  # every asset is at a venue budget while the first transfer travels
+    r = e.run_cycle(NOW + timedelta(hours=1))
     row = e.ledger.get_cycle(r.key)
     assert row.rc_dispersion_held is not None and np.isfinite(row.rc_dispersion_held)
     assert rc_dispersion(np.array([0.5, 0.5]), np.eye(2)) == 0.0

@@ -72,6 +72,7 @@ def test_a_cycle_trades_through_the_template_venue(harness: PluginHarness, tmp_p
 
     d = paper_dict(tmp_path)
     d["venues"]["exchange"] = {"plugin": "template", "options": {"initial_cash": 250_000.0, "qty_step": 1e-4}}
+    d["funding"]["routes"] = []  # the template trades; moving cash is the optional FundingVenue part
     engine = Engine(parse_config(d, "t.toml"), pm=harness.pm, clock=SimulatedClock(START + timedelta(days=40), 0.0))
     try:
         report = engine.run_cycle()

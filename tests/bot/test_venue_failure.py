@@ -106,10 +106,14 @@ def test_a_venue_down_at_planning_is_held_and_the_others_trade(tmp_path: Path, f
     assert "held at its last known value" in ev.message and all(a in ev.message for a in WALLET)
     assert not e.ledger.events("cycle_failed")
 
-    # NAV: the exchange as it is now plus the wallet at the ledger's last snapshot
+    # NAV: the exchange as it is now plus the wallet at the ledger's last snapshot, plus the cash the first
+    # cycle sent it (in transit at that snapshot, credited since: counted once, whether or not the wallet
+    # can confirm it now)
     wallet_known = snap1.cash_by_venue["wallet"] + sum(snap1.positions[a] * snap1.prices[a] for a in WALLET)
+    (sent,) = e.ledger.transfers_of(e.ledger.get_cycle(r1.key).id)
+    assert sent.destination == "wallet" and snap1.transit == pytest.approx(sent.amount)
     row2 = e.ledger.get_cycle(r2.key)
-    assert row2.nav_before == pytest.approx(exchange_before + wallet_known, rel=1e-12)
+    assert row2.nav_before == pytest.approx(exchange_before + wallet_known + sent.amount, rel=1e-12)
     t2 = targets(e, r2.key)
     for a in WALLET:  # held where they were, priced as last known, never traded
         w = snap1.positions[a] * snap1.prices[a] / row2.nav_before
@@ -128,13 +132,16 @@ def test_a_venue_down_at_planning_is_held_and_the_others_trade(tmp_path: Path, f
     snap2 = e.ledger.snapshots()[-1]
     assert snap2.cycle_id == row2.id and "closing snapshot holds wallet at last known values" in r2.message
     assert {a: snap2.positions[a] for a in WALLET} == {a: snap1.positions[a] for a in WALLET}
-    assert snap2.cash_by_venue["wallet"] == snap1.cash_by_venue["wallet"]
+    arrived = e.ledger.transfers_of(sent.cycle_id)[0].status == "arrived"  # the paper network says so
+    assert snap2.cash_by_venue["wallet"] == pytest.approx(snap1.cash_by_venue["wallet"] + sent.amount * arrived)
+    assert snap2.transit == pytest.approx(0.0 if arrived else sent.amount)
     # the risk monitor still sees the whole portfolio (the wallet at its last known holdings)
     assert 0.0 < e.forecast_sigma(later) < 1.0
 
     # the wallet comes back: the next cycle trades it again, and its book is what the ledger expects
     flaky.down.clear()
-    assert e.c.venues["wallet"].balances() == wallet_book
+    back = e.c.venues["wallet"].balances()
+    assert back.positions == wallet_book.positions and back.cash == pytest.approx(wallet_book.cash + sent.amount)
     e.clock.advance_to(later + timedelta(hours=100))
     r3 = e.run_cycle(later + timedelta(hours=100))
     assert r3.status == "done" and "failed" not in r3.message

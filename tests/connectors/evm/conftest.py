@@ -88,6 +88,7 @@ def evm_config(tmp_path: Path, world: World, url: str, *, upper: dict[str, float
     data["risk"] = {**data["risk"], "history_hours": 24, "participation": 0.5, "liquidity_lookback_hours": 12}
     data["data"] = {"plugin": "evm", "options": data_options(world, url)}
     data["venues"] = {"chain": {"plugin": "evm", "options": venue_options(world, url, **kw)}}
+    data.pop("funding", None)  # the paper config's routes name its venues; this book has the chain only
     data["assets"] = {a: {"venue": "chain", "upper": (upper or {}).get(a, 1.0)} for a in world.venue_assets()}
     return data
 
