@@ -1146,11 +1146,12 @@ class Engine:
     def _fee_estimate(self, venue: str) -> float:
         """A source's fee per transfer, from its last transfer (0 before the first): the amount planned
         leaves room for it."""
-        fees = [t.fee for t in self.ledger.transfers() if t.source == venue and t.fee > 0]
+        fees = [t.fee + t.gas for t in self.ledger.transfers() if t.source == venue and t.fee + t.gas > 0]
         if fees:
             return float(fees[-1])
         cfg = getattr(self.c.venues[venue], "cfg", None)
-        return float(getattr(cfg, "transfer_fee", 0.0) or getattr(cfg, "paper_transfer_fee", 0.0) or 0.0)
+        names = ("transfer_fee", "paper_transfer_fee", "paper_transfer_gas")
+        return float(sum(float(getattr(cfg, n, 0.0) or 0.0) for n in names))
 
     def _execute_transfers(self, row: CycleRow, fresh: bool, failed_venues: dict[str, str]) -> None:
         """Transfers go before any order: the intent (with the address, checked against the allow-list)
