@@ -387,6 +387,7 @@ class Engine:
         self._failed_at_plan: dict[str, dict[str, str]] = {}  # cycle key -> venue -> why, until it executes
         self._shortfall_reported: dict[str, float] = {}  # venue -> amount of its last cash_shortfall event
         self._venue_scale: dict[str, float] = {}  # venue -> factor its targets were scaled by last cycle
+        self._skip_reported: set[str] = set()  # destinations whose funding skip was said and still holds
         self._fit_note = ""  # the last venue_budget note, so that an unchanged one is not repeated hourly
 
     def close(self) -> None:
@@ -934,7 +935,9 @@ class Engine:
         more than its share, and a route to a short one, holds at most its share: the excess is sold into
         cash that the next cycle's transfer carries over (only cash can travel, and transfers go before
         the sells). Without a route the excess could never leave, and is better invested where it is."""
-        short = {v for v, b in budgets.items() if want[v] > b + 1e-9}
+        # only a gap worth a transfer is funded (funding.min_gap): a smaller one stays where it is, and
+        # making the other venue sell into cash for it would leave that cash idle
+        short = {v for v, b in budgets.items() if want[v] > b + self.cfg.funding.min_gap}
         out = dict(budgets)
         for v, b in budgets.items():
             if v not in short and any(r.source == v and r.destination in short for r in self.cfg.funding.routes):
@@ -966,7 +969,10 @@ class Engine:
         the second value (so is a set of budgets the optimizer finds infeasible).
         """
         w = target.weights
-        over = [v for v, b in budgets.items() if float(w[self._venue_mask(v)].sum()) > b + 1e-9]
+        # a venue short by less than a trade worth making is not refitted: its buys are scaled to its cash
+        # at planning anyway, and a budget that binds by rounding would mark its assets bound for nothing
+        tol = max(self.cfg.risk.min_trade_weight, 1e-9)
+        over = [v for v, b in budgets.items() if float(w[self._venue_mask(v)].sum()) > b + tol]
         if not over:
             self._venue_scale = {}
             return target, ""
@@ -1125,8 +1131,11 @@ class Engine:
         limits = {v: f.limits_of(v) for v in venues}
         sent = {v: self.ledger.sent_since(v, day_ago) for v in venues}
         planned, skips = plan_transfers(venues, f.routes, limits, sent, f.min_gap * nav)
+        # a skip that lasts (no cash to send, a cap reached) is said when it starts, not every hour
+        now_skipped = {k.destination for k in skips}
         events = [self._event("funding_skipped", f"venue:{k.destination}", k.reason, key, Severity.INFO)
-                  for k in skips]  # fmt: skip
+                  for k in skips if k.destination not in self._skip_reported]  # fmt: skip
+        self._skip_reported = now_skipped
         out: list[Transfer] = []
         outgoing: dict[str, float] = {}
         for p in planned:
