@@ -69,6 +69,8 @@ class BacktestSummary:
     risk_events: dict[str, int]
     rc_dispersion_held_bound_median: float = float("nan")
     rc_dispersion_held_bound_p90: float = float("nan")
+    rc_dispersion_held_all_median: float = float("nan")
+    rc_dispersion_held_all_p90: float = float("nan")
     bounds: dict[str, dict[str, float]] | None = None  # asset -> bound -> share of cycles (after the build-up)
     cash_share_median: float = float("nan")  # cash at the venues / NAV, hourly, after the build-up
     transit_share_median: float = float("nan")
@@ -156,6 +158,7 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
     traded = [c.rc_dispersion_traded for c in steady if c.rc_dispersion_traded is not None]
     held = [c.rc_dispersion_held for c in steady if c.rc_dispersion_held is not None]
     held_b = [c.rc_dispersion_held_bound for c in steady if c.rc_dispersion_held_bound is not None]
+    held_all = [c.rc_dispersion_held_all for c in steady if c.rc_dispersion_held_all is not None]
     bounds: dict[str, dict[str, float]] = {}
     for c in steady:
         for tr in ledger.targets_of(c.id) if c.id is not None else []:
@@ -199,6 +202,8 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
         risk_events=events,
         rc_dispersion_held_bound_median=_median(held_b),
         rc_dispersion_held_bound_p90=_p90(held_b),
+        rc_dispersion_held_all_median=_median(held_all),
+        rc_dispersion_held_all_p90=_p90(held_all),
         bounds=bounds,
         cash_share_median=_median(cash_share),
         transit_share_median=_median(transit_share),

@@ -280,6 +280,10 @@ def backtest(
             "RC dispersion of holdings, assets at a bound (vs the free mean), median / p90",
             f"{s.rc_dispersion_held_bound_median:.3f} / {s.rc_dispersion_held_bound_p90:.3f}",
         ),
+        (
+            "RC dispersion of holdings, all but capped/floored/held (venue budgets in), median / p90",
+            f"{s.rc_dispersion_held_all_median:.3f} / {s.rc_dispersion_held_all_p90:.3f}",
+        ),
         ("assets at a bound (share of cycles)", _bounds_text(s.bounds or {})),
         ("cash at the venues, median (× NAV)", f"{s.cash_share_median:.2%}"),
         ("cash in transit, median (× NAV)", f"{s.transit_share_median:.2%}"),

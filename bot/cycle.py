@@ -1323,13 +1323,13 @@ class Engine:
         except (VenueError, DataError) as exc:
             snapshot = None
             message = "; ".join(filter(None, [message, f"no closing snapshot: {exc}"]))
-        held = held_bound = None
+        held = held_bound = held_all = None
         if forecast is not None and snapshot is not None and snapshot.nav > 0 and len(targets) == len(self.assets):
             w = np.array([snapshot.positions[a] * snapshot.prices[a] for a in self.assets]) / snapshot.nav
-            held, held_bound = held_dispersion(w, forecast.cov, [t.bound if t.bound or not t.capped else "cap"
+            held, held_bound, held_all = held_dispersion(w, forecast.cov, [t.bound if t.bound or not t.capped else "cap"
                                                                   for t in targets])  # fmt: skip
         self.ledger.finish_cycle(row.key, status, snapshot=snapshot, message=message, rc_dispersion_held=held,
-                                 rc_dispersion_held_bound=held_bound)  # fmt: skip
+                                 rc_dispersion_held_bound=held_bound, rc_dispersion_held_all=held_all)  # fmt: skip
         return self._report_from_row(self.ledger.get_cycle(row.key), message)  # type: ignore[arg-type]
 
     def _leg_failed(
@@ -1566,21 +1566,27 @@ class Engine:
         return utc(row.scheduled_for) if row is not None else None
 
 
-def held_dispersion(w: np.ndarray, cov: np.ndarray, bound: Sequence[str | None]) -> tuple[float | None, float | None]:
-    """RC dispersion of a book, split: over the free assets (max |RC_i/mean − 1|, the promise of risk
-    parity), and over the assets at a bound measured against the free assets' mean RC (how far the
-    bounds pull them off it). None where a side holds nothing."""
-    free = np.array([b is None for b in bound]) & (w > 0)
-    rest = ~np.array([b is None for b in bound]) & (w > 0)
-    if not free.any():
-        return None, None
+def held_dispersion(
+    w: np.ndarray, cov: np.ndarray, bound: Sequence[str | None]
+) -> tuple[float | None, float | None, float | None]:
+    """RC dispersion of a book, split three ways: over the free assets (max |RC_i/mean − 1|, the promise
+    of risk parity); over the assets at a bound, measured against the free assets' mean RC (how far the
+    bounds pull them off it); and over every asset not at a cap, floor or hold, venue-budget ones
+    included (what a venue budget costs the balance of the whole book). None where a set holds nothing."""
+    held = w > 0
+    free = np.array([b is None for b in bound]) & held
+    rest = ~np.array([b is None for b in bound]) & held
+    loose = np.array([b is None or b.startswith("venue:") for b in bound]) & held
     rc, _ = risk_contributions(w, cov)
+    d_all = rc_dispersion(w, cov, loose) if loose.any() else None
+    if not free.any():
+        return None, None, d_all
     mean = float(rc[free].mean())
     if mean <= 0:
-        return float("inf"), None
+        return float("inf"), None, d_all
     d_free = float(np.max(np.abs(rc[free] / mean - 1.0)))
     d_bound = float(np.max(np.abs(rc[rest] / mean - 1.0))) if rest.any() else None
-    return d_free, d_bound
+    return d_free, d_bound, d_all
 
 
 def assets_weights(snapshot: SnapshotRow, assets: Sequence[str]) -> np.ndarray:

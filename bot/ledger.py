@@ -28,7 +28,7 @@ from bot.errors import LedgerError
 SCHEMA_VERSION = 5
 """1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request``; 4: adds the nullable column
 ``cycle.rc_dispersion_traded``; 5: adds ``transfer`` (funding legs), ``snapshot.transit``, ``target.bound``
-and ``cycle.rc_dispersion_held_bound``. New tables and nullable columns are created on open: older
+and ``cycle.rc_dispersion_held_bound``/``_all``. New tables and nullable columns are created on open: older
 ledgers upgrade in place."""
 
 
@@ -63,6 +63,7 @@ class CycleRow(SQLModel, table=True):
     rc_dispersion_traded: float | None = None  # the stored target (fitted to each venue's value): what is traded to
     rc_dispersion_held: float | None = None  # the closing holdings, free assets (no bound of any kind binds)
     rc_dispersion_held_bound: float | None = None  # the closing holdings, the assets held at a bound
+    rc_dispersion_held_all: float | None = None  # the closing holdings, every asset not at a cap, floor or hold
     forecaster: str = ""
     optimizer: str = ""
     policy: str = ""
@@ -522,6 +523,7 @@ class Ledger:
         message: str = "",
         rc_dispersion_held: float | None = None,
         rc_dispersion_held_bound: float | None = None,
+        rc_dispersion_held_all: float | None = None,
     ) -> None:
         with self.session() as s:
             row = s.exec(select(CycleRow).where(CycleRow.key == key)).one()
@@ -538,6 +540,8 @@ class Ledger:
                 row.rc_dispersion_held = rc_dispersion_held
             if rc_dispersion_held_bound is not None:
                 row.rc_dispersion_held_bound = rc_dispersion_held_bound
+            if rc_dispersion_held_all is not None:
+                row.rc_dispersion_held_all = rc_dispersion_held_all
             s.add(row)
             s.commit()
 

@@ -18,6 +18,14 @@ accept twice. Transient faults are retried a bounded number of times with jitter
 ``VenueError(retryable=True)`` marks the venue failed for the cycle. Insufficient funds, invalid
 orders and authentication errors are never retried.
 
+Funding. ``send_transfer`` withdraws the quote currency with the transfer's client id as the
+exchange's withdrawal client id (``withdraw_client_id_param``, Binance's ``withdrawOrderId``), after
+journalling it; an unknown outcome (a timeout, a restart) is looked up in the withdrawal history by
+that id before any resend, and a resend reuses it (the exchange refuses a duplicate). Where the
+exchange takes its fee out of the amount (``withdraw_fee_inside``, Binance), ``amount + fee`` is
+withdrawn so that ``amount`` arrives. ``deposit_status`` finds an incoming transfer by its txid in
+the deposit history. Paper mode moves the cash over the bot's paper network instead.
+
 Venue, paper (``paper = true``). Public endpoints only, no credentials: a fill walks the real
 order book level by level up to the limit (volume-weighted price; a partial fill when the book is
 thin, the rest cancelled), with the market's taker fee. The account lives in the journal file and
@@ -40,6 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +61,7 @@ from bot.components import ComponentContext
 from bot.domain import (
     Balances,
     Bars,
+    DepositAddress,
     Fill,
     MarketInfo,
     Order,
@@ -61,10 +71,14 @@ from bot.domain import (
     RiskEvent,
     Severity,
     Snapshot,
+    Transfer,
+    TransferState,
+    TransferStatus,
 )
-from bot.errors import DataError, InsufficientFunds, InvalidOrder, VenueError
+from bot.errors import DataError, InsufficientFunds, InvalidOrder, TransferRefused, VenueError
 from bot.hookspecs import hookimpl
 from connectors.ccxt_client import TRANSIENT, CcxtClient, CcxtConnection, read_credentials, short
+from connectors.paper_network import PaperNetwork
 
 log = logging.getLogger("rwabot.ccxt")
 
@@ -89,6 +103,19 @@ class CcxtVenueConfig(CcxtConnection):
     client_order_id_param: str = Field(default="clientOrderId", description="ccxt's unified client id parameter")
     paper_cash: float = Field(default=1_000_000.0, ge=0, description="paper mode: initial quote balance")
     paper_book_depth: int = Field(default=100, ge=1, le=5000, description="paper mode: order book levels walked")
+    paper_transfer_minutes: float = Field(
+        default=30.0, ge=0, le=7 * 24 * 60, description="paper mode: delay of the paper network"
+    )
+    paper_transfer_fee: float = Field(default=1.0, ge=0, description="paper mode: flat fee per transfer sent")
+    withdraw_fee: float | None = Field(
+        default=None, ge=0, description="flat withdrawal fee, quote currency; default: the exchange's for the network"
+    )
+    withdraw_fee_inside: bool = Field(
+        default=True, description="the exchange takes the fee out of the amount (Binance): amount + fee is sent"
+    )
+    withdraw_client_id_param: str = Field(
+        default="withdrawOrderId", min_length=1, description="the exchange's client id of a withdrawal (raw info)"
+    )
 
 
 class CcxtDataConfig(CcxtConnection):
@@ -132,6 +159,9 @@ class Journal:
             CREATE TABLE IF NOT EXISTS sent (
                 client_id TEXT PRIMARY KEY, asset TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL,
                 qty REAL NOT NULL, decision_price REAL NOT NULL, created REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS transfer_sent (
+                client_id TEXT PRIMARY KEY, asset TEXT NOT NULL, network TEXT NOT NULL, address TEXT NOT NULL,
+                tag TEXT, amount REAL NOT NULL, gross REAL NOT NULL, fee REAL NOT NULL, created REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS paper_balance (asset TEXT PRIMARY KEY, qty REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS paper_order (
                 client_id TEXT PRIMARY KEY, asset TEXT, side TEXT, qty REAL, status TEXT, filled REAL,
@@ -173,8 +203,52 @@ class Journal:
         asset, symbol, side, qty, dp = row
         return Order(client_id, "", venue, asset, side, qty, dp), symbol
 
+    def record_transfer(self, t: Transfer, gross: float, fee: float, created: float) -> None:
+        """A withdrawal's intent, before it is sent: ``gross`` leaves the account, ``t.amount`` must arrive."""
+        with self.tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO transfer_sent VALUES (?,?,?,?,?,?,?,?,?)",
+                (t.client_id, t.asset, t.network, t.address, t.tag, t.amount, gross, fee, created),
+            )
+
+    def get_transfer(self, client_id: str) -> SentTransfer | None:
+        """The withdrawal as it was sent (or was about to be); None if this venue never tried to send it."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT client_id, asset, network, address, tag, amount, gross, fee, created FROM transfer_sent "
+                "WHERE client_id=?",
+                (client_id,),
+            ).fetchone()
+        return None if row is None else SentTransfer(*row)
+
     def close(self) -> None:
         self.db.close()
+
+
+@dataclass(frozen=True)
+class SentTransfer:
+    """A journalled withdrawal: ``gross`` is what the exchange was asked to send, ``amount`` what arrives."""
+
+    client_id: str
+    asset: str
+    network: str
+    address: str
+    tag: str | None
+    amount: float
+    gross: float
+    fee: float
+    created: float  # the bot clock's POSIX time when it was journalled: where history lookups start
+
+
+WITHDRAWAL_STATUS = {
+    "pending": TransferStatus.PENDING,
+    "processing": TransferStatus.PENDING,
+    "ok": TransferStatus.ARRIVED,
+    "completed": TransferStatus.ARRIVED,
+    "failed": TransferStatus.FAILED,
+    "canceled": TransferStatus.FAILED,
+}
+"""ccxt's unified transaction status → the transfer's, as the source sees it."""
 
 
 class CcxtVenue:
@@ -202,6 +276,7 @@ class CcxtVenue:
         self.max_concurrent_orders = cfg.max_concurrent_orders
         self.journal = Journal(Path(ctx.state_dir) / f"ccxt-{name}.sqlite", cfg.paper_cash if cfg.paper else None)
         self._assets = {symbol_of(cfg, a): a for a in ctx.assets}
+        self.network = PaperNetwork(Path(ctx.state_dir)) if cfg.paper else None
 
     def __repr__(self) -> str:
         return f"CcxtVenue({self.name!r}, {self.cfg.exchange!r}, paper={self.cfg.paper})"
@@ -249,6 +324,8 @@ class CcxtVenue:
             with self.journal._lock:
                 rows = self.journal.db.execute("SELECT asset, qty FROM paper_balance").fetchall()
             cash = next((q for a, q in rows if a == CASH), 0.0)
+            assert self.network is not None
+            cash += self.network.net_cash(self.name, self.clock.now())  # what the paper network moved in and out
             return Balances(cash, {a: q for a, q in rows if a != CASH and q != 0.0})
         self.client.markets()
         b = self.client.call("balance", lambda ex: ex.fetch_balance())
@@ -497,6 +574,216 @@ class CcxtVenue:
 
     def close(self) -> None:
         self.journal.close()
+        if self.network is not None:
+            self.network.close()
+
+    # -- funding (bot.components.FundingVenue) ---------------------------------------------------------
+    #
+    # A withdrawal is journalled before it is sent and sent with the transfer's client id as the
+    # exchange's withdrawal client id (``withdraw_client_id_param``). Whenever the outcome of a send is
+    # unknown (a timeout, a reset, a restart after the intent was journalled) the exchange's withdrawal
+    # history is asked for that id first, and a resend reuses the id, which the exchange refuses to
+    # accept twice: a withdrawal, unlike an order, cannot be cancelled once the chain has it.
+
+    def _check_transfer(self, t: Transfer) -> None:
+        """What this venue never sends: another venue's transfer, another asset than its quote, a
+        non-positive amount, no address."""
+        what = f"transfer {t.client_id}"
+        if t.source != self.name:
+            raise TransferRefused(self.name, f"{what}: its source is venue {t.source!r}, not {self.name!r}")
+        if t.asset != self.cfg.quote:
+            raise TransferRefused(self.name, f"{what}: asset {t.asset!r} is not this venue's quote {self.cfg.quote!r}")
+        if not (t.amount > 0 and math.isfinite(t.amount)):
+            raise TransferRefused(self.name, f"{what}: amount {t.amount} is not positive")
+        if not t.address:
+            raise TransferRefused(self.name, f"{what}: no destination address")
+
+    def deposit_address(self, asset: str, network: str) -> DepositAddress:
+        """Where the exchange account receives ``asset`` over ``network`` (paper: ``paper:<venue>``)."""
+        if self.network is not None:
+            return self.network.deposit_address(self.name, asset, network)
+        self.client.markets()
+        a = self.client.call(
+            f"deposit address of {asset} over {network}",
+            lambda ex: ex.fetch_deposit_address(asset, {"network": network}),
+        )
+        if not a.get("address"):
+            raise VenueError(self.name, f"{self.cfg.exchange} gave no deposit address of {asset} over {network}")
+        return DepositAddress(self.name, asset, network, str(a["address"]), a.get("tag") or None)
+
+    def withdraw_fee(self, asset: str, network: str) -> float:
+        """The withdrawal fee of ``asset`` over ``network`` in that asset (the quote): the configured one,
+        else the exchange's (``fetchDepositWithdrawFees``); a network it does not list is refused."""
+        if self.cfg.withdraw_fee is not None:
+            return self.cfg.withdraw_fee
+        fees = self.client.call(f"withdrawal fees of {asset}", lambda ex: ex.fetch_deposit_withdraw_fees([asset]))
+        nets = (fees.get(asset) or {}).get("networks") or {}
+        ex = self.client.ex
+        for code in dict.fromkeys([network, ex.network_id_to_code(ex.network_code_to_id(network, asset), asset)]):
+            fee = ((nets.get(code) or {}).get("withdraw") or {}).get("fee")
+            if fee is not None:
+                return float(fee)
+        raise TransferRefused(
+            self.name, f"{self.cfg.exchange} lists no withdrawal fee of {asset} over {network!r} (networks: "
+            f"{', '.join(nets) or 'none'}); set withdraw_fee to send anyway; nothing sent",
+        )  # fmt: skip
+
+    def send_transfer(self, transfer: Transfer) -> TransferState:
+        """Withdraw ``transfer`` once per client id: journalled first, looked up before any (re)send."""
+        t = transfer
+        if self.network is not None:
+            return self._paper_send(t)
+        self.client.markets()
+        row = self.journal.get_transfer(t.client_id)
+        if row is not None:
+            found = self._find_withdrawal(row)
+            if found is not None:  # sent before (this run or an earlier one): follow it, never resend
+                return self._transfer_state(row, found)
+            log.warning("venue %s: transfer %s was journalled but the exchange does not have it; sending it",
+                        self.name, t.client_id)  # fmt: skip
+        else:
+            self._check_transfer(t)
+            fee = self.withdraw_fee(t.asset, t.network)
+            gross = t.amount + fee if self.cfg.withdraw_fee_inside else t.amount
+            created = self.clock.now().timestamp()
+            self.journal.record_transfer(t, gross, fee, created)  # durable before the exchange sees anything
+            row = self.journal.get_transfer(t.client_id)
+            assert row is not None
+        return self._withdraw(row)
+
+    def _withdraw(self, row: SentTransfer) -> TransferState:
+        cid = row.client_id
+        what = f"transfer {cid} ({row.gross:,.2f} {row.asset} over {row.network} to {row.address})"
+        params: dict[str, Any] = {"network": row.network, self.cfg.withdraw_client_id_param: cid}
+        if row.tag:
+            params["tag"] = row.tag
+        attempt = 0
+        while True:
+            try:
+                r = self.client.send(lambda ex: ex.withdraw(row.asset, row.gross, row.address, params))
+                log.info("venue %s: %s accepted as withdrawal %s", self.name, what, r.get("id"))
+                return TransferState(cid, TransferStatus.PENDING, self._arriving(row.gross, row.fee), row.fee,
+                                     0.0, str(r.get("id") or "") or None, None, "withdrawal accepted",
+                                     None)  # fmt: skip
+            except (ccxt.InsufficientFunds, ccxt.InvalidAddress, ccxt.PermissionDenied) as exc:
+                raise TransferRefused(self.name, f"{what} refused ({type(exc).__name__}): {short(exc)}") from exc
+            except ccxt.BadRequest as exc:
+                # a duplicate client id is a bad request: the withdrawal may be ours, accepted earlier
+                found = self._find_withdrawal(row)
+                if found is not None:
+                    log.warning("venue %s: %s already at the exchange (%s); not resent", self.name, what,
+                                type(exc).__name__)  # fmt: skip
+                    return self._transfer_state(row, found)
+                raise TransferRefused(self.name, f"{what} refused ({type(exc).__name__}): {short(exc)}") from exc
+            except TRANSIENT as exc:
+                # ambiguous: the exchange may have accepted it before the fault. Ask before any resend.
+                self.client.honour_retry_after(f"transfer {cid}", exc)
+                found = self._find_withdrawal(row)
+                if found is not None:
+                    log.warning("venue %s: %s failed with %s but the withdrawal exists; not resent", self.name,
+                                what, type(exc).__name__)  # fmt: skip
+                    return self._transfer_state(row, found)
+                if attempt >= self.cfg.max_retries:
+                    raise VenueError(
+                        self.name, f"{what} not sent after {attempt + 1} attempts: {type(exc).__name__}: "
+                        f"{short(exc)}", retryable=True,
+                    ) from exc  # fmt: skip
+                delay = self.client.backoff(attempt)
+                log.warning("venue %s: %s: %s, not at the exchange; resend %d/%d in %.2fs", self.name, what,
+                            type(exc).__name__, attempt + 1, self.cfg.max_retries, delay)  # fmt: skip
+                self.client.sleep(delay)
+                attempt += 1
+            except ccxt.BaseError as exc:
+                raise self.client.map_error(what, exc) from exc
+
+    def _find_withdrawal(self, row: SentTransfer) -> dict[str, Any] | None:
+        """The exchange's withdrawal with ``row``'s client id (from a day before it was journalled), or
+        None if it never accepted one. Two with one id would be a doubled withdrawal: reported."""
+        param = self.cfg.withdraw_client_id_param
+        since = int((row.created - 86_400) * 1000)
+        rows = self.client.call(
+            f"withdrawal lookup {row.client_id}",
+            lambda ex: ex.fetch_withdrawals(row.asset, since, None, {param: row.client_id}),
+        )
+        mine = [w for w in rows if str((w.get("info") or {}).get(param) or "") == row.client_id]
+        if len(mine) > 1:
+            msg = (f"transfer {row.client_id}: {len(mine)} withdrawals with this client id at {self.cfg.exchange} "
+                   f"({', '.join(str(w.get('id')) for w in mine)}); following the first")  # fmt: skip
+            log.error("venue %s: %s", self.name, msg)
+            self.emit(RiskEvent("transfer_mismatch", Severity.CRITICAL, f"venue:{self.name}", msg, self.clock.now(),
+                                None, {"client_id": row.client_id}))  # fmt: skip
+        return mine[0] if mine else None
+
+    def _arriving(self, gross: float, fee: float) -> float:
+        """What reaches the address of a withdrawal of ``gross``: less the fee where it is taken out."""
+        return gross - fee if self.cfg.withdraw_fee_inside else gross
+
+    def _transfer_state(self, row: SentTransfer, w: Mapping[str, Any]) -> TransferState:
+        """The exchange's withdrawal as the transfer's state: what arrives, the fee in the quote, its id."""
+        status = WITHDRAWAL_STATUS.get(str(w.get("status") or "pending"), TransferStatus.PENDING)
+        gross = float(w.get("amount") or row.gross)
+        fee = float((w.get("fee") or {}).get("cost") or row.fee)  # in the asset withdrawn: the quote
+        when = w.get("updated") or w.get("timestamp")
+        t = datetime.fromtimestamp(when / 1000, UTC) if when else None
+        wid = str(w.get("id") or "") or None
+        txid = w.get("txid") or None
+        if status is TransferStatus.FAILED:  # refunded, fee included: nothing left the account
+            return TransferState(row.client_id, status, row.amount, 0.0, 0.0, wid, txid,
+                                 f"withdrawal {wid} {w.get('status')} at {self.cfg.exchange}; refunded", t)  # fmt: skip
+        msg = f"withdrawal {wid} {w.get('status')}" + (f", txid {txid}" if txid else "")
+        return TransferState(row.client_id, status, self._arriving(gross, fee), fee, 0.0, wid, txid, msg,
+                             t if status is TransferStatus.ARRIVED else None)  # fmt: skip
+
+    def fetch_transfer(self, client_id: str) -> TransferState | None:
+        """The withdrawal of ``client_id``; None if this venue never journalled it or the exchange does
+        not have it (then, and only then, it may be sent)."""
+        if self.network is not None:
+            return self.network.state(client_id, self.clock.now())
+        row = self.journal.get_transfer(client_id)
+        if row is None:
+            return None  # every withdrawal is journalled before it is sent: the exchange never saw this one
+        self.client.markets()
+        w = self._find_withdrawal(row)
+        return None if w is None else self._transfer_state(row, w)
+
+    def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None:
+        """Whether an incoming transfer (``state.txid``) is credited (ARRIVED), seen but not credited
+        (PENDING) or not seen (None) in the exchange's deposit history."""
+        if self.network is not None:
+            return self.network.deposit_status(self.name, transfer.client_id, self.clock.now())
+        txid = (state.txid or "").lower()
+        if not txid:
+            return None
+        self.client.markets()
+        since = int((state.time - timedelta(days=1)).timestamp() * 1000) if state.time else None
+        deps = self.client.call(
+            f"deposits of {transfer.asset} (transfer {transfer.client_id})",
+            lambda ex: ex.fetch_deposits(transfer.asset, since),
+        )
+        seen = [d for d in deps if str(d.get("txid") or "").lower() == txid]
+        if not seen:
+            return None
+        statuses = {str(d.get("status")) for d in seen}
+        if "ok" in statuses:
+            return TransferStatus.ARRIVED
+        if "pending" in statuses:
+            return TransferStatus.PENDING
+        log.warning("venue %s: deposit %s of transfer %s is %s at %s", self.name, txid, transfer.client_id,
+                    ", ".join(sorted(statuses)), self.cfg.exchange)  # fmt: skip
+        return None
+
+    def _paper_send(self, t: Transfer) -> TransferState:
+        """Over the paper network: refused unless the account's cash pays the amount and the fee."""
+        assert self.network is not None
+        existing = self.network.state(t.client_id, self.clock.now())
+        if existing is not None:
+            return existing
+        self._check_transfer(t)
+        with self.journal._lock:  # no paper buy can spend the cash between the check and the send
+            return self.network.send(
+                self.name, t, available=self.balances().cash, fee=self.cfg.paper_transfer_fee,
+                delay=timedelta(minutes=self.cfg.paper_transfer_minutes), now=self.clock.now(),
+            )  # fmt: skip
 
     # -- reconciliation (optional venue hook, see docs/plugins.md) ------------------------------------
 
@@ -601,6 +888,8 @@ class CcxtVenue:
         now = self.clock.now().astimezone(UTC).isoformat()
         with self.journal.tx() as db:
             cash = db.execute("SELECT qty FROM paper_balance WHERE asset=?", (CASH,)).fetchone()[0]
+            assert self.network is not None
+            cash += self.network.net_cash(self.name, self.clock.now())
             pos_row = db.execute("SELECT qty FROM paper_balance WHERE asset=?", (order.asset,)).fetchone()
             pos = pos_row[0] if pos_row else 0.0
             reject = ""

@@ -82,6 +82,7 @@ def ccxt_config(tmp_path: Path, venues: dict[str, tuple[ExchangeEmulator, dict[s
         name: {"plugin": "ccxt", "options": venue_options(emu, **kw)} for name, (emu, kw) in venues.items()
     }
     data["assets"] = {a: {"venue": name} for name, (emu, _) in venues.items() for a in emu.symbol_of}
+    data.pop("funding", None)  # the paper config's routes name its own venues, which these replace
     return data
 
 

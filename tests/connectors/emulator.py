@@ -20,6 +20,18 @@ Fees are charged in the quote asset by default. ``commission_asset`` switches to
 ways: ``"received"`` (no BNB: a buy pays in the base asset it receives, a sell in the quote) or a
 third asset such as ``"BNB"`` (paid from that balance at its mid; the asset needs a market).
 
+Wallet (Binance's ``/sapi/v1/capital`` endpoints, what ccxt's ``fetch_deposit_address``, ``withdraw``,
+``fetch_withdrawals``, ``fetch_deposits`` and ``fetch_deposit_withdraw_fees`` call): ``config/getall``
+(one network per coin in ``networks``, fee ``withdraw_fees``), ``deposit/address``, ``withdraw/apply``
+(with ``withdrawOrderId``; a second one with the same id is refused, -4001), ``withdraw/history`` and
+``deposit/hisrec``. A withdrawal debits ``amount`` from the free balance at once and the fee is taken
+out of it, as Binance does: the address receives ``amount − transactionFee`` and the history reports
+``amount`` and ``transactionFee``. It is processing (4) until it has been returned by
+``withdraw_polls_to_complete`` history queries or is ``withdraw_seconds_to_complete`` old, then
+completed (6) with a ``txId``. ``Fault("withdraw_fails", "POST", WITHDRAW)`` accepts one and fails it
+at the next history query (status 5, the amount refunded). ``add_deposit`` / ``credit_deposit`` play
+an incoming deposit: pending (0), then success (1) and credited.
+
 Every request is logged (``requests``: method, path, parameters) with its arrival and answer times
 on ``time.monotonic()`` (``timeline``), and ``peak_in_flight`` is the most requests it served at once.
 """
@@ -76,7 +88,8 @@ class Fault:
     and drop it unprocessed), ``timeout_after`` (process it, then hold the answer past the timeout),
     ``reset_before`` / ``reset_after`` (reset the TCP connection, RST, without an answer, before or
     after processing it), ``insufficient`` (-2010), ``invalid`` (-1013 LOT_SIZE), ``not_found``
-    (-2013, an order lookup that misses once), ``auth`` (-2015).
+    (-2013, an order lookup that misses once), ``auth`` (-2015), ``withdraw_fails`` (a withdrawal
+    accepted, then failed and refunded at the next history query).
     """
 
     kind: str
@@ -112,6 +125,49 @@ class EmuOrder:
     @property
     def remaining(self) -> Decimal:
         return self.qty - self.executed
+
+
+@dataclass
+class EmuWithdrawal:
+    """One withdrawal: ``amount`` left the balance, ``amount − fee`` goes to ``address``."""
+
+    id: str
+    client_id: str
+    coin: str
+    network: str
+    address: str
+    tag: str
+    amount: Decimal
+    fee: Decimal
+    apply_ms: int
+    applied_at: float  # time.monotonic()
+    status: int = 4
+    tx_id: str = ""
+    polls: int = 0
+    fail: bool = False
+
+    def json(self) -> dict[str, Any]:
+        applied = datetime.fromtimestamp(self.apply_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        d: dict[str, Any] = {
+            "id": self.id, "amount": _s(self.amount), "transactionFee": _s(self.fee), "coin": self.coin,
+            "status": self.status, "address": self.address, "applyTime": applied, "network": self.network,
+            "transferType": 0, "withdrawOrderId": self.client_id, "info": "", "confirmNo": 0, "walletType": 0,
+            "txKey": "",
+        }  # fmt: skip
+        if self.tag:
+            d["addressTag"] = self.tag
+        if self.tx_id:
+            d["txId"] = self.tx_id
+        if self.status == 6:
+            d["completeTime"] = applied
+        return d
+
+
+WITHDRAW = "/sapi/v1/capital/withdraw/apply"
+WITHDRAW_HISTORY = "/sapi/v1/capital/withdraw/history"
+DEPOSIT_HISTORY = "/sapi/v1/capital/deposit/hisrec"
+DEPOSIT_ADDRESS = "/sapi/v1/capital/deposit/address"
+CAPITAL_CONFIG = "/sapi/v1/capital/config/getall"
 
 
 def _d(x: float | str | Decimal) -> Decimal:
@@ -179,6 +235,18 @@ class ExchangeEmulator:
         """symbol → bar open times (ms) the exchange has no kline for."""
         self.commission_asset = commission_asset
         """None: fees in the quote asset; "received": the asset the side receives; else that asset."""
+        self.networks: dict[str, list[str]] = {quote: ["ETH"]}
+        """coin → the network ids it can be deposited and withdrawn over (the first is the default)."""
+        self.withdraw_fees: dict[tuple[str, str], Decimal] = {(quote, "ETH"): Decimal("1")}
+        """(coin, network) → the flat withdrawal fee, in the coin, taken out of the amount."""
+        self.withdraw_polls_to_complete: int | None = 1
+        """A withdrawal completes once this many history queries returned it (None: never by polls)."""
+        self.withdraw_seconds_to_complete: float | None = None
+        """... or once it is this old (seconds, ``time.monotonic()``; None: never by age)."""
+        self.withdrawals: dict[str, EmuWithdrawal] = {}
+        self.withdrawal_by_client: dict[str, EmuWithdrawal] = {}
+        self.deposits: list[dict[str, Any]] = []
+        self._next_withdrawal = 1
         self.latency_s = 0.0
         """Every answer is held this long (outside the lock: requests overlap as on a real server)."""
         self.requests: list[tuple[str, str, dict[str, str]]] = []
@@ -558,6 +626,115 @@ class ExchangeEmulator:
             "count": 1000,
         }
 
+    # -- wallet ----------------------------------------------------------------------------------------
+
+    def deposit_address_of(self, coin: str, network: str) -> str:
+        """A fixed address per (coin, network): what the exchange hands out for deposits to this account."""
+        digest = hashlib.blake2b(f"{self.seed}|{coin}|{network}".encode(), digest_size=20).hexdigest()
+        return f"0x{digest}"
+
+    def _network(self, coin: str, network: str | None) -> str:
+        nets = self.networks.get(coin)
+        if not nets:
+            raise ApiError(400, -4018, "We don't have this asset.")
+        net = network or nets[0]
+        if net not in nets:
+            raise ApiError(400, -4019, "Current asset is not open for withdrawal.")
+        return net
+
+    def capital_config(self) -> list[dict[str, Any]]:
+        out = []
+        for coin, nets in sorted(self.networks.items()):
+            free, locked = self._bal(coin)
+            out.append({
+                "coin": coin, "name": coin, "free": _s(free), "locked": _s(locked), "freeze": "0", "withdrawing": "0",
+                "ipoing": "0", "ipoable": "0", "storage": "0", "isLegalMoney": False, "trading": True,
+                "depositAllEnable": True, "withdrawAllEnable": True,
+                "networkList": [
+                    {"network": n, "coin": coin, "name": n, "isDefault": i == 0, "depositEnable": True,
+                     "withdrawEnable": True, "withdrawFee": _s(self.withdraw_fees.get((coin, n), Decimal(0))),
+                     "withdrawMin": "10", "withdrawMax": "10000000", "withdrawIntegerMultiple": "0.000001",
+                     "minConfirm": 12, "unLockConfirm": 0, "sameAddress": False, "depositDesc": "", "withdrawDesc": "",
+                     "specialTips": "", "busy": False}
+                    for i, n in enumerate(nets)
+                ],
+            })  # fmt: skip
+        return out
+
+    def withdraw(self, p: dict[str, str], *, fail: bool = False) -> EmuWithdrawal:
+        """Accept a withdrawal: the free balance pays ``amount`` now; the address gets ``amount − fee``."""
+        coin = p.get("coin", "")
+        net = self._network(coin, p.get("network"))
+        address = p.get("address", "")
+        if not address.startswith("0x") or len(address) != 42:
+            raise ApiError(400, -4033, "Illegal address.")
+        cid = p.get("withdrawOrderId", "")
+        if cid and cid in self.withdrawal_by_client:
+            raise ApiError(400, -4001, f"Invalid operation: duplicate withdrawOrderId {cid}.")
+        amount = _d(p.get("amount", "0"))
+        fee = self.withdraw_fees.get((coin, net), Decimal(0))
+        if amount <= fee:
+            raise ApiError(400, -4028, "The amount of withdrawal must be greater than the Commission.")
+        bal = self._bal(coin)
+        if bal[0] < amount:
+            raise ApiError(400, -4026, "You have insufficient balance.")
+        bal[0] -= amount
+        wid = hashlib.blake2b(f"{self.seed}|w|{self._next_withdrawal}".encode(), digest_size=16).hexdigest()
+        self._next_withdrawal += 1
+        w = EmuWithdrawal(wid, cid, coin, net, address, p.get("addressTag", ""), amount, fee, self.now_ms,
+                          time.monotonic(), fail=fail)  # fmt: skip
+        self.withdrawals[wid] = w
+        if cid:
+            self.withdrawal_by_client[cid] = w
+        return w
+
+    def _advance(self, w: EmuWithdrawal) -> None:
+        """One history query saw ``w``: it fails (refunded) or completes when its time has come."""
+        if w.status != 4:
+            return
+        w.polls += 1
+        if w.fail:
+            w.status = 5
+            self._bal(w.coin)[0] += w.amount  # refunded, fee included
+            return
+        polls, secs = self.withdraw_polls_to_complete, self.withdraw_seconds_to_complete
+        if (polls is not None and w.polls >= polls) or (secs is not None and time.monotonic() - w.applied_at >= secs):
+            w.status = 6
+            w.tx_id = "0x" + hashlib.blake2b(f"{self.seed}|tx|{w.id}".encode(), digest_size=32).hexdigest()
+
+    def withdraw_history(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        rows = [w for w in self.withdrawals.values()
+                if p.get("coin") in (None, w.coin) and p.get("withdrawOrderId") in (None, w.client_id)
+                and int(p.get("startTime", 0)) <= w.apply_ms <= int(p.get("endTime", 2**62))]  # fmt: skip
+        for w in rows:
+            self._advance(w)
+        rows.sort(key=lambda w: -w.apply_ms)
+        return [w.json() for w in rows[: int(p.get("limit", 1000))]]
+
+    def add_deposit(self, coin: str, amount: float, tx_id: str, network: str = "ETH") -> dict[str, Any]:
+        """An incoming deposit the exchange has seen on chain but not credited yet (status 0)."""
+        with self.lock:
+            d = {"id": f"dep{len(self.deposits) + 1}", "amount": _s(_d(amount)), "coin": coin, "network": network,
+                 "status": 0, "address": self.deposit_address_of(coin, network), "addressTag": "", "txId": tx_id,
+                 "insertTime": self.now_ms, "transferType": 0, "confirmTimes": "1/12", "unlockConfirm": 0,
+                 "walletType": 0}  # fmt: skip
+            self.deposits.append(d)
+            return d
+
+    def credit_deposit(self, tx_id: str) -> None:
+        """The deposit has its confirmations: success (1) and the amount in the free balance."""
+        with self.lock:
+            d = next(x for x in self.deposits if x["txId"] == tx_id)
+            if d["status"] != 1:
+                d["status"], d["confirmTimes"] = 1, "12/12"
+                self._bal(d["coin"])[0] += _d(d["amount"])
+
+    def deposit_history(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        rows = [dict(d) for d in self.deposits
+                if p.get("coin") in (None, d["coin"]) and p.get("txId") in (None, d["txId"])
+                and int(p.get("startTime", 0)) <= d["insertTime"] <= int(p.get("endTime", 2**62))]  # fmt: skip
+        return sorted(rows, key=lambda d: -d["insertTime"])[: int(p.get("limit", 1000))]
+
     # -- HTTP ------------------------------------------------------------------------------------------
 
     def _take_fault(self, method: str, path: str, params: dict[str, str]) -> Fault | None:
@@ -586,9 +763,13 @@ class ExchangeEmulator:
             raise ApiError(400, -1102, "Mandatory parameter 'timestamp' was not sent, was empty/null, or malformed.")
         return params
 
-    def handle(self, method: str, path: str, query: str, body: str, headers: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: str, body: str, headers: Any, fault: Fault | None = None
+    ) -> tuple[int, Any]:
         """Route one request; returns (HTTP status, JSON-able body)."""
-        private = path in ("/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades")
+        private = path in ("/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades") or (
+            path.startswith("/sapi/")
+        )
         raw = body if method == "POST" else query
         p = self._check_signature(headers, raw) if private else dict(parse_qsl(query, keep_blank_values=True))
         with self.lock:
@@ -670,6 +851,19 @@ class ExchangeEmulator:
                 oid = p.get("orderId")
                 rows = [t for t in self.trades if t["symbol"] == s and (oid is None or str(t["orderId"]) == oid)]
                 return 200, rows[: int(p.get("limit", 500))]
+            if path == CAPITAL_CONFIG and method == "GET":
+                return 200, self.capital_config()
+            if path == DEPOSIT_ADDRESS and method == "GET":
+                coin = p.get("coin", "")
+                net = self._network(coin, p.get("network"))
+                return 200, {"coin": coin, "address": self.deposit_address_of(coin, net), "tag": "",
+                             "url": f"https://etherscan.io/address/{self.deposit_address_of(coin, net)}"}  # fmt: skip
+            if path == WITHDRAW and method == "POST":
+                return 200, {"id": self.withdraw(p, fail=fault is not None and fault.kind == "withdraw_fails").id}
+            if path == WITHDRAW_HISTORY and method == "GET":
+                return 200, self.withdraw_history(p)
+            if path == DEPOSIT_HISTORY and method == "GET":
+                return 200, self.deposit_history(p)
         raise ApiError(404, -1100, f"emulator: no route {method} {path}")
 
     def start(self) -> str:
@@ -747,7 +941,7 @@ class ExchangeEmulator:
                         raise ApiError(status, code, msg)
                     if fault is not None and fault.kind == "not_found":
                         raise ApiError(400, -2013, "Order does not exist.")
-                    status, payload = emu.handle(self.command, parts.path, parts.query, body, self.headers)
+                    status, payload = emu.handle(self.command, parts.path, parts.query, body, self.headers, fault)
                 except ApiError as exc:
                     status, payload = exc.status, {"code": exc.code, "msg": exc.msg}
                 if fault is not None and fault.kind == "timeout_after":
