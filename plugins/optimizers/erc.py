@@ -98,7 +98,7 @@ from pydantic import Field
 from scipy import linalg
 
 from bot.components import ComponentConfig, ComponentContext
-from bot.domain import Forecast, Target
+from bot.domain import Forecast, GroupBound, Target
 from bot.errors import InfeasibleBoundsError, OptimizerError
 from bot.hookspecs import hookimpl
 from bot.riskmath import risk_contributions
@@ -848,24 +848,52 @@ class ErcOptimizer:
     def __init__(self, cfg: ErcConfig | None = None) -> None:
         self.cfg = cfg or ErcConfig()
 
-    def optimize(self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray) -> Target:
+    def optimize(
+        self,
+        forecast: Forecast,
+        *,
+        upper: np.ndarray,
+        lower: np.ndarray,
+        current: np.ndarray,
+        groups: Sequence[GroupBound] = (),
+    ) -> Target:
+        """``groups``: venue budgets (``plugins/optimizers/_groups.py``); none that binds gives erc's own
+        portfolio, bit for bit."""
         assets = tuple(forecast.assets)
-        res = solve_risk_budget(
-            forecast.cov,
-            budget_vector(assets, self.cfg.budgets),
-            upper,
-            lower,
-            w0=current,
-            tol=self.cfg.tol,
-            max_iter=self.cfg.max_iter,
-            names=assets,
-        )
+        extra: dict[str, Any] = {}
+        if groups:
+            from plugins.optimizers._groups import solve_group_risk_budget
+
+            res: RiskBudgetResult = solve_group_risk_budget(
+                forecast.cov,
+                budget_vector(assets, self.cfg.budgets),
+                upper,
+                lower,
+                groups,
+                w0=current,
+                tol=self.cfg.tol,
+                max_iter=self.cfg.max_iter,
+                names=assets,
+            )
+            extra = {"groups": dict(res.groups), "group_multipliers": dict(res.multipliers)}  # type: ignore[attr-defined]
+        else:
+            res = solve_risk_budget(
+                forecast.cov,
+                budget_vector(assets, self.cfg.budgets),
+                upper,
+                lower,
+                w0=current,
+                tol=self.cfg.tol,
+                max_iter=self.cfg.max_iter,
+                names=assets,
+            )
         rc, sigma_p = risk_contributions(res.weights, forecast.cov)
         fractions = rc / sigma_p if sigma_p > 0 else rc
         diagnostics = {
             "iterations": res.iterations,
             "dev": res.dev,
             "floored": [a for a, f in zip(assets, res.floored) if f],
+            **extra,
         }
         return Target(assets, res.weights, fractions, sigma_p, res.capped, diagnostics)
 
