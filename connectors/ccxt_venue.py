@@ -18,13 +18,18 @@ accept twice. Transient faults are retried a bounded number of times with jitter
 ``VenueError(retryable=True)`` marks the venue failed for the cycle. Insufficient funds, invalid
 orders and authentication errors are never retried.
 
-Funding. ``send_transfer`` withdraws the quote currency with the transfer's client id as the
-exchange's withdrawal client id (``withdraw_client_id_param``, Binance's ``withdrawOrderId``), after
-journalling it; an unknown outcome (a timeout, a restart) is looked up in the withdrawal history by
-that id before any resend, and a resend reuses it (the exchange refuses a duplicate). Where the
-exchange takes its fee out of the amount (``withdraw_fee_inside``, Binance), ``amount + fee`` is
-withdrawn so that ``amount`` arrives. ``deposit_status`` finds an incoming transfer by its txid in
-the deposit history. Paper mode moves the cash over the bot's paper network instead.
+Funding. ``send_transfer`` withdraws the funding asset (``funding_asset``, default the quote) with
+the transfer's client id as the exchange's withdrawal client id (``withdraw_client_id_param``,
+Binance's ``withdrawOrderId``), after journalling it; an unknown outcome (a timeout, a restart) is
+looked up in the withdrawal history by that id before any resend, and a resend reuses it (the
+exchange refuses a duplicate). Where the exchange takes its fee out of the amount
+(``withdraw_fee_inside``, Binance), ``amount + fee`` is withdrawn so that ``amount`` arrives; the fee
+is ``withdraw_fee`` or the exchange's for the network. A withdrawal the exchange fails or rejects
+after accepting it is FAILED with nothing spent (the exchange refunds it). Refusals (funds, address,
+limits, a network closed for withdrawals) are ``TransferRefused``: nothing left the account.
+``deposit_status`` finds an incoming transfer by its txid (and amount) in the deposit history. Paper
+mode moves the cash over the bot's paper network instead (``paper_transfer_minutes``,
+``paper_transfer_fee``), and the paper account's cash is its book's plus what that network moved.
 
 Venue, paper (``paper = true``). Public endpoints only, no credentials: a fill walks the real
 order book level by level up to the limit (volume-weighted price; a partial fill when the book is
@@ -107,9 +112,14 @@ class CcxtVenueConfig(CcxtConnection):
         default=30.0, ge=0, le=7 * 24 * 60, description="paper mode: delay of the paper network"
     )
     paper_transfer_fee: float = Field(default=1.0, ge=0, description="paper mode: flat fee per transfer sent")
+    funding_asset: str | None = Field(
+        default=None, min_length=1,
+        description="currency code this venue withdraws (a stablecoin counted 1:1 in the quote); default: quote",
+    )  # fmt: skip
     withdraw_fee: float | None = Field(
-        default=None, ge=0, description="flat withdrawal fee, quote currency; default: the exchange's for the network"
-    )
+        default=None, ge=0,
+        description="flat withdrawal fee in the funding asset; default: the exchange's for the network",
+    )  # fmt: skip
     withdraw_fee_inside: bool = Field(
         default=True, description="the exchange takes the fee out of the amount (Binance): amount + fee is sent"
     )
@@ -246,6 +256,7 @@ WITHDRAWAL_STATUS = {
     "ok": TransferStatus.ARRIVED,
     "completed": TransferStatus.ARRIVED,
     "failed": TransferStatus.FAILED,
+    "rejected": TransferStatus.FAILED,
     "canceled": TransferStatus.FAILED,
 }
 """ccxt's unified transaction status → the transfer's, as the source sees it."""
@@ -277,6 +288,8 @@ class CcxtVenue:
         self.journal = Journal(Path(ctx.state_dir) / f"ccxt-{name}.sqlite", cfg.paper_cash if cfg.paper else None)
         self._assets = {symbol_of(cfg, a): a for a in ctx.assets}
         self.network = PaperNetwork(Path(ctx.state_dir)) if cfg.paper else None
+        self.funding_asset = cfg.funding_asset or cfg.quote
+        self._reported: dict[str, str] = {}  # client id -> the last deposit mismatch reported (once each)
 
     def __repr__(self) -> str:
         return f"CcxtVenue({self.name!r}, {self.cfg.exchange!r}, paper={self.cfg.paper})"
@@ -586,13 +599,15 @@ class CcxtVenue:
     # accept twice: a withdrawal, unlike an order, cannot be cancelled once the chain has it.
 
     def _check_transfer(self, t: Transfer) -> None:
-        """What this venue never sends: another venue's transfer, another asset than its quote, a
-        non-positive amount, no address."""
+        """What this venue never sends: another venue's transfer, another asset than its funding asset,
+        a non-positive amount, no address."""
         what = f"transfer {t.client_id}"
         if t.source != self.name:
             raise TransferRefused(self.name, f"{what}: its source is venue {t.source!r}, not {self.name!r}")
-        if t.asset != self.cfg.quote:
-            raise TransferRefused(self.name, f"{what}: asset {t.asset!r} is not this venue's quote {self.cfg.quote!r}")
+        if t.asset != self.funding_asset:
+            raise TransferRefused(
+                self.name, f"{what}: asset {t.asset!r} is not this venue's funding asset {self.funding_asset!r}"
+            )
         if not (t.amount > 0 and math.isfinite(t.amount)):
             raise TransferRefused(self.name, f"{what}: amount {t.amount} is not positive")
         if not t.address:
@@ -639,6 +654,12 @@ class CcxtVenue:
             found = self._find_withdrawal(row)
             if found is not None:  # sent before (this run or an earlier one): follow it, never resend
                 return self._transfer_state(row, found)
+            differs = [f"{k} {a!r} (journal {b!r})" for k, a, b in (
+                ("asset", t.asset, row.asset), ("network", t.network, row.network), ("address", t.address, row.address),
+                ("tag", t.tag or None, row.tag or None), ("amount", t.amount, row.amount)) if a != b]  # fmt: skip
+            if differs:  # one client id, two intents: a bug upstream; sending either could be wrong
+                raise VenueError(self.name, f"transfer {t.client_id} differs from the one journalled before: "
+                                 f"{', '.join(differs)}; nothing sent")  # fmt: skip
             log.warning("venue %s: transfer %s was journalled but the exchange does not have it; sending it",
                         self.name, t.client_id)  # fmt: skip
         else:
@@ -665,7 +686,7 @@ class CcxtVenue:
                 return TransferState(cid, TransferStatus.PENDING, self._arriving(row.gross, row.fee), row.fee,
                                      0.0, str(r.get("id") or "") or None, None, "withdrawal accepted",
                                      None)  # fmt: skip
-            except (ccxt.InsufficientFunds, ccxt.InvalidAddress, ccxt.PermissionDenied) as exc:
+            except (ccxt.InsufficientFunds, ccxt.InvalidAddress, ccxt.PermissionDenied, ccxt.OperationRejected) as exc:
                 raise TransferRefused(self.name, f"{what} refused ({type(exc).__name__}): {short(exc)}") from exc
             except ccxt.BadRequest as exc:
                 # a duplicate client id is a bad request: the withdrawal may be ours, accepted earlier
@@ -721,8 +742,9 @@ class CcxtVenue:
     def _transfer_state(self, row: SentTransfer, w: Mapping[str, Any]) -> TransferState:
         """The exchange's withdrawal as the transfer's state: what arrives, the fee in the quote, its id."""
         status = WITHDRAWAL_STATUS.get(str(w.get("status") or "pending"), TransferStatus.PENDING)
-        gross = float(w.get("amount") or row.gross)
-        fee = float((w.get("fee") or {}).get("cost") or row.fee)  # in the asset withdrawn: the quote
+        amount, cost = w.get("amount"), (w.get("fee") or {}).get("cost")
+        gross = float(amount) if amount is not None else row.gross
+        fee = float(cost) if cost is not None else row.fee  # in the asset withdrawn, counted 1:1 in the quote
         when = w.get("updated") or w.get("timestamp")
         t = datetime.fromtimestamp(when / 1000, UTC) if when else None
         wid = str(w.get("id") or "") or None
@@ -747,13 +769,15 @@ class CcxtVenue:
         return None if w is None else self._transfer_state(row, w)
 
     def deposit_status(self, transfer: Transfer, state: TransferState) -> TransferStatus | None:
-        """Whether an incoming transfer (``state.txid``) is credited (ARRIVED), seen but not credited
-        (PENDING) or not seen (None) in the exchange's deposit history."""
+        """Whether an incoming transfer is credited (ARRIVED), seen but not credited (PENDING) or not
+        seen (None) in the exchange's deposit history: matched by ``state.txid`` (case-insensitive), and
+        among several deposits of one transaction by ``state.amount``. A deposit of that txid with
+        another amount still counts (the chain moved what it moved) and is reported once."""
         if self.network is not None:
             return self.network.deposit_status(self.name, transfer.client_id, self.clock.now())
         txid = (state.txid or "").lower()
         if not txid:
-            return None
+            return None  # nothing mined yet, nothing the exchange could have seen
         self.client.markets()
         since = int((state.time - timedelta(days=1)).timestamp() * 1000) if state.time else None
         deps = self.client.call(
@@ -763,7 +787,18 @@ class CcxtVenue:
         seen = [d for d in deps if str(d.get("txid") or "").lower() == txid]
         if not seen:
             return None
-        statuses = {str(d.get("status")) for d in seen}
+        tol = max(1e-6, 1e-9 * abs(state.amount))
+        same = [d for d in seen if d.get("amount") is not None and abs(float(d["amount"]) - state.amount) <= tol]
+        if not same:
+            got = ", ".join(f"{d.get('amount')}" for d in seen)
+            msg = (f"transfer {transfer.client_id}: deposit {txid} at {self.cfg.exchange} is of {got} "
+                   f"{transfer.asset}, the source reports {state.amount:,.6f}")  # fmt: skip
+            if self._reported.get(transfer.client_id) != msg:
+                self._reported[transfer.client_id] = msg
+                log.warning("venue %s: %s", self.name, msg)
+                self.emit(RiskEvent("deposit_mismatch", Severity.WARNING, f"venue:{self.name}", msg, self.clock.now(),
+                                    None, {"client_id": transfer.client_id, "txid": txid}))  # fmt: skip
+        statuses = {str(d.get("status")) for d in (same or seen)}
         if "ok" in statuses:
             return TransferStatus.ARRIVED
         if "pending" in statuses:

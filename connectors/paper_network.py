@@ -95,12 +95,12 @@ class PaperNetwork:
         now = now.astimezone(UTC)
         if fail is not None and now >= datetime.fromisoformat(fail):
             return TransferState(client_id, TransferStatus.FAILED, amount, 0.0, 0.0, f"paper-{client_id}", None,
-                                 "paper withdrawal failed after it was accepted; refunded", datetime.fromisoformat(fail))  # fmt: skip
+                                 "paper withdrawal failed after it was accepted; refunded", datetime.fromisoformat(fail))  # fmt: skip  # noqa: E501
         if now >= datetime.fromisoformat(arrive) and fail is None:
             return TransferState(client_id, TransferStatus.ARRIVED, amount, fee, 0.0, f"paper-{client_id}",
                                  f"paper-{client_id}", "", datetime.fromisoformat(arrive))  # fmt: skip
         return TransferState(client_id, TransferStatus.PENDING, amount, fee, 0.0, f"paper-{client_id}",
-                             f"paper-{client_id}", f"in transit until {arrive}", datetime.fromisoformat(created))  # fmt: skip
+                             f"paper-{client_id}", f"in transit until {arrive}", datetime.fromisoformat(created))  # fmt: skip  # noqa: E501
 
     def net_cash(self, venue: str, now: datetime) -> float:
         """What the network has moved into (+) and out of (−) paper account ``venue`` by ``now``."""

@@ -77,7 +77,7 @@ def assert_nav_changes_are_explained(ledger_path: str) -> int:
             # a transfer moves cash between venues (and into transit, which NAV counts): only its fee and
             # gas are a change of NAV, paid when the source accepts it
             (moved,) = con.execute(
-                "SELECT COALESCE(SUM(fee + gas), 0) FROM transfer WHERE cycle_id = ? AND status IN ('pending', 'arrived')",
+                "SELECT COALESCE(SUM(fee + gas), 0) FROM transfer WHERE cycle_id = ? AND status IN ('pending', 'arrived')",  # noqa: E501
                 (cycle_id,),
             ).fetchone()
             explained -= moved

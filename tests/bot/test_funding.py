@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from bot.clock import SimulatedClock
@@ -27,7 +26,7 @@ from bot.funding import VenueCash, plan_transfers, transfer_client_id
 from tests.conftest import START, paper_dict
 
 NOW = START + timedelta(days=45)
-ROUTES = [RouteSection(source="a", destination="b", network="n"), RouteSection(source="b", destination="a", network="n")]
+ROUTES = [RouteSection(source="a", destination="b", network="n"), RouteSection(source="b", destination="a", network="n")]  # noqa: E501
 LIMITS = {v: VenueLimitsSection(min_transfer=1000.0, max_transfer=50_000.0, daily_cap=80_000.0) for v in "ab"}
 
 

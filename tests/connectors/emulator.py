@@ -23,14 +23,20 @@ third asset such as ``"BNB"`` (paid from that balance at its mid; the asset need
 Wallet (Binance's ``/sapi/v1/capital`` endpoints, what ccxt's ``fetch_deposit_address``, ``withdraw``,
 ``fetch_withdrawals``, ``fetch_deposits`` and ``fetch_deposit_withdraw_fees`` call): ``config/getall``
 (one network per coin in ``networks``, fee ``withdraw_fees``), ``deposit/address``, ``withdraw/apply``
-(with ``withdrawOrderId``; a second one with the same id is refused, -4001), ``withdraw/history`` and
-``deposit/hisrec``. A withdrawal debits ``amount`` from the free balance at once and the fee is taken
-out of it, as Binance does: the address receives ``amount − transactionFee`` and the history reports
-``amount`` and ``transactionFee``. It is processing (4) until it has been returned by
-``withdraw_polls_to_complete`` history queries or is ``withdraw_seconds_to_complete`` old, then
-completed (6) with a ``txId``. ``Fault("withdraw_fails", "POST", WITHDRAW)`` accepts one and fails it
-at the next history query (status 5, the amount refunded). ``add_deposit`` / ``credit_deposit`` play
-an incoming deposit: pending (0), then success (1) and credited.
+(with ``withdrawOrderId``; a second one with the same id is refused, -4001; an amount under the
+network's ``withdrawMin`` (10) is refused, -4022, and a network in ``withdraw_disabled`` -4019),
+``withdraw/history`` and ``deposit/hisrec`` (filters ``coin``, ``withdrawOrderId`` / ``txId``,
+``status``, ``startTime`` / ``endTime``, ``offset`` / ``limit``, newest first). A withdrawal debits
+``amount`` from the free balance at once and the fee is taken out of it, as Binance does (its
+``transactionFee`` is inside ``amount``): the address receives ``amount − transactionFee``, and the
+history reports ``amount`` and ``transactionFee``. It is awaiting approval (2) when accepted and
+processing (4) once a history query has seen it, completed (6, with a ``txId``) once
+``withdraw_polls_to_complete`` history queries have returned it or it is
+``withdraw_seconds_to_complete`` old. ``Fault("withdraw_fails", "POST", WITHDRAW)`` accepts one and
+fails it at the next history query (status 5, failure), ``Fault("withdraw_rejected", ...)`` the same
+with status 3 (rejected); either way the whole amount, fee included, goes back to the free balance.
+``add_deposit`` / ``credit_deposit`` play an incoming deposit (an ERC-20 transfer to the deposit
+address): pending (0), then success (1) and credited to the free balance.
 
 Every request is logged (``requests``: method, path, parameters) with its arrival and answer times
 on ``time.monotonic()`` (``timeline``), and ``peak_in_flight`` is the most requests it served at once.
@@ -88,8 +94,9 @@ class Fault:
     and drop it unprocessed), ``timeout_after`` (process it, then hold the answer past the timeout),
     ``reset_before`` / ``reset_after`` (reset the TCP connection, RST, without an answer, before or
     after processing it), ``insufficient`` (-2010), ``invalid`` (-1013 LOT_SIZE), ``not_found``
-    (-2013, an order lookup that misses once), ``auth`` (-2015), ``withdraw_fails`` (a withdrawal
-    accepted, then failed and refunded at the next history query).
+    (-2013, an order lookup that misses once), ``auth`` (-2015), ``withdraw_fails`` /
+    ``withdraw_rejected`` (a withdrawal accepted, then failed, status 5, or rejected, status 3, and
+    refunded at the next history query).
     """
 
     kind: str
@@ -141,10 +148,10 @@ class EmuWithdrawal:
     fee: Decimal
     apply_ms: int
     applied_at: float  # time.monotonic()
-    status: int = 4
+    status: int = 2
     tx_id: str = ""
     polls: int = 0
-    fail: bool = False
+    fail: int | None = None  # the status it ends in instead of completing (5 failure, 3 rejected)
 
     def json(self) -> dict[str, Any]:
         applied = datetime.fromtimestamp(self.apply_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -243,6 +250,10 @@ class ExchangeEmulator:
         """A withdrawal completes once this many history queries returned it (None: never by polls)."""
         self.withdraw_seconds_to_complete: float | None = None
         """... or once it is this old (seconds, ``time.monotonic()``; None: never by age)."""
+        self.withdraw_min: Decimal = Decimal("10")
+        """The smallest amount a withdrawal may ask for (Binance's ``withdrawMin``), fee included."""
+        self.withdraw_disabled: set[tuple[str, str]] = set()
+        """(coin, network) pairs whose withdrawals are suspended (``withdrawEnable: false``)."""
         self.withdrawals: dict[str, EmuWithdrawal] = {}
         self.withdrawal_by_client: dict[str, EmuWithdrawal] = {}
         self.deposits: list[dict[str, Any]] = []
@@ -652,8 +663,9 @@ class ExchangeEmulator:
                 "depositAllEnable": True, "withdrawAllEnable": True,
                 "networkList": [
                     {"network": n, "coin": coin, "name": n, "isDefault": i == 0, "depositEnable": True,
-                     "withdrawEnable": True, "withdrawFee": _s(self.withdraw_fees.get((coin, n), Decimal(0))),
-                     "withdrawMin": "10", "withdrawMax": "10000000", "withdrawIntegerMultiple": "0.000001",
+                     "withdrawEnable": (coin, n) not in self.withdraw_disabled,
+                     "withdrawFee": _s(self.withdraw_fees.get((coin, n), Decimal(0))),
+                     "withdrawMin": _s(self.withdraw_min), "withdrawMax": "10000000", "withdrawIntegerMultiple": "0.000001",  # noqa: E501
                      "minConfirm": 12, "unLockConfirm": 0, "sameAddress": False, "depositDesc": "", "withdrawDesc": "",
                      "specialTips": "", "busy": False}
                     for i, n in enumerate(nets)
@@ -661,10 +673,13 @@ class ExchangeEmulator:
             })  # fmt: skip
         return out
 
-    def withdraw(self, p: dict[str, str], *, fail: bool = False) -> EmuWithdrawal:
-        """Accept a withdrawal: the free balance pays ``amount`` now; the address gets ``amount − fee``."""
+    def withdraw(self, p: dict[str, str], *, fail: int | None = None) -> EmuWithdrawal:
+        """Accept a withdrawal: the free balance pays ``amount`` now; the address gets ``amount − fee``.
+        ``fail``: the status (5, 3) it ends in at the next history query instead of completing."""
         coin = p.get("coin", "")
         net = self._network(coin, p.get("network"))
+        if (coin, net) in self.withdraw_disabled:
+            raise ApiError(400, -4019, "Current asset is not open for withdrawal.")
         address = p.get("address", "")
         if not address.startswith("0x") or len(address) != 42:
             raise ApiError(400, -4033, "Illegal address.")
@@ -673,6 +688,8 @@ class ExchangeEmulator:
             raise ApiError(400, -4001, f"Invalid operation: duplicate withdrawOrderId {cid}.")
         amount = _d(p.get("amount", "0"))
         fee = self.withdraw_fees.get((coin, net), Decimal(0))
+        if amount < self.withdraw_min:
+            raise ApiError(400, -4022, f"Not less than the minimum pick-up quantity {_s(self.withdraw_min)}.")
         if amount <= fee:
             raise ApiError(400, -4028, "The amount of withdrawal must be greater than the Commission.")
         bal = self._bal(coin)
@@ -689,12 +706,14 @@ class ExchangeEmulator:
         return w
 
     def _advance(self, w: EmuWithdrawal) -> None:
-        """One history query saw ``w``: it fails (refunded) or completes when its time has come."""
-        if w.status != 4:
+        """One history query saw ``w``: approved (processing), then failed (refunded) or completed when
+        its time has come."""
+        if w.status not in (2, 4):
             return
         w.polls += 1
-        if w.fail:
-            w.status = 5
+        w.status = 4
+        if w.fail is not None:
+            w.status = w.fail
             self._bal(w.coin)[0] += w.amount  # refunded, fee included
             return
         polls, secs = self.withdraw_polls_to_complete, self.withdraw_seconds_to_complete
@@ -703,13 +722,17 @@ class ExchangeEmulator:
             w.tx_id = "0x" + hashlib.blake2b(f"{self.seed}|tx|{w.id}".encode(), digest_size=32).hexdigest()
 
     def withdraw_history(self, p: dict[str, str]) -> list[dict[str, Any]]:
+        """Binance's withdraw history: the matching withdrawals advance (each query is a poll), then the
+        filters on status and the page (``offset``, ``limit``) apply, newest first."""
         rows = [w for w in self.withdrawals.values()
                 if p.get("coin") in (None, w.coin) and p.get("withdrawOrderId") in (None, w.client_id)
                 and int(p.get("startTime", 0)) <= w.apply_ms <= int(p.get("endTime", 2**62))]  # fmt: skip
         for w in rows:
             self._advance(w)
+        rows = [w for w in rows if p.get("status") in (None, str(w.status))]
         rows.sort(key=lambda w: -w.apply_ms)
-        return [w.json() for w in rows[: int(p.get("limit", 1000))]]
+        offset = int(p.get("offset", 0))
+        return [w.json() for w in rows[offset : offset + int(p.get("limit", 1000))]]
 
     def add_deposit(self, coin: str, amount: float, tx_id: str, network: str = "ETH") -> dict[str, Any]:
         """An incoming deposit the exchange has seen on chain but not credited yet (status 0)."""
@@ -722,18 +745,23 @@ class ExchangeEmulator:
             return d
 
     def credit_deposit(self, tx_id: str) -> None:
-        """The deposit has its confirmations: success (1) and the amount in the free balance."""
+        """Every deposit of transaction ``tx_id`` has its confirmations: success (1), and the amount is
+        in the free balance (once)."""
         with self.lock:
-            d = next(x for x in self.deposits if x["txId"] == tx_id)
-            if d["status"] != 1:
-                d["status"], d["confirmTimes"] = 1, "12/12"
-                self._bal(d["coin"])[0] += _d(d["amount"])
+            found = [x for x in self.deposits if x["txId"] == tx_id]
+            assert found, f"emulator: no deposit with txId {tx_id}"
+            for d in found:
+                if d["status"] != 1:
+                    d["status"], d["confirmTimes"] = 1, "12/12"
+                    self._bal(d["coin"])[0] += _d(d["amount"])
 
     def deposit_history(self, p: dict[str, str]) -> list[dict[str, Any]]:
         rows = [dict(d) for d in self.deposits
                 if p.get("coin") in (None, d["coin"]) and p.get("txId") in (None, d["txId"])
+                and p.get("status") in (None, str(d["status"]))
                 and int(p.get("startTime", 0)) <= d["insertTime"] <= int(p.get("endTime", 2**62))]  # fmt: skip
-        return sorted(rows, key=lambda d: -d["insertTime"])[: int(p.get("limit", 1000))]
+        offset = int(p.get("offset", 0))
+        return sorted(rows, key=lambda d: -d["insertTime"])[offset : offset + int(p.get("limit", 1000))]
 
     # -- HTTP ------------------------------------------------------------------------------------------
 
@@ -859,7 +887,8 @@ class ExchangeEmulator:
                 return 200, {"coin": coin, "address": self.deposit_address_of(coin, net), "tag": "",
                              "url": f"https://etherscan.io/address/{self.deposit_address_of(coin, net)}"}  # fmt: skip
             if path == WITHDRAW and method == "POST":
-                return 200, {"id": self.withdraw(p, fail=fault is not None and fault.kind == "withdraw_fails").id}
+                fail = {"withdraw_fails": 5, "withdraw_rejected": 3}.get(fault.kind if fault is not None else "")
+                return 200, {"id": self.withdraw(p, fail=fail).id}
             if path == WITHDRAW_HISTORY and method == "GET":
                 return 200, self.withdraw_history(p)
             if path == DEPOSIT_HISTORY and method == "GET":

@@ -92,9 +92,15 @@ def test_the_default_config_trades_the_tokenized_assets_on_a_local_chain(tmp_pat
         fills = [f for f in e.ledger.fills() if f.venue == "chain"]
         assert {f.asset for f in fills} == set(FUNDS + POOLS)
         assert all(f.gas > 0 for f in fills)  # gas estimated on the chain and costed
-        # the paper account is exactly its starting cash less what the fills say
+        # the paper account is exactly its starting cash less what the fills say, plus the transfers the
+        # exchange sent it that have arrived, less those it sent (amount, fee and gas)
         spent = sum((f.qty * f.price if f.side == "buy" else -f.qty * f.price) + f.fee + f.gas for f in fills)
-        assert chain.balances().cash == pytest.approx(750000.0 - spent, rel=1e-12)
+        moved = e.ledger.transfers()
+        assert any(t.destination == "chain" for t in moved)  # the default book needs more on chain than it has
+        came = sum(t.amount for t in moved if t.destination == "chain" and t.status == "arrived")
+        sent = [t for t in moved if t.source == "chain" and t.status in ("pending", "arrived")]
+        went = sum(t.amount + t.fee + t.gas for t in sent)
+        assert chain.balances().cash == pytest.approx(750000.0 - spent + came - went, rel=1e-12)
         assert chain.world.w3.eth.get_transaction_count(chain.world.trader) == 0
     finally:
         e.close()
