@@ -1155,9 +1155,9 @@ class Engine:
     def _fee_estimate(self, venue: str) -> float:
         """A source's fee per transfer, from its last transfer (0 before the first): the amount planned
         leaves room for it."""
-        fees = [t.fee + t.gas for t in self.ledger.transfers() if t.source == venue and t.fee + t.gas > 0]
-        if fees:
-            return float(fees[-1])
+        last = self.ledger.last_transfer_cost(venue)  # one indexed row, not every transfer ever made
+        if last is not None:
+            return last
         cfg = getattr(self.c.venues[venue], "cfg", None)
         names = ("transfer_fee", "paper_transfer_fee", "paper_transfer_gas")
         return float(sum(float(getattr(cfg, n, 0.0) or 0.0) for n in names))

@@ -500,6 +500,16 @@ class Ledger:
             fields["arrived_at"] = _naive(state.time or when)
         return self._touch(TransferRow, TransferRow.client_id == state.client_id, fields)
 
+    def last_transfer_cost(self, source: str) -> float | None:
+        """Fee plus gas of the last transfer ``source`` was charged for (None: none yet)."""
+        with self.session() as s:
+            row = s.exec(
+                select(TransferRow)
+                .where(TransferRow.source == source, TransferRow.fee + TransferRow.gas > 0)
+                .order_by(TransferRow.id.desc())  # type: ignore[union-attr]
+            ).first()
+        return None if row is None else float(row.fee + row.gas)
+
     def sent_since(self, source: str, since: datetime) -> float:
         """Quote cash ``source`` has sent (or is sending) since ``since``: what its daily cap counts."""
         with self.session() as s:
