@@ -80,6 +80,7 @@ class BacktestSummary:
     transferred: float = 0.0
     transfer_fees: float = 0.0
     transfer_gas: float = 0.0
+    product_fees: float = 0.0  # the part of ``fees`` funds and issuers charged (ERC-4626 entry/exit, managers)
 
     @property
     def costs(self) -> float:
@@ -99,83 +100,79 @@ def _p90(xs: list[float]) -> float:
     return float(np.quantile(xs, 0.9)) if xs else float("nan")
 
 
-def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int = BUILDUP_HOURS) -> BacktestSummary:
-    """Performance from the ledger's closing snapshots (one per hourly cycle) and its fills.
+@dataclass
+class RunSeries:
+    """What a run leaves behind, as plain series: the input of ``summary_of``, built from a ledger
+    (``summarize``) or by the fast backtest as it runs (bot/fast.py), so both report by one set of
+    formulas. Lists of per-cycle values hold the cycles after the build-up (all of them if none is)."""
+
+    t0: datetime  # the first cycle's scheduled time
+    times: list[datetime]  # closing snapshot times, one per hourly cycle
+    nav: np.ndarray  # NAV before the first cycle's trades, then at each closing snapshot
+    cycles: int
+    fill_time: list[datetime]  # per fill: its cycle's scheduled time
+    fill_notional: list[float]
+    fill_cost: list[float]  # fee + slippage + gas
+    costs: dict[str, float]  # Ledger.cost_totals()
+    disp_target: list[float]
+    disp_traded: list[float]
+    disp_held: list[float]
+    disp_held_bound: list[float]
+    disp_held_all: list[float]
+    bounds: dict[str, dict[str, float]]
+    cash_share: list[float]
+    transit_share: list[float]
+    cash_by_venue_end: dict[str, float]
+    transit_end: float
+    transfers: int
+    events: dict[str, int]
+
+
+def summary_of(
+    r: RunSeries,
+    risk_free_annual: float = 0.0,
+    buildup_hours: int = BUILDUP_HOURS,
+    periods_per_year: float = HOURS_PER_YEAR,
+) -> BacktestSummary:
+    """Performance, costs and risk balance of a run (``BacktestSummary`` says what each number means).
+
+    Returns and turnover are annualised by elapsed time; volatility by ``periods_per_year`` steps (8760
+    hourly cycles, 365 daily ones), since it is the spread of one step's returns.
 
     Sharpe is of the excess log return over ``risk_free_annual``: a book that is half a T-bill token
     earns a high Sharpe against zero and almost none against the rate the token pays.
     """
-    snaps = [s for s in ledger.snapshots() if s.time.minute == 0 and s.time.second == 0]
-    if len(snaps) < 2:
-        raise ValueError("need at least two hourly snapshots to summarize a run")
-    cycles = ledger.cycles()
-    by_id = {c.id: c for c in cycles}
-    first = by_id.get(snaps[0].cycle_id)
-    if first is None or first.nav_before is None:
-        raise ValueError("the first hourly snapshot has no planned cycle: no NAV before its trades")
-    t0 = utc(first.scheduled_for)
-    assert t0 is not None
-    times = [utc(s.time) for s in snaps]
-    # the NAV before the first cycle's trades opens the series: the build-up's costs are in the return
-    nav = np.array([float(first.nav_before), *(s.nav for s in snaps)])
-    hours = (times[-1] - t0).total_seconds() / 3600.0  # type: ignore[operator]
+    t0, times, nav = r.t0, r.times, r.nav
+    hours = (times[-1] - t0).total_seconds() / 3600.0
     rets = np.diff(np.log(nav))
     mean_h = float(rets.sum() / max(hours, 1e-9))
     ann_ret = float(np.exp(mean_h * HOURS_PER_YEAR) - 1)
     # volatility of the hourly steps between closing snapshots (a gap, a failed cycle, counts as one
     # longer step); the first step is the first cycle's trading at one instant, not an hour of market
     hourly = rets[1:]
-    ann_vol = float(hourly.std(ddof=1) * np.sqrt(HOURS_PER_YEAR)) if len(hourly) > 1 else 0.0
+    ann_vol = float(hourly.std(ddof=1) * np.sqrt(periods_per_year)) if len(hourly) > 1 else 0.0
     excess = mean_h * HOURS_PER_YEAR - float(np.log1p(risk_free_annual))
     sharpe = float(excess / ann_vol) if ann_vol > 0 else float("nan")
     peak = np.maximum.accumulate(nav)
     mdd = float(np.max(1 - nav / peak))
-    costs = ledger.cost_totals()
+    costs = r.costs
     years = max(hours / HOURS_PER_YEAR, 1e-9)
-    # each fill belongs to the cycle of its order: the build-up is the cycles of the first buildup_hours
-    cycle_of = {o.client_id: o.cycle_id for o in ledger.all_orders()}
     end_buildup = t0 + timedelta(hours=buildup_hours)
-    buildup_traded = buildup_costs = steady_traded = 0.0
-    for f in ledger.fills():
-        c = by_id.get(cycle_of.get(f.client_id))
-        when = utc(c.scheduled_for) if c is not None else utc(f.time)
-        if when < end_buildup:  # type: ignore[operator]
-            buildup_traded += f.qty * f.price
-            buildup_costs += f.fee + f.slippage + f.gas
-        else:
-            steady_traded += f.qty * f.price
+    ft = np.array([(t - t0).total_seconds() for t in r.fill_time]) if r.fill_time else np.zeros(0)
+    early = ft < buildup_hours * 3600.0
+    notional, cost = np.asarray(r.fill_notional, float), np.asarray(r.fill_cost, float)
+    buildup_traded, buildup_costs = float(notional[early].sum()), float(cost[early].sum())
+    steady_traded = float(notional[~early].sum())
     steady_hours = hours - buildup_hours
-    steady_nav = [s.nav for s, t in zip(snaps, times) if t >= end_buildup]  # type: ignore[operator]
+    steady_nav = [v for v, t in zip(nav[1:], times) if t >= end_buildup]
     steady_turnover = (
         float(steady_traded / np.mean(steady_nav) / (steady_hours / HOURS_PER_YEAR))
         if steady_hours > 0 and steady_nav
         else float("nan")
     )
-    # risk balance is judged after the build-up: the first day buys the book from cash (thin assets
-    # take many hours), and its dispersion says how fast it was bought, not how balanced it is held
-    steady = [c for c in cycles if utc(c.scheduled_for) >= end_buildup] or cycles  # type: ignore[operator]
-    tgt = [c.rc_dispersion_target for c in steady if c.rc_dispersion_target is not None]
-    traded = [c.rc_dispersion_traded for c in steady if c.rc_dispersion_traded is not None]
-    held = [c.rc_dispersion_held for c in steady if c.rc_dispersion_held is not None]
-    held_b = [c.rc_dispersion_held_bound for c in steady if c.rc_dispersion_held_bound is not None]
-    held_all = [c.rc_dispersion_held_all for c in steady if c.rc_dispersion_held_all is not None]
-    bounds: dict[str, dict[str, float]] = {}
-    for c in steady:
-        for tr in ledger.targets_of(c.id) if c.id is not None else []:
-            label = tr.bound or ("cap" if tr.capped else None)
-            if label is not None:
-                per = bounds.setdefault(tr.asset, {})
-                per[label] = per.get(label, 0.0) + 1.0 / len(steady)
-    late = [s for s, t in zip(snaps, times) if t >= end_buildup] or snaps  # type: ignore[operator]
-    cash_share = [s.cash / s.nav for s in late if s.nav > 0]
-    transit_share = [(s.transit or 0.0) / s.nav for s in late if s.nav > 0]
-    moved = [t for t in ledger.transfers() if t.status in ("pending", "arrived")]
-    events: dict[str, int] = {}
-    for e in ledger.events():
-        events[e.kind] = events.get(e.kind, 0) + 1
     return BacktestSummary(
         hours=int(round(hours)),
-        cycles=len(cycles),
+        cycles=r.cycles,
         start_nav=float(nav[0]),
         end_nav=float(nav[-1]),
         total_return=float(nav[-1] / nav[0] - 1),
@@ -194,26 +191,98 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
         buildup_costs=buildup_costs,
         steady_traded=steady_traded,
         steady_turnover_annual=steady_turnover,
-        rc_dispersion_target_median=_median(tgt),
-        rc_dispersion_traded_median=_median(traded),
-        rc_dispersion_traded_p90=_p90(traded),
-        rc_dispersion_held_median=_median(held),
-        rc_dispersion_held_p90=_p90(held),
-        risk_events=events,
-        rc_dispersion_held_bound_median=_median(held_b),
-        rc_dispersion_held_bound_p90=_p90(held_b),
-        rc_dispersion_held_all_median=_median(held_all),
-        rc_dispersion_held_all_p90=_p90(held_all),
-        bounds=bounds,
-        cash_share_median=_median(cash_share),
-        transit_share_median=_median(transit_share),
-        cash_by_venue_end=dict(snaps[-1].cash_by_venue),
-        transit_end=float(snaps[-1].transit or 0.0),
-        transfers=len(moved),
+        rc_dispersion_target_median=_median(r.disp_target),
+        rc_dispersion_traded_median=_median(r.disp_traded),
+        rc_dispersion_traded_p90=_p90(r.disp_traded),
+        rc_dispersion_held_median=_median(r.disp_held),
+        rc_dispersion_held_p90=_p90(r.disp_held),
+        risk_events=r.events,
+        rc_dispersion_held_bound_median=_median(r.disp_held_bound),
+        rc_dispersion_held_bound_p90=_p90(r.disp_held_bound),
+        rc_dispersion_held_all_median=_median(r.disp_held_all),
+        rc_dispersion_held_all_p90=_p90(r.disp_held_all),
+        bounds=r.bounds,
+        cash_share_median=_median(r.cash_share),
+        transit_share_median=_median(r.transit_share),
+        cash_by_venue_end=r.cash_by_venue_end,
+        transit_end=r.transit_end,
+        transfers=r.transfers,
         transferred=costs["transferred"],
         transfer_fees=costs["transfer_fees"],
         transfer_gas=costs["transfer_gas"],
+        product_fees=costs.get("product_fees", 0.0),
     )
+
+
+def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int = BUILDUP_HOURS) -> BacktestSummary:
+    """``summary_of`` the ledger's closing snapshots (one per hourly cycle), cycles, targets and fills."""
+    snaps = [s for s in ledger.snapshots() if s.time.minute == 0 and s.time.second == 0]
+    if len(snaps) < 2:
+        raise ValueError("need at least two hourly snapshots to summarize a run")
+    cycles = ledger.cycles()
+    by_id = {c.id: c for c in cycles}
+    first = by_id.get(snaps[0].cycle_id)
+    if first is None or first.nav_before is None:
+        raise ValueError("the first hourly snapshot has no planned cycle: no NAV before its trades")
+    t0 = utc(first.scheduled_for)
+    assert t0 is not None
+    times = [utc(s.time) for s in snaps]
+    # the NAV before the first cycle's trades opens the series: the build-up's costs are in the return
+    nav = np.array([float(first.nav_before), *(s.nav for s in snaps)])
+    # each fill belongs to the cycle of its order: the build-up is the cycles of the first buildup_hours
+    cycle_of = {o.client_id: o.cycle_id for o in ledger.all_orders()}
+    fill_time, notional, cost = [], [], []
+    for f in ledger.fills():
+        c = by_id.get(cycle_of.get(f.client_id))
+        fill_time.append(utc(c.scheduled_for) if c is not None else utc(f.time))
+        notional.append(f.qty * f.price)
+        cost.append(f.fee + f.slippage + f.gas)
+    end_buildup = t0 + timedelta(hours=buildup_hours)
+    # risk balance is judged after the build-up: the first day buys the book from cash (thin assets
+    # take many hours), and its dispersion says how fast it was bought, not how balanced it is held
+    steady = [c for c in cycles if utc(c.scheduled_for) >= end_buildup] or cycles  # type: ignore[operator]
+    steady_ids = {c.id for c in steady}
+    bounds: dict[str, dict[str, float]] = {}
+    for tr in ledger.all_targets():
+        if tr.cycle_id not in steady_ids:
+            continue
+        label = tr.bound or ("cap" if tr.capped else None)
+        if label is not None:
+            per = bounds.setdefault(tr.asset, {})
+            per[label] = per.get(label, 0.0) + 1.0 / len(steady)
+    late = [s for s, t in zip(snaps, times) if t >= end_buildup] or snaps  # type: ignore[operator]
+    events: dict[str, int] = {}
+    for e in ledger.events():
+        events[e.kind] = events.get(e.kind, 0) + 1
+
+    def col(attr: str) -> list[float]:
+        return [getattr(c, attr) for c in steady if getattr(c, attr) is not None]
+
+    series = RunSeries(
+        t0=t0,
+        times=times,  # type: ignore[arg-type]
+        nav=nav,
+        cycles=len(cycles),
+        fill_time=fill_time,  # type: ignore[arg-type]
+        fill_notional=notional,
+        fill_cost=cost,
+        costs=ledger.cost_totals(),
+        disp_target=col("rc_dispersion_target"),
+        disp_traded=col("rc_dispersion_traded"),
+        disp_held=col("rc_dispersion_held"),
+        disp_held_bound=col("rc_dispersion_held_bound"),
+        disp_held_all=col("rc_dispersion_held_all"),
+        bounds=bounds,
+        cash_share=[s.cash / s.nav for s in late if s.nav > 0],
+        transit_share=[(s.transit or 0.0) / s.nav for s in late if s.nav > 0],
+        cash_by_venue_end=dict(snaps[-1].cash_by_venue),
+        transit_end=float(snaps[-1].transit or 0.0),
+        transfers=len([t for t in ledger.transfers() if t.status in ("pending", "arrived")]),
+        events=events,
+    )
+    # volatility is per step: a ledger of daily cycles (a daily data file) is annualised by its own step
+    step = float(np.median(np.diff([t.timestamp() for t in times]))) if len(times) > 2 else 3600.0  # type: ignore[union-attr]
+    return summary_of(series, risk_free_annual, buildup_hours, periods_per_year=HOURS_PER_YEAR * 3600.0 / step)
 
 
 def run_backtest(

@@ -215,9 +215,26 @@ def backtest(
     risk_free: Annotated[
         float, typer.Option(min=-0.5, max=1.0, help="annual risk-free rate for the Sharpe ratio, e.g. 0.045")
     ] = 0.0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="CSV/parquet bars (file, folder or glob) for the csv data source; start: first full window"
+        ),
+    ] = None,
+    fast: Annotated[
+        bool,
+        typer.Option("--fast", help="the cycle's stages on arrays, paper venues in process, rows written in batches"),
+    ] = False,
+    research: Annotated[
+        bool, typer.Option("--research", help="--fast without any ledger rows: the summary only")
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Replay the same cycle on simulated time and print performance, costs and risk balance."""
+    """Replay the same cycle on simulated time and print performance, costs and risk balance.
+
+    By default the daemon itself runs on a simulated clock (its monitor, venues and ledger as live);
+    ``--fast`` runs the same stage functions on arrays (bot/fast.py: paper venues only, no 5-minute
+    monitor), ``--research`` also skips the ledger."""
     from bot.backtest import run_backtest
 
     setup_logging(verbose, logging.ERROR)
@@ -230,6 +247,8 @@ def backtest(
             raise RwabotError(f"{ledger} exists: a backtest needs a fresh ledger")
         cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})
         begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
+        if data is not None:  # the user's bars through the csv data source (docs/data.md)
+            cfg, begin = _with_data_file(cfg, data, hours, begin)
         with Progress(
             TextColumn("[bold]backtest"),
             BarColumn(),
@@ -243,7 +262,17 @@ def backtest(
             def on_cycle(report: Any) -> None:
                 progress.update(task, advance=1 if not report.key.endswith("/risk") else 0)
 
-            s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
+            bar = _bar_of(cfg) if data is not None else None
+            if bar is not None and bar != timedelta(hours=1) and not (fast or research):
+                hrs = bar.total_seconds() / 3600
+                raise RwabotError(f"--data has {hrs:g}-hour bars: the daemon's backtest steps hourly; add --fast")
+            if fast or research:
+                from bot.fast import run_fast_backtest
+
+                s = run_fast_backtest(cfg, hours, start=begin, research=research, risk_free_annual=risk_free,
+                                      on_cycle=lambda k: progress.update(task, advance=1))  # fmt: skip
+            else:
+                s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
     except (RwabotError, ValueError) as exc:
         fail(exc)
     finally:
@@ -267,6 +296,7 @@ def backtest(
         (f"steady-state turnover, after {b} h (× NAV per year)", f"{s.steady_turnover_annual:.2f}"),
         ("traded", f"{s.traded:,.2f}"),
         ("total costs (fees + slippage + gas)", f"{s.costs:,.2f} ({s.fees:,.2f} + {s.slippage:,.2f} + {s.gas:,.2f})"),
+        ("  of the fees: charged by funds and issuers (entry/exit)", f"{s.product_fees:,.2f}"),
         ("RC dispersion of optimizer weights, median (free assets)", f"{s.rc_dispersion_target_median:.2e}"),
         (
             "RC dispersion of traded targets (venue-fitted), median / p90",
@@ -301,6 +331,35 @@ def backtest(
     for r in rows:
         t.add_row(*r)
     console.print(t)
+
+
+def _bar_of(cfg: Config) -> timedelta | None:
+    """The bar interval of the configured data source (None when it does not say: hourly)."""
+    from bot.clock import SimulatedClock
+    from bot.components import ComponentContext
+    from bot.plugins import Registry, make_plugin_manager
+
+    ctx = ComponentContext(SimulatedClock(datetime.now(UTC)), Path(tempfile.gettempdir()), cfg.asset_names,
+                           lambda e: None)  # fmt: skip
+    src = Registry(make_plugin_manager()).get("data", cfg.data.plugin).build(cfg.data.options, ctx, where="--data")
+    return getattr(src, "bar", None)
+
+
+def _with_data_file(cfg: Config, path: Path, hours: int, start: datetime | None) -> tuple[Config, datetime]:
+    """``backtest --data``: ``cfg`` reading ``path`` with the ``csv`` source (csv options the config sets are
+    kept), and the start: ``start``, or the file's first bar with a full history window; a run that would
+    go past the file's last bar is refused here, not as a failed cycle every hour after it."""
+    from bot.clock import SimulatedClock
+    from bot.components import ComponentContext
+    from bot.plugins import Registry, make_plugin_manager
+
+    options = {**(cfg.data.options if cfg.data.plugin == "csv" else {}), "path": str(path)}
+    cfg = cfg.with_overrides(data={"plugin": "csv", "options": options})
+    ctx = ComponentContext(
+        SimulatedClock(start or datetime.now(UTC)), Path(tempfile.gettempdir()), cfg.asset_names, lambda e: None
+    )
+    src = Registry(make_plugin_manager()).get("data", "csv").build(options, ctx, where="--data")
+    return cfg, src.backtest_start(cfg.risk.history_hours + 1, hours, start)
 
 
 def _bounds_text(bounds: dict[str, dict[str, float]]) -> str:
@@ -380,6 +439,8 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
             f"{len(led.cycles())} cycles",
             highlight=False,
         )
+        console.print(f"  of the fees, charged by funds and issuers: {c.get('product_fees', 0.0):,.2f}",
+                      highlight=False)  # fmt: skip
         events = led.events(limit=5)
         if events:
             console.print("recent risk events:")

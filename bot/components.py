@@ -72,6 +72,15 @@ class Forecaster(Protocol):
     def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast: ...
 
 
+class ForecastStream(Protocol):
+    """A forecast kept current one return at a time (optional: ``Forecaster.stream(assets, window)``
+    returns one, or None when the model cannot be updated in one step). The fast backtest uses it so an
+    hour costs an update, not a refit on the whole window; ``update`` must give what ``forecast`` gives
+    on the window slid by one return."""
+
+    def update(self, new_return: np.ndarray) -> Forecast: ...
+
+
 @runtime_checkable
 class Optimizer(Protocol):
     """Turns a Forecast and bounds into target weights (Σw ≤ 1, the rest in cash).

@@ -9,13 +9,11 @@ twice.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,14 +29,11 @@ from bot.domain import (
     CycleInfo,
     CycleReport,
     Forecast,
-    GroupBound,
-    MarketInfo,
     Order,
     OrderState,
     OrderStatus,
     RiskEvent,
     Severity,
-    Target,
     Transfer,
     TransferState,
     TransferStatus,
@@ -48,7 +43,6 @@ from bot.errors import (
     ConfigError,
     DataError,
     ForecastError,
-    InfeasibleBoundsError,
     InsufficientFunds,
     InvalidOrder,
     OptimizerError,
@@ -56,16 +50,30 @@ from bot.errors import (
     TransferRefused,
     VenueError,
 )
-from bot.funding import VenueCash, plan_transfers, transfer_client_id
-from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, PlannedLeg, SnapshotRow, TargetRow, TransferRow, utc
+from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow, utc
 from bot.plugins import Registration, Registry, make_plugin_manager
-from bot.riskmath import (
-    annualise_sigma,
-    liquidity_limits,
-    log_returns,
-    portfolio_sigma,
-    rc_dispersion,
-    risk_contributions,
+from bot.riskmath import annualise_sigma, log_returns, portfolio_sigma, rc_dispersion, risk_contributions
+from bot.stages import (  # noqa: F401 - the pure planning names stay importable from here
+    Bounds,
+    Decided,
+    FundingInputs,
+    Holdings,
+    Layout,
+    Observation,
+    Plan,
+    PlanInputs,
+    Skip,
+    Targeted,
+    bounds_stage,
+    client_order_id,
+    decide_stage,
+    floor_to_step,
+    forecast_stage,
+    in_optimizer_frame,
+    plan_orders,
+    planned_transfer_message,
+    takes_groups,
+    target_stage,
 )
 
 log = logging.getLogger("rwabot.cycle")
@@ -76,126 +84,6 @@ SHORTFALL_CHANGE = 0.25
 SHORTFALL_MIN_SHARE = 0.005
 """A shortfall below this share of NAV is none: drift inside a no-trade band moves value between venues by
 about this much, and reporting it would bring back the hourly noise. It is also the least change reported."""
-
-
-# -- pure planning ---------------------------------------------------------------------------------
-
-
-def client_order_id(cycle_key: str, asset: str, attempt: int = 0) -> str:
-    """Deterministic per (cycle, asset, attempt), short enough for every exchange's limit (≤ 32)."""
-    digest = hashlib.blake2b(f"{cycle_key}|{asset}|{attempt}".encode(), digest_size=12).hexdigest()
-    return f"rw{digest}"
-
-
-def floor_to_step(qty: float, step: float) -> float:
-    if step <= 0:
-        return qty
-    return math.floor(qty / step * (1 + 1e-12)) * step
-
-
-@dataclass(frozen=True)
-class Skip:
-    asset: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class PlanInputs:
-    """Everything ``plan_orders`` needs, as plain numbers."""
-
-    cycle_key: str
-    assets: tuple[str, ...]
-    venue_of: Mapping[str, str]
-    prices: np.ndarray  # decision prices (mid), quote currency
-    positions: np.ndarray  # units held
-    cash_by_venue: Mapping[str, float]
-    nav: float
-    decided: np.ndarray  # weights of NAV to move to
-    markets: Mapping[str, MarketInfo]
-    last_hour_volume: np.ndarray  # units traded in the last closed hour
-    participation: float
-    cost_margin: float = 0.01  # extra cash kept aside per buy for spread and impact
-    min_trade_weight: float = 0.0  # trades smaller than this fraction of NAV are not worth their fixed costs
-    hold: frozenset[str] = frozenset()  # assets not traded this cycle (their venue failed)
-
-
-@dataclass
-class Plan:
-    legs: list[PlannedLeg] = field(default_factory=list)
-    skips: list[Skip] = field(default_factory=list)
-    shortfalls: dict[str, float] = field(default_factory=dict)
-
-
-def plan_orders(p: PlanInputs) -> Plan:
-    """Turn decided weights into venue legs: sells first, buys scaled to each venue's cash.
-
-    Rules: no order exceeds ``participation ×`` the last hour's traded volume; quantities are
-    floored to the venue's step; dust below the venue's minimum quantity or notional is skipped;
-    a sell never exceeds the position; buys on a venue are scaled down together when that venue's
-    cash plus its sells' proceeds cannot pay for them (cash does not move between venues);
-    ``cash_by_venue`` is the cash that can buy assets (a gas reserve is not); assets in ``hold``
-    are not traded.
-    """
-    plan = Plan()
-    sells: list[tuple[str, float]] = []
-    buys: dict[str, list[tuple[str, float]]] = {}
-    for i, a in enumerate(p.assets):
-        if a in p.hold:
-            continue
-        price = float(p.prices[i])
-        delta_value = float(p.decided[i]) * p.nav - float(p.positions[i]) * price
-        if abs(delta_value) < p.min_trade_weight * p.nav:
-            continue
-        qty = abs(delta_value) / price
-        side = "buy" if delta_value > 0 else "sell"
-        if side == "sell":
-            qty = min(qty, max(float(p.positions[i]), 0.0))
-        cap = p.participation * max(float(p.last_hour_volume[i]), 0.0)
-        if qty > cap:
-            plan.skips.append(Skip(a, f"{side} {qty:.6g} clipped to {cap:.6g} (participation of last hour's volume)"))
-            qty = cap
-        m = p.markets[a]
-        qty = floor_to_step(qty, m.qty_step)
-        if qty <= 0 or qty < m.min_qty or qty * price < m.min_notional:
-            if abs(delta_value) > 0:
-                plan.skips.append(Skip(a, f"dust: {side} {qty:.6g} ({qty * price:.2f}) below venue minimum"))
-            continue
-        if side == "sell":
-            sells.append((a, qty))
-        else:
-            buys.setdefault(p.venue_of[a], []).append((a, qty))
-    idx = {a: i for i, a in enumerate(p.assets)}
-    leg = 0
-    for a, qty in sells:
-        order = Order(
-            client_order_id(p.cycle_key, a), p.cycle_key, p.venue_of[a], a, "sell", qty, float(p.prices[idx[a]])
-        )
-        plan.legs.append(PlannedLeg(order, leg))
-        leg += 1
-    for venue, items in sorted(buys.items()):
-        fee = max((p.markets[a].taker_fee for a, _ in items), default=0.0)
-        proceeds = sum(
-            q * float(p.prices[idx[a]]) * (1 - p.markets[a].taker_fee - p.cost_margin)
-            for a, q in sells
-            if p.venue_of[a] == venue
-        )
-        available = max(p.cash_by_venue.get(venue, 0.0) + proceeds, 0.0)
-        cost = sum(q * float(p.prices[idx[a]]) for a, q in items) * (1 + fee + p.cost_margin)
-        scale = 1.0
-        if cost > available:
-            scale = available / cost if cost > 0 else 0.0
-            plan.shortfalls[venue] = cost - available
-        for a, q in items:
-            m = p.markets[a]
-            q2 = floor_to_step(q * scale, m.qty_step)
-            price = float(p.prices[idx[a]])
-            if q2 <= 0 or q2 < m.min_qty or q2 * price < m.min_notional:
-                plan.skips.append(Skip(a, f"buy {q:.6g} dropped: venue {venue} lacks cash"))
-                continue
-            order = Order(client_order_id(p.cycle_key, a), p.cycle_key, venue, a, "buy", q2, price)
-            plan.legs.append(PlannedLeg(order, leg))
-            leg += 1
-    return plan
 
 
 def cycle_key(when: datetime, trigger: str) -> str:
@@ -215,29 +103,6 @@ class Components:
     optimizer: Optimizer
     policy: Policy
     venues: dict[str, Venue]
-
-
-@dataclass
-class Holdings:
-    """What the venues hold, read at one moment; venues that could not be read are held at the
-    ledger's last known values (``failed`` says why, ``held`` lists their assets). Assets with value
-    in flight (``Balances.pending``: an asynchronous request) are held too, listed in ``pending``
-    with their units, which ``positions`` include."""
-
-    prices: np.ndarray
-    positions: np.ndarray
-    cash: dict[str, float]  # all cash per venue, reserves included: what NAV counts
-    spendable: dict[str, float]  # cash per venue that can buy assets
-    failed: dict[str, str] = field(default_factory=dict)
-    held: frozenset[str] = frozenset()
-    excluded: tuple[str, ...] = ()  # venues with no value known at all: left out of NAV
-    pending: Mapping[str, float] = field(default_factory=dict)  # units in flight, held until settled
-    transit: float = 0.0  # quote cash sent by one venue and not yet credited by another: in NAV, spendable nowhere
-    incoming: Mapping[str, float] = field(default_factory=dict)  # venue -> cash in transit to it
-
-    @property
-    def nav(self) -> float:
-        return float(sum(self.cash.values()) + self.positions @ self.prices + self.transit)
 
 
 def make_clock(cfg: Config) -> RealClock | SimulatedClock:
@@ -364,6 +229,11 @@ class Engine:
             if last is not None and utc(last.scheduled_for) >= self.clock.now():  # type: ignore[operator]
                 self.clock = SimulatedClock(utc(last.scheduled_for) + timedelta(seconds=1), cfg.clock.speed)  # type: ignore[operator]
         self.venue_of = {a: s.venue for a, s in cfg.assets.items()}
+        self.layout = Layout(tuple(self.assets), self.venue_of, tuple(cfg.venues))
+        self._caps = np.array([cfg.assets[a].upper for a in self.assets])  # the operator's caps: never tolerated
+        self._floors = np.array([cfg.assets[a].lower for a in self.assets])
+        self._pending_events: list[RiskEvent] = []  # said by one stage, stored with the plan
+        self._stage_events: list[RiskEvent] = []
         # the ledger is offered to venues that keep their own records in it (chain transactions)
         ctx = ComponentContext(self.clock, state_dir, self.assets, self.emit, extra={"ledger": self.ledger})
         try:
@@ -377,8 +247,7 @@ class Engine:
         except Exception:
             self.close()
             raise
-        params = inspect.signature(self.c.optimizer.optimize).parameters
-        self._groups_ok = "groups" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+        self._groups_ok = takes_groups(self.c.optimizer)
         for e in early:
             self.emit(e)
         self._above_threshold = False
@@ -595,197 +464,148 @@ class Engine:
         return report
 
     def _plan(self, info: CycleInfo, now: datetime) -> tuple[CycleRow, Forecast]:
-        key = info.key
+        """The cycle up to its durable plan, one stage after the other (bot/stages.py)."""
+        obs = self._observe(info.key, now)  # bars and holdings: the I/O at the start
+        forecast = forecast_stage(self.c.forecaster, self.assets, obs.returns)
+        bounds = self._bounds(obs)
+        targeted = self._target(obs, forecast, bounds)
+        decided = decide_stage(self.c.policy, obs.w0, targeted, forecast, bounds.held)
+        plan = self._plan_legs(obs, targeted, decided)
+        return self._book_plan(info, obs, forecast, bounds, targeted, decided, plan), forecast
+
+    # -- the stages that need the engine's venues, ledger and memory ------------------------------------
+
+    def _observe(self, key: str, now: datetime) -> Observation:
+        """Bars up to the last closed hour and the book the venues hold now; price holds applied."""
         returns, bars = self._history(now, key)
-        forecast = self.c.forecaster.forecast(self.assets, returns)
-        forecast.validate()
         h = self._read_venues(bars.close[-1])
         if h.failed and len(h.failed) == len(self.c.venues):
             raise VenueError(", ".join(h.failed), "every venue failed: " + "; ".join(h.failed.values()))
-        prices, positions = h.prices, h.positions
-        nav = h.nav
-        if nav <= 0:
-            raise DataError(f"portfolio NAV is {nav:.2f}: nothing to allocate")
-        w0 = positions * prices / nav
-        price_events = self._price_holds(h, key)
+        if h.nav <= 0:
+            raise DataError(f"portfolio NAV is {h.nav:.2f}: nothing to allocate")
+        self._pending_events = self._price_holds(h, key)
         risk = self.cfg.risk
-        tv = bars.traded_value[-risk.liquidity_lookback_hours :]
-        liq = liquidity_limits(tv, risk.participation, nav, risk.liquidity_horizon_hours)
-        hard = np.array([self.cfg.assets[a].upper for a in self.assets])  # the operator's caps: never tolerated
-        upper = np.minimum(hard, liq)
-        lower = np.minimum(np.array([self.cfg.assets[a].lower for a in self.assets]), upper)
+        return Observation(key, now, returns, bars.close[-1], bars.traded_value[-risk.liquidity_lookback_hours :],
+                           bars.volume[-1], h)  # fmt: skip
+
+    def _bounds(self, obs: Observation) -> Bounds:
+        h = obs.holdings
         held = np.array([a in h.held for a in self.assets], dtype=bool)
-        # a failed venue's assets stay where they are: the optimizer plans the rest around them
-        upper[held] = lower[held] = w0[held]
-        invest = 1.0 - risk.cash_buffer
-        events: list[RiskEvent] = list(price_events)
+        return bounds_stage(self.cfg.risk, self._caps, self._floors, obs.traded_value, obs.nav, obs.w0, held)
+
+    def _target(self, obs: Observation, forecast: Forecast, b: Bounds) -> Targeted:
+        """The target stage (pure, bot/stages.py) fed with what only the ledger knows (transfer fees, what
+        was sent today), and the events of its outcome, each said when it starts or changes."""
+        h, key, nav = obs.holdings, obs.key, obs.nav
+        day_ago = self.clock.now() - timedelta(hours=24)
+        routed = {r.source for r in self.cfg.funding.routes}
+        inputs = FundingInputs(
+            {v: self._fee_estimate(v) for v in routed},
+            {v: self.ledger.sent_since(v, day_ago) for v in self.c.venues} if routed else {},
+            self.cfg.bot.quote,
+        )
+        t = target_stage(self.c.optimizer, self._groups_ok, self.layout, self.cfg.risk, self.cfg.funding, key,
+                         forecast, b, h, self._venue_scale, inputs)  # fmt: skip
+        self._venue_scale = t.venue_scale
+        events = self._pending_events
+        self._pending_events = []
+        w0 = obs.w0
         for vname, why in h.failed.items():
             self._venues_to_reconcile.add(vname)
             mine = [a for a in self.assets if self.venue_of[a] == vname]
             fate = (
                 "left out of NAV: the ledger has no value for it yet"
                 if vname in h.excluded
-                else f"held at its last known value {float(w0[held & np.isin(self.assets, mine)].sum()):.2%} of NAV"
+                else f"held at its last known value {float(w0[b.held & np.isin(self.assets, mine)].sum()):.2%} of NAV"
             )
-            events.append(
-                self._event(
-                    "venue_failed",
-                    f"venue:{vname}",
-                    f"at planning: {why}; not traded this cycle, its assets {mine} {fate}",
-                    key,
-                    Severity.CRITICAL,
-                    assets=mine,
-                    stage="plan",
-                )
-            )
+            events.append(self._event("venue_failed", f"venue:{vname}",
+                                      f"at planning: {why}; not traded this cycle, its assets {mine} {fate}", key,
+                                      Severity.CRITICAL, assets=mine, stage="plan"))  # fmt: skip
         if h.failed:
             self._failed_at_plan[key] = dict(h.failed)
         for a, units in h.pending.items():
-            events.append(
-                self._event(
-                    "async_pending",
-                    f"venue:{self.venue_of[a]}",
-                    f"{a}: {units:.6g} units ({w0[self.assets.index(a)]:.2%} of NAV with the wallet's) in an open "
-                    "request; held fixed until it settles",
-                    key,
-                    Severity.INFO,
-                    asset=a,
-                    units=units,
-                )
-            )
-        w_frame = self._in_optimizer_frame(w0, upper)
-        target, infeasible = self._optimize(forecast, upper, lower, w_frame, invest)
-        if infeasible:
-            events.append(
-                self._event(
-                    "liquidity_cap",
-                    "optimizer",
-                    infeasible,
-                    key,
-                    invested=float(target.weights.sum()),
-                )
-            )
-        if np.any(target.weights > upper + 1e-9) or np.any(target.weights < -1e-12) or target.weights.sum() > 1 + 1e-9:
-            raise OptimizerError(f"optimizer {self.names['optimizer']} broke its bounds: {target.weights}")
-        budgets, want = self._venue_budgets(target.weights, positions, prices, h, nav)
-        transfers, fund_events, outgoing = self._plan_funding(key, budgets, want, h, nav)
-        events.extend(fund_events)
-        spendable = dict(h.spendable)
-        covered = {v: h.incoming.get(v, 0.0) / nav * invest for v in budgets}
-        for t in transfers:
-            covered[t.destination] = covered.get(t.destination, 0.0) + t.amount / nav * invest
-        for v, gone in outgoing.items():  # what leaves now can neither be held nor spent there this cycle
-            spendable[v] = max(spendable.get(v, 0.0) - gone, 0.0)
-            budgets[v] = max(budgets[v] - gone / nav * invest, 0.0)
-        events.extend(self._shortfall_events(budgets, want, nav, key, covered))
-        free = ~np.asarray(target.capped, bool) & (target.weights > 0)
-        opt_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
-        fit = self._funded_budgets(budgets, want)
-        target, fit_note = self._fit_to_venues(target, fit, forecast, upper, lower, w_frame, invest)
-        if fit_note and fit_note != self._fit_note:  # said when it starts or changes, not every hour
-            events.append(self._event("venue_budget", "optimizer", fit_note, key, Severity.INFO))
-        self._fit_note = fit_note
-        bound = self._bounds_of(target, upper, lower, held)
-        # the stored target is what the policy trades toward: its balance, not the optimizer's, is the honest
-        # one (a venue that cannot hold its share of the book binds its assets at their venue budget)
-        free = np.array([b is None for b in bound]) & (target.weights > 0)
-        traded_dispersion = rc_dispersion(target.weights, forecast.cov, free) if free.any() else None
-        # A holding a little above a liquidity cap that moved with the hour's volume is kept, not sold (a
-        # configured ``upper`` is the operator's limit and always binds): the target
-        # stays under L_i (issue 2), but the policy is handed the target re-planned around the kept holding,
-        # so the rest of the book does not move to make room for a sale nobody needs.
-        keep = ~held & (w0 > upper) & (w0 <= upper * (1.0 + risk.cap_tolerance)) & (w0 <= hard)
-        aim = target
-        if keep.any():
-            scale = dict(self._venue_scale)
-            pin = w0.copy()  # the kept holdings in the optimizer's frame, so that the venue scaling returns w0
-            for vname, sv in scale.items():
-                mine = np.array([self.venue_of[a] == vname for a in self.assets])
-                pin[mine] = w0[mine] / sv
-            up_k, lo_k = upper.copy(), lower.copy()
-            up_k[keep] = lo_k[keep] = pin[keep]
-            aim, _ = self._optimize(forecast, up_k, np.minimum(lo_k, up_k), w_frame, invest)
-            aim, _ = self._fit_to_venues(aim, fit, forecast, up_k, np.minimum(lo_k, up_k), w_frame, invest)
-            self._venue_scale = scale
-        upper_dec = np.where(keep, w0, upper)
-        decision = self.c.policy.decide(w0, aim, forecast)
-        decided = np.clip(decision.weights, 0.0, upper_dec)
-        decided[held] = w0[held]
-        if decided.sum() > 1.0:
-            decided = decided / decided.sum()
+            events.append(self._event("async_pending", f"venue:{self.venue_of[a]}",
+                                      f"{a}: {units:.6g} units ({w0[self.assets.index(a)]:.2%} of NAV with the "
+                                      "wallet's) in an open request; held fixed until it settles", key,
+                                      Severity.INFO, asset=a, units=units))  # fmt: skip
+        if t.infeasible:
+            events.append(self._event("liquidity_cap", "optimizer", t.infeasible, key, invested=t.invested))
+        # a skip that lasts (no cash to send, a cap reached) is said when it starts, not every hour
+        now_skipped = {k.destination for k in t.funding.skips}
+        events.extend(self._event("funding_skipped", f"venue:{k.destination}", k.reason, key, Severity.INFO)
+                      for k in t.funding.skips if k.destination not in self._skip_reported)  # fmt: skip
+        self._skip_reported = now_skipped
+        for tr, minutes in t.funding.planned:
+            # a destination sends nothing, so its budget is the one the transfer was decided on
+            msg = planned_transfer_message(tr, minutes, t.want[tr.destination], t.budgets[tr.destination])
+            events.append(self._event("transfer_planned", f"venue:{tr.source}", msg, key, Severity.INFO,
+                                      client_id=tr.client_id, amount=tr.amount))  # fmt: skip
+        events.extend(self._shortfall_events(t.budgets, t.want, nav, key, t.covered))
+        if t.fit_note and t.fit_note != self._fit_note:  # said when it starts or changes, not every hour
+            events.append(self._event("venue_budget", "optimizer", t.fit_note, key, Severity.INFO))
+        self._fit_note = t.fit_note
+        self._stage_events = events
+        return t
+
+    def _plan_legs(self, obs: Observation, t: Targeted, d: Decided) -> Plan:
+        h = obs.holdings
+        if not d.decision.trade:
+            return Plan()
         markets = {a: self.c.venues[self.venue_of[a]].market(a) for a in self.assets if a not in h.held}
-        plan = Plan()
-        if decision.trade:
-            plan = plan_orders(
-                PlanInputs(
-                    key,
-                    self.assets,
-                    self.venue_of,
-                    prices,
-                    positions,
-                    spendable,
-                    nav,
-                    decided,
-                    markets,
-                    bars.volume[-1],
-                    risk.participation,
-                    min_trade_weight=risk.min_trade_weight,
-                    hold=h.held,
-                )
-            )
+        risk = self.cfg.risk
+        return plan_orders(PlanInputs(obs.key, self.assets, self.venue_of, h.prices, h.positions, t.spendable,
+                                      obs.nav, d.weights, markets, obs.last_volume, risk.participation,
+                                      min_trade_weight=risk.min_trade_weight, hold=h.held))  # fmt: skip
+
+    def _book_plan(self, info: CycleInfo, obs: Observation, forecast: Forecast, b: Bounds, t: Targeted,
+                   d: Decided, plan: Plan) -> CycleRow:  # fmt: skip
+        """The plan made durable in one transaction: the cycle row, its targets, legs, transfers and events."""
+        key, h, w0 = obs.key, obs.holdings, obs.w0
+        events = self._stage_events
+        self._stage_events = []
         for s in plan.skips:
-            events.append(
-                self._event(
-                    "order_skipped", f"venue:{self.venue_of[s.asset]}", f"{s.asset}: {s.reason}", key, Severity.INFO
-                )
-            )
+            events.append(self._event("order_skipped", f"venue:{self.venue_of[s.asset]}", f"{s.asset}: {s.reason}",
+                                      key, Severity.INFO))  # fmt: skip
         for v, amount in plan.shortfalls.items():
-            events.append(
-                self._event(
-                    "cash_shortfall",
-                    f"venue:{v}",
-                    f"buys scaled down: {amount:.2f} more cash needed",
-                    key,
-                    shortfall=amount,
-                )
-            )
-        sigma_ann = annualise_sigma(portfolio_sigma(decided, forecast.cov))
+            msg = f"buys scaled down: {amount:.2f} more cash needed"
+            events.append(self._event("cash_shortfall", f"venue:{v}", msg, key, shortfall=amount))
         row = CycleRow(
             key=key,
             trigger=info.trigger,
             scheduled_for=info.scheduled_for,
-            started_at=now,
+            started_at=obs.now,
             status="executing",
-            nav_before=nav,
-            sigma_p_annual=sigma_ann,
-            rc_dispersion_target=opt_dispersion,
-            rc_dispersion_traded=traded_dispersion,
+            nav_before=obs.nav,
+            sigma_p_annual=annualise_sigma(portfolio_sigma(d.weights, forecast.cov)),
+            rc_dispersion_target=t.optimizer_dispersion,
+            rc_dispersion_traded=t.traded_dispersion,
             forecaster=self.names["forecaster"],
             optimizer=self.names["optimizer"],
             policy=self.names["policy"],
-            decision=decision.reason,
+            decision=d.decision.reason,
         )
+        target = t.target
         rc_frac = np.asarray(target.risk_contributions, dtype=float)
         targets = [
             TargetRow(
                 cycle_id=0,
                 asset=a,
                 venue=self.venue_of[a],
-                price=float(prices[i]),
-                upper=float(upper[i]),
+                price=float(h.prices[i]),
+                upper=float(b.upper[i]),
                 current_weight=float(w0[i]),
                 target_weight=float(target.weights[i]),
-                decided_weight=float(decided[i]),
+                decided_weight=float(d.weights[i]),
                 risk_contribution=float(rc_frac[i]),
                 capped=bool(target.capped[i]),
-                bound=bound[i],
+                bound=t.bound[i],
             )
             for i, a in enumerate(self.assets)
         ]
-        row = self.ledger.create_plan(row, targets, plan.legs, events, transfers)
+        row = self.ledger.create_plan(row, targets, plan.legs, events, t.funding.transfers)
         for e in events:
             self.emit(e, store=False)
-        return row, forecast
+        return row
 
     def _price_holds(self, h: Holdings, key: str) -> list[RiskEvent]:
         """Optional venue hook ``price_holds()`` -> ``{asset: (message, data)}``: assets whose price source
@@ -812,64 +632,6 @@ class Engine:
                 )
         h.held = frozenset(held)
         return events
-
-    def _optimize(
-        self,
-        forecast: Forecast,
-        upper: np.ndarray,
-        lower: np.ndarray,
-        current: np.ndarray,
-        total: float,
-        groups: Sequence[GroupBound] = (),
-    ) -> tuple[Target, str]:
-        """The optimizer on a book of ``total`` of NAV (its weights sum to 1): the cycle's weights in, out.
-
-        Bounds that leave less than ``total`` investable hold every asset at its cap (the rest in cash);
-        floors that ask for more than ``total`` are scaled down together to fit; either way the reason
-        is the second value.
-        """
-        try:
-            if groups:  # in the optimizer's frame too; an infeasible set of budgets is the caller's to handle
-                scaled = [GroupBound(g.name, g.members, g.upper / total, g.lower / total) for g in groups]
-                t = self.c.optimizer.optimize(
-                    forecast, upper=upper / total, lower=lower / total, current=current / total, groups=scaled
-                )
-            else:
-                t = self.c.optimizer.optimize(
-                    forecast, upper=upper / total, lower=lower / total, current=current / total
-                )
-        except InfeasibleBoundsError as exc:
-            if groups:
-                raise
-            if upper.sum() < total:  # the caps leave cash: every asset at its cap
-                weights = upper.copy()
-                why = f"caps allow only {weights.sum():.2%} invested; the rest stays in cash ({exc})"
-            else:  # the floors ask for more than the book: they are scaled down together to fit it
-                weights = lower * (total / lower.sum())
-                why = f"floors sum to {lower.sum():.2%}, over the {total:.2%} investable: scaled to fit ({exc})"
-            rc, sp = risk_contributions(weights, forecast.cov)
-            frac = rc / sp if sp > 0 else rc
-            capped = np.ones(len(weights), bool)
-            return Target(self.assets, weights, frac, sp, capped, {"infeasible": str(exc)}), why
-        weights = t.weights * total
-        rc, sp = risk_contributions(weights, forecast.cov)
-        return Target(t.assets, weights, rc / sp if sp > 0 else rc, sp, t.capped, t.diagnostics), ""
-
-    def _venue_budgets(
-        self, weights: np.ndarray, positions: np.ndarray, prices: np.ndarray, h: Holdings, nav: float
-    ) -> tuple[dict[str, float], dict[str, float]]:
-        """Per venue that can trade: the share of NAV it can hold (its assets and spendable cash, less the
-        cash buffer) and the share ``weights`` put on it. A failed venue's assets are fixed and not listed."""
-        invest = 1.0 - self.cfg.risk.cash_buffer
-        budgets: dict[str, float] = {}
-        want: dict[str, float] = {}
-        for vname in self.c.venues:
-            idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
-            if not idx or vname in h.failed:
-                continue
-            budgets[vname] = (h.spendable.get(vname, 0.0) + float(positions[idx] @ prices[idx])) / nav * invest
-            want[vname] = float(weights[idx].sum())
-        return budgets, want
 
     def _shortfall_events(
         self,
@@ -930,111 +692,9 @@ class Engine:
                 return float(ev.data["needed"])
         return 0.0
 
-    def _funded_budgets(self, budgets: Mapping[str, float], want: Mapping[str, float]) -> dict[str, float]:
-        """Venue budgets for the target traded now. A short venue holds at most what it has; a venue with
-        more than its share, and a route to a short one, holds at most its share: the excess is sold into
-        cash that the next cycle's transfer carries over (only cash can travel, and transfers go before
-        the sells). Without a route the excess could never leave, and is better invested where it is."""
-        # only a gap worth a transfer is funded (funding.min_gap): a smaller one stays where it is, and
-        # making the other venue sell into cash for it would leave that cash idle
-        short = {v for v, b in budgets.items() if want[v] > b + self.cfg.funding.min_gap}
-        out = dict(budgets)
-        for v, b in budgets.items():
-            if v not in short and any(r.source == v and r.destination in short for r in self.cfg.funding.routes):
-                out[v] = min(b, want[v])
-        return out
-
-    def _venue_mask(self, vname: str) -> np.ndarray:
-        return np.array([self.venue_of[a] == vname for a in self.assets])
-
-    def _fit_to_venues(
-        self,
-        target: Target,
-        budgets: Mapping[str, float],
-        forecast: Forecast,
-        upper: np.ndarray,
-        lower: np.ndarray,
-        current: np.ndarray,
-        invest: float,
-    ) -> tuple[Target, str]:
-        """The best risk-balanced book the venues can hold now: the optimizer again, under venue budgets.
-
-        Cash does not jump between venues, so a target that needs more value on a venue than it holds
-        is unreachable this cycle (the funding legs bring the cash for a later one). Scaling that
-        venue's assets down after optimising breaks the risk balance of the whole book (RC dispersion
-        0.16 on the default config); instead the optimizer solves again with Σ_{i∈v} w_i ≤ B_v for
-        every venue, so the assets no bound binds keep equal risk contributions and only the short
-        venue's assets sit at its budget. The book invests what the venues hold (cash in transit is
-        in none of them). An optimizer without ``groups`` gets the old proportional scaling, said in
-        the second value (so is a set of budgets the optimizer finds infeasible).
-        """
-        w = target.weights
-        # a venue short by less than a trade worth making is not refitted: its buys are scaled to its cash
-        # at planning anyway, and a budget that binds by rounding would mark its assets bound for nothing
-        tol = max(self.cfg.risk.min_trade_weight, 1e-9)
-        over = [v for v, b in budgets.items() if float(w[self._venue_mask(v)].sum()) > b + tol]
-        if not over:
-            self._venue_scale = {}
-            return target, ""
-        note = ""
-        if self._groups_ok:
-            masks = {v: self._venue_mask(v) for v in budgets}
-            outside = ~np.any(np.array(list(masks.values())), axis=0) if masks else np.ones(len(w), bool)
-            room = sum(min(b, float(upper[masks[v]].sum())) for v, b in budgets.items())
-            total = min(invest, room + float(upper[outside].sum()))
-            groups = [GroupBound(f"venue:{v}", masks[v], upper=min(b, total)) for v, b in budgets.items()]
-            try:
-                fitted, _ = self._optimize(forecast, upper, lower, current, total, groups)
-                self._venue_scale = {}
-                return fitted, ""
-            except OptimizerError as exc:
-                note = f"venue budgets {dict((v, round(b, 6)) for v, b in budgets.items())} refused ({exc}); "
-        scale: dict[str, float] = {}
-        w = w.copy()
-        for vname, budget in budgets.items():
-            mine = self._venue_mask(vname)
-            want = float(w[mine].sum())
-            if want > budget + 1e-12:
-                scale[vname] = budget / want
-                w[mine] *= scale[vname]
-        self._venue_scale = scale
-        rc, sp = risk_contributions(w, forecast.cov)
-        diag = {**target.diagnostics, "venue_scaled": scale,
-                "groups": {f"venue:{v}": "upper" for v in scale}}  # fmt: skip
-        why = "the optimizer takes no venue budgets" if not self._groups_ok else ""
-        note = (note + why + f"; venues {sorted(scale)} scaled to the value they hold").lstrip("; ")
-        return Target(target.assets, w, rc / sp if sp > 0 else rc, sp, target.capped, diag), note
-
-    def _bounds_of(self, target: Target, upper: np.ndarray, lower: np.ndarray, held: np.ndarray) -> list[str | None]:
-        """Per asset, the bound that binds its target (None: free, the assets risk parity is promised on)."""
-        groups = target.diagnostics.get("groups") or {}
-        out: list[str | None] = []
-        for i, a in enumerate(self.assets):
-            wi = float(target.weights[i])
-            if held[i]:
-                out.append("held")
-            elif bool(target.capped[i]) and wi >= float(upper[i]) - 1e-9:
-                out.append("cap")
-            elif float(lower[i]) > 0 and wi <= float(lower[i]) + 1e-9:
-                out.append("floor")
-            elif f"venue:{self.venue_of[a]}" in groups:
-                out.append(f"venue:{self.venue_of[a]}")
-            else:
-                out.append(None)
-        return out
-
     def _in_optimizer_frame(self, w0: np.ndarray, upper: np.ndarray) -> np.ndarray:
-        """The holdings as the optimizer's unscaled book: a venue scaled by s last cycle holds w0/s of it.
-
-        Without this the optimizer is told that a venue held at its reachable target is underweight (and
-        that the other venue's idle cash must be invested), so a cost-aware optimizer, which trades only
-        when the gain pays the cost, trades every hour to chase a target the venue scaling then undoes.
-        """
-        w = w0.copy()
-        for vname, s in getattr(self, "_venue_scale", {}).items():
-            mine = np.array([self.venue_of[a] == vname for a in self.assets])
-            w[mine] = np.minimum(w0[mine] / s, np.maximum(upper[mine], w0[mine]))
-        return w
+        """``bot.stages.in_optimizer_frame`` with the venue scaling of the last cycle."""
+        return in_optimizer_frame(self.layout, w0, upper, self._venue_scale)
 
     # -- funding ----------------------------------------------------------------------------------------
 
@@ -1106,51 +766,6 @@ class Engine:
                                   f"transfer {t.client_id} of {t.amount:,.2f} {t.asset} to {t.destination} failed: "
                                   f"{st.message or 'no reason given'}; the cash stays at {t.source}", None,
                                   Severity.CRITICAL, client_id=t.client_id))  # fmt: skip
-
-    def _plan_funding(
-        self, key: str, budgets: Mapping[str, float], want: Mapping[str, float], h: Holdings, nav: float
-    ) -> tuple[list[Transfer], list[RiskEvent], dict[str, float]]:
-        """The transfers this cycle sends, the events of the decision, and the cash each source gives up
-        (amount and fee), which neither its budget nor its buys can count on any more."""
-        f = self.cfg.funding
-        if not f.routes:
-            return [], [], {}
-        invest = 1.0 - self.cfg.risk.cash_buffer
-        venues = {
-            v: VenueCash(
-                value=budgets[v] / invest * nav,
-                need=want[v] / invest * nav,
-                spendable=float(h.spendable.get(v, 0.0)),
-                incoming=float(h.incoming.get(v, 0.0)),
-                fee=self._fee_estimate(v),
-                reserve=self.cfg.risk.cash_buffer * want[v] / invest * nav,
-            )
-            for v in budgets
-        }
-        day_ago = self.clock.now() - timedelta(hours=24)
-        limits = {v: f.limits_of(v) for v in venues}
-        sent = {v: self.ledger.sent_since(v, day_ago) for v in venues}
-        planned, skips = plan_transfers(venues, f.routes, limits, sent, f.min_gap * nav)
-        # a skip that lasts (no cash to send, a cap reached) is said when it starts, not every hour
-        now_skipped = {k.destination for k in skips}
-        events = [self._event("funding_skipped", f"venue:{k.destination}", k.reason, key, Severity.INFO)
-                  for k in skips if k.destination not in self._skip_reported]  # fmt: skip
-        self._skip_reported = now_skipped
-        out: list[Transfer] = []
-        outgoing: dict[str, float] = {}
-        for p in planned:
-            r = p.route
-            asset = r.asset or self.cfg.bot.quote
-            cid = transfer_client_id(key, p.source, p.destination)
-            out.append(Transfer(cid, key, p.source, p.destination, asset, p.amount, r.network,
-                                r.address or "", r.tag))  # fmt: skip
-            outgoing[p.source] = outgoing.get(p.source, 0.0) + p.amount + venues[p.source].fee
-            events.append(self._event("transfer_planned", f"venue:{p.source}",
-                                      f"move {p.amount:,.2f} {asset} from {p.source} to {p.destination} over "
-                                      f"{r.network} (expected {r.expected_minutes:g} min): the target needs "
-                                      f"{want[p.destination]:.2%} of NAV there, it holds {budgets[p.destination]:.2%}",
-                                      key, Severity.INFO, client_id=cid, amount=p.amount))  # fmt: skip
-        return out, events, outgoing
 
     def _fee_estimate(self, venue: str) -> float:
         """A source's fee per transfer, from its last transfer (0 before the first): the amount planned

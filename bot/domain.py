@@ -100,10 +100,15 @@ class Forecast:
         bad = [a for a, ok in zip(self.assets, np.isfinite(self.cov).all(axis=1)) if not ok]
         if bad:
             raise ForecastError(f"{self.model}: covariance is not finite for assets {bad}")
-        if not np.allclose(self.cov, self.cov.T, rtol=1e-10, atol=1e-14):
+        c = self.cov
+        if not (np.abs(c - c.T) <= 1e-14 + 1e-10 * np.abs(c.T)).all():  # np.allclose's test, without its overhead
             raise ForecastError(f"{self.model}: covariance is not symmetric")
-        lam_min = float(np.linalg.eigvalsh(self.cov).min()) if n else 0.0
-        scale = float(np.abs(np.diag(self.cov)).max()) if n else 0.0
+        scale = float(np.abs(np.diag(c)).max()) if n else 0.0
+        try:  # positive definite (the usual case) needs no eigenvalues: a Cholesky factor is proof
+            np.linalg.cholesky(c)
+            lam_min = 0.0
+        except np.linalg.LinAlgError:
+            lam_min = float(np.linalg.eigvalsh(c).min()) if n else 0.0
         if lam_min < -1e-10 * max(scale, 1e-300):
             raise ForecastError(
                 f"{self.model}: covariance is not positive semi-definite (smallest eigenvalue {lam_min:.3e})"

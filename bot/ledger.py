@@ -25,11 +25,11 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Transfer, TransferState, TransferStatus
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request``; 4: adds the nullable column
 ``cycle.rc_dispersion_traded``; 5: adds ``transfer`` (funding legs), ``snapshot.transit``, ``target.bound``
-and ``cycle.rc_dispersion_held_bound``/``_all``. New tables and nullable columns are created on open: older
-ledgers upgrade in place."""
+and ``cycle.rc_dispersion_held_bound``/``_all``; 6: adds ``fill.product_fee``. New tables and nullable
+columns are created on open: older ledgers upgrade in place."""
 
 
 def _naive(dt: datetime) -> datetime:
@@ -124,6 +124,9 @@ class FillRow(SQLModel, table=True):
     slippage: float
     gas: float = 0.0
     time: datetime
+    # the part of ``fee`` a fund or issuer charged (ERC-4626 entry/exit fee, issuer manager fee), measured
+    # by the venue (connectors/evm/fees.py): a cost kind of its own; None where the venue reports none
+    product_fee: float | None = None
 
 
 class SnapshotRow(SQLModel, table=True):
@@ -450,6 +453,7 @@ class Ledger:
                             slippage=f.slippage,
                             gas=f.gas,
                             time=_naive(f.time),
+                            product_fee=getattr(f, "product_fee", None),
                         )
                     )
                     new.append(f)
@@ -596,6 +600,11 @@ class Ledger:
         with self.session() as s:
             return list(s.exec(select(TargetRow).where(TargetRow.cycle_id == cycle_id).order_by(TargetRow.id)))  # type: ignore[arg-type]
 
+    def all_targets(self) -> list[TargetRow]:
+        """Every cycle's targets in one query (a report over a long run must not ask once per cycle)."""
+        with self.session() as s:
+            return list(s.exec(select(TargetRow).order_by(TargetRow.id)))  # type: ignore[arg-type]
+
     def fills(self) -> list[FillRow]:
         with self.session() as s:
             return list(s.exec(select(FillRow).order_by(FillRow.id)))  # type: ignore[arg-type]
@@ -606,12 +615,13 @@ class Ledger:
 
     def cost_totals(self) -> dict[str, float]:
         with self.session() as s:
-            fee, slip, gas, notional = s.exec(
+            fee, slip, gas, notional, product = s.exec(
                 select(
                     func.coalesce(func.sum(FillRow.fee), 0.0),
                     func.coalesce(func.sum(FillRow.slippage), 0.0),
                     func.coalesce(func.sum(FillRow.gas), 0.0),
                     func.coalesce(func.sum(FillRow.qty * FillRow.price), 0.0),
+                    func.coalesce(func.sum(FillRow.product_fee), 0.0),
                 )
             ).one()
             tfee, tgas, moved = s.exec(
@@ -623,6 +633,7 @@ class Ledger:
             ).one()
         return {
             "fees": float(fee),
+            "product_fees": float(product),  # the part of "fees" funds and issuers charged
             "slippage": float(slip),
             "gas": float(gas),
             "traded": float(notional),
@@ -630,6 +641,19 @@ class Ledger:
             "transfer_gas": float(tgas),
             "transferred": float(moved),
         }
+
+    def bulk_table(self, model: type[SQLModel], columns: Sequence[str]) -> BulkTable:
+        """An insert of ``columns`` of ``model`` for ``bulk_write``: rows as plain tuples, values bound once."""
+        return BulkTable(model, tuple(columns), self.engine.dialect)
+
+    def bulk_write(self, batches: Sequence[tuple[BulkTable, Sequence[tuple[Any, ...]]]]) -> None:
+        """Tuples of several tables in one transaction, straight to the driver's executemany (the fast
+        backtest books hundreds of thousands of rows: no ORM objects, no per-row parameter compiling).
+        Values must already be bound (``BulkTable.bind``) where the column's type converts them."""
+        with self.engine.begin() as conn:
+            for table, rows in batches:
+                if rows:
+                    conn.exec_driver_sql(table.sql, list(rows))
 
     # -- on-chain transactions ------------------------------------------------------------------------
 
@@ -703,6 +727,25 @@ _TABLES = (
     AsyncRequestRow,
     RiskEventRow,
 )
+
+
+class BulkTable:
+    """One table's insert for ``Ledger.bulk_write``, with the column types' converters (aware datetimes
+    to the stored text, dicts to JSON) for the values that need them."""
+
+    def __init__(self, model: type[SQLModel], columns: tuple[str, ...], dialect: Any) -> None:
+        table = model.__table__  # type: ignore[attr-defined]
+        unknown = [c for c in columns if c not in table.c]
+        if unknown:
+            raise ValueError(f"table {table.name} has no columns {unknown}")
+        self.columns = columns
+        names = ", ".join(f'"{c}"' for c in columns)
+        self.sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({", ".join("?" for _ in columns)})'
+        self._procs = {c: table.c[c].type.bind_processor(dialect) for c in columns}
+
+    def bind(self, column: str, value: Any) -> Any:
+        proc = self._procs[column]
+        return proc(value) if proc is not None and value is not None else value
 
 
 def _event_row(e: RiskEvent) -> RiskEventRow:

@@ -5,6 +5,8 @@ No I/O and no state here, so every function can be checked against a closed form
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 
 from bot.errors import DataError
@@ -87,3 +89,12 @@ def liquidity_limits(
 
 def annualise_sigma(sigma_hourly: float, hours_per_year: int = 24 * 365) -> float:
     return float(sigma_hourly * np.sqrt(hours_per_year))
+
+
+def periods_per_year(bar: timedelta) -> float:
+    """Bars of length ``bar`` in a 365-day year (8760 for hourly, 365 for daily bars): the factor that
+    annualises a per-bar variance or mean log return, so a daily-bar run is not annualised as hours."""
+    seconds = bar.total_seconds()
+    if seconds <= 0:
+        raise DataError(f"a bar interval must be positive, got {bar}")
+    return 24 * 365 * 3600 / seconds

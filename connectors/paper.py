@@ -43,6 +43,7 @@ from bot.domain import (
     check_prices,
 )
 from bot.errors import DataError, InsufficientFunds, InvalidOrder, VenueError
+from bot.fills import impact, paper_fill
 from bot.hookspecs import hookimpl
 from connectors.paper_network import PaperNetwork
 
@@ -133,7 +134,7 @@ class PaperVenue:
         bars = self.data.bars([asset], self.clock.now(), self.cfg.vol_lookback_hours + 1)
         r = np.diff(np.log(bars.close[:, 0]))
         sigma_h = float(r.std(ddof=1)) if len(r) > 1 else 0.0
-        return self.cfg.impact_coef * sigma_h * (qty / max(hourly_volume, 1e-12)) ** self.cfg.impact_exponent
+        return impact(self.cfg.impact_coef, sigma_h, qty, hourly_volume, self.cfg.impact_exponent)
 
     def quote(self, asset: str) -> Quote:
         now = self.clock.now()
@@ -214,15 +215,9 @@ class PaperVenue:
         if order.qty <= 0 or not math.isfinite(order.qty):
             raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
         q = self.quote(order.asset)
-        impact = self.impact(order.asset, order.qty, q.hourly_volume)
-        if order.side == "buy":
-            price = q.ask * (1 + impact)
-            slip = (price - order.decision_price) * order.qty
-        else:
-            price = q.bid * (1 - impact)
-            slip = (order.decision_price - price) * order.qty
+        frac = self.impact(order.asset, order.qty, q.hourly_volume)
+        price, fee, slip = paper_fill(order.side, order.qty, q.bid, q.ask, frac, self.cfg.fee_bps, order.decision_price)
         notional = price * order.qty
-        fee = notional * self.cfg.fee_bps / 1e4
         now = self.clock.now().astimezone(UTC).isoformat()
         with self._tx():
             cash = self._db.execute("SELECT qty FROM balance WHERE asset=?", (CASH,)).fetchone()[0]

@@ -91,6 +91,11 @@ class EwmaForecaster:
             raise ForecastError("ewma: deseasonalise needs the close hour of the last return (no clock)")
         return self.ctx.clock.now().astimezone(UTC).hour  # the cycle's bars close on whole hours
 
+    def stream(self, assets: Sequence[str], returns: np.ndarray) -> EwmaStream | None:
+        """A forecast updated one return at a time on a window of this length (None when deseasonalised:
+        the hour-of-day scale is re-estimated on each window, which has no one-step update)."""
+        return None if self.cfg.deseasonalise else EwmaStream(self, assets, returns)
+
     def forecast(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
         r = _check_returns(assets, returns, self.name, 2)
         nxt = None
@@ -119,6 +124,68 @@ class EwmaForecaster:
                 "deseasonalised": nxt is not None,
             },
         )
+
+
+class EwmaStream:
+    """The ewma forecast of a sliding window of fixed length W, updated by one return at a time.
+
+    With λ = 0.5^(1/half-life) the unnormalised sums S = Σ λ^age r rᵀ and m = Σ λ^age r move by
+    S' = λS + r_new r_newᵀ − λ^W r_out r_outᵀ when r_new enters and r_out (then of age W) leaves, so an
+    hour costs O(n²) instead of O(W n²) and gives the forecast ``EwmaForecaster.forecast`` gives on the
+    same window (to rounding; the sums are recomputed from the window every ``REANCHOR`` updates so
+    that rounding cannot accumulate). The fast backtest uses it (``bot.components.ForecastStream``).
+    """
+
+    REANCHOR = 1000
+
+    def __init__(self, owner: EwmaForecaster, assets: Sequence[str], returns: np.ndarray) -> None:
+        self.owner = owner
+        self.assets = tuple(assets)
+        r = _check_returns(self.assets, returns, owner.name, 2)
+        self.window = np.array(r, dtype=float, copy=True)  # a ring buffer: row ``head`` is the oldest
+        self.head = 0
+        hl = owner.cfg.half_life_hours
+        self.lam = 0.5 ** (1.0 / hl)
+        w = self.window.shape[0]
+        self.lam_w = self.lam**w
+        self.z = float((0.5 ** (np.arange(w, dtype=float) / hl)).sum())
+        self._anchor()
+
+    def _ordered(self) -> np.ndarray:
+        return np.roll(self.window, -self.head, axis=0)
+
+    def _anchor(self) -> None:
+        r = self._ordered()
+        age = np.arange(r.shape[0] - 1, -1, -1, dtype=float)
+        wt = 0.5 ** (age / self.owner.cfg.half_life_hours)
+        self.s = (r * wt[:, None]).T @ r
+        self.m = wt @ r
+        self.updates = 0
+
+    def update(self, new_return: np.ndarray) -> Forecast:
+        r = np.asarray(new_return, dtype=float)
+        if r.shape != (len(self.assets),) or not np.isfinite(r).all():
+            bad = [a for a, ok in zip(self.assets, np.isfinite(r)) if not ok] if r.shape == (len(self.assets),) else []
+            raise ForecastError(f"{self.owner.name}: new return has shape {r.shape} or NaN/inf for {bad}")
+        out = self.window[self.head].copy()
+        self.window[self.head] = r
+        self.head = (self.head + 1) % self.window.shape[0]
+        self.updates += 1
+        if self.updates >= self.REANCHOR:
+            self._anchor()
+        else:
+            self.s = self.lam * self.s + np.outer(r, r) - self.lam_w * np.outer(out, out)
+            self.m = self.lam * self.m + r - self.lam_w * out
+        return self.forecast()
+
+    def forecast(self) -> Forecast:
+        mu = self.m / self.z
+        cov = self.s / self.z
+        if self.owner.cfg.demean:
+            cov = cov - np.outer(mu, mu)
+        return Forecast.from_cov(self.assets, cov, self.owner.name, mu=mu, diagnostics={
+            "observations": self.window.shape[0], "half_life_hours": self.owner.cfg.half_life_hours,
+            "deseasonalised": False, "incremental": True})  # fmt: skip
 
 
 @hookimpl

@@ -70,7 +70,7 @@ def test_fills_are_recorded_once(tmp_path: Path) -> None:
     assert led.record_order_state(st) == []
     assert led.cost_totals() == pytest.approx(
         {"fees": 0.2, "slippage": 1.0, "gas": 0.0, "traded": 201.0, "transfer_fees": 0.0, "transfer_gas": 0.0,
-         "transferred": 0.0}
+         "transferred": 0.0, "product_fees": 0.0}
     )
     assert led.all_orders()[0].status == "filled"
 

@@ -1,0 +1,590 @@
+"""The fast backtest: the cycle's stages (bot/stages.py) on arrays, paper venues filling in process.
+
+The daemon's backtest (bot/backtest.py) runs the Engine under the scheduler: every hour it reads bars
+from the data source, refits the forecaster on the whole window, asks each paper venue (its own SQLite
+book) for balances and quotes, runs the risk monitor every five minutes and writes each row through the
+ORM — about 17 ms an hour for 8 assets. Here the same stage functions run on arrays held in memory:
+
+* **observe**: the bars of the whole run are read once; the book (cash per venue, positions, cash in
+  transit) is a pair of arrays that the fills move;
+* **forecast**: a forecaster that offers ``stream`` (``bot.components.ForecastStream``, the EWMA's exact
+  sliding-window update) is updated by one return per hour; any other is refitted on the window;
+* **bounds → target → decide → plan**: ``bounds_stage``, ``target_stage`` (venue budgets and funding
+  included), ``decide_stage`` and ``plan_orders``, exactly as the daemon calls them; the optimizer is
+  warm-started from the holdings as it is there;
+* **execute**: transfers first (allow-list and limits checked, the fee charged, the cash in transit
+  until ``transfer_minutes`` later), then sells, then buys sized to the cash left, each filled by the
+  paper venue's own fill model (``bot.fills``) on the bar's close;
+* **book**: rows collect in memory and are written with ``Ledger.bulk_insert`` every ``flush_every``
+  cycles, into the same tables ``rwabot status`` reads. ``research=True`` writes no rows at all and keeps
+  only the series the summary needs.
+
+What differs from the daemon, by design: venues must be ``paper`` (the chain and exchange venues need the
+daemon); there is no five-minute risk monitor (no vol-triggered cycles: the trigger needs intra-hour
+prices); a venue never fails; events are counted, not stored one by one (the summary's ``risk_events``
+counts the kinds the stages produce: liquidity_cap, transfer_planned, transfer_refused, order_skipped,
+cash_shortfall).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pluggy
+
+from bot.backtest import BacktestSummary, RunSeries, summary_of
+from bot.components import ComponentContext
+from bot.config import Config
+from bot.cycle import held_dispersion, resolve_components
+from bot.domain import MarketInfo, Transfer, TransferStatus
+from bot.errors import ConfigError, DataError
+from bot.fills import impact, paper_fill
+from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow
+from bot.plugins import Registry, make_plugin_manager
+from bot.riskmath import annualise_sigma, periods_per_year, portfolio_sigma
+from bot.stages import (
+    FundingInputs,
+    Holdings,
+    Layout,
+    PlanInputs,
+    bounds_stage,
+    decide_stage,
+    floor_to_step,
+    forecast_stage,
+    plan_orders,
+    takes_groups,
+    target_stage,
+)
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class SimVenue:
+    """A paper venue's parameters (its validated options), as the fill model needs them."""
+
+    name: str
+    initial_cash: float
+    fee_bps: float
+    half_spread: np.ndarray  # per asset of the run (0 for assets not on this venue)
+    impact_coef: float
+    impact_exponent: float
+    vol_lookback: int
+    qty_step: float
+    min_notional: float
+    transfer_minutes: float
+    transfer_fee: float
+    transfer_fee_bps: float
+
+    def market(self, asset: str) -> MarketInfo:
+        return MarketInfo(asset, self.qty_step, self.qty_step, self.min_notional, 1e-8, self.fee_bps / 1e4)
+
+
+@dataclass
+class _Transit:
+    transfer: Transfer
+    arrive: datetime
+    fee: float
+    row: dict[str, Any] | None
+
+
+CYCLE_COLUMNS = ("id", "key", "trigger", "scheduled_for", "started_at", "finished_at", "status", "nav_before",
+                 "nav_after", "sigma_p_annual", "rc_dispersion_target", "rc_dispersion_traded", "rc_dispersion_held",
+                 "rc_dispersion_held_bound", "rc_dispersion_held_all", "forecaster", "optimizer", "policy",
+                 "decision", "message")  # fmt: skip
+TARGET_COLUMNS = ("cycle_id", "asset", "venue", "price", "upper", "current_weight", "target_weight",
+                  "decided_weight", "risk_contribution", "capped", "bound")  # fmt: skip
+ORDER_COLUMNS = ("id", "client_id", "cycle_id", "leg", "venue", "asset", "side", "qty", "decision_price", "status",
+                 "filled_qty", "venue_order_id", "message", "created_at", "updated_at")  # fmt: skip
+FILL_COLUMNS = ("fill_id", "venue", "client_id", "asset", "side", "qty", "price", "fee", "slippage", "gas", "time")
+SNAPSHOT_COLUMNS = ("cycle_id", "time", "nav", "cash", "cash_by_venue", "positions", "prices", "transit")
+TRANSFER_COLUMNS = ("id", "client_id", "cycle_id", "leg", "source", "destination", "asset", "network", "amount",
+                    "address", "tag", "status", "external_id", "fee", "gas", "message", "created_at", "updated_at",
+                    "sent_at", "arrived_at")  # fmt: skip
+
+
+class _Rows:
+    """Rows waiting for the next flush, as tuples in each table's column order, parents first. A transfer
+    still in transit waits (its row changes when it arrives) and is written once it has arrived."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.cycle = ledger.bulk_table(CycleRow, CYCLE_COLUMNS)
+        self.target = ledger.bulk_table(TargetRow, TARGET_COLUMNS)
+        self.order = ledger.bulk_table(OrderRow, ORDER_COLUMNS)
+        self.fill = ledger.bulk_table(FillRow, FILL_COLUMNS)
+        self.snapshot = ledger.bulk_table(SnapshotRow, SNAPSHOT_COLUMNS)
+        self.transfer = ledger.bulk_table(TransferRow, TRANSFER_COLUMNS)
+        self.cycles: list[tuple[Any, ...]] = []
+        self.targets: list[tuple[Any, ...]] = []
+        self.orders: list[tuple[Any, ...]] = []
+        self.fills: list[tuple[Any, ...]] = []
+        self.snapshots: list[tuple[Any, ...]] = []
+        self.transfers: list[dict[str, Any]] = []
+
+    def time(self, t: datetime) -> Any:
+        return self.cycle.bind("scheduled_for", t)
+
+    def json(self, value: Any) -> Any:
+        return self.snapshot.bind("positions", value)
+
+    def flush(self, final: bool = False) -> None:
+        done = [r for r in self.transfers if final or r["status"] != TransferStatus.PENDING.value]
+        self.transfers = [r for r in self.transfers if not (final or r["status"] != TransferStatus.PENDING.value)]
+        tr = self.transfer
+        moved = [tuple(tr.bind(c, r[c]) for c in TRANSFER_COLUMNS) for r in done]
+        self.ledger.bulk_write([(self.cycle, self.cycles), (self.target, self.targets), (self.transfer, moved),
+                                (self.order, self.orders), (self.fill, self.fills),
+                                (self.snapshot, self.snapshots)])  # fmt: skip
+        for batch in (self.cycles, self.targets, self.orders, self.fills, self.snapshots):
+            batch.clear()
+
+
+def _naive(t: datetime) -> datetime:
+    """The ledger's columns take aware UTC times (the ORM path normalises them the same way)."""
+    return t.astimezone(UTC)
+
+
+def _rolling_std(r: np.ndarray, k: int) -> np.ndarray:
+    """std (ddof=1) of the k returns ending at each row (rows before the k-th: of what there is)."""
+    t = r.shape[0]
+    c1 = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(r, axis=0)])
+    c2 = np.vstack([np.zeros((1, r.shape[1])), np.cumsum(r * r, axis=0)])
+    end = np.arange(1, t + 1)
+    start = np.maximum(end - k, 0)
+    m = (end - start)[:, None].astype(float)
+    s1 = c1[end] - c1[start]
+    s2 = c2[end] - c2[start]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = (s2 - s1 * s1 / m) / np.maximum(m - 1, 1)
+    out = np.sqrt(np.clip(var, 0.0, None))
+    out[m[:, 0] < 2] = 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one cycle of a ``FastBacktest`` did: enough for a caller that steers it (the RL environment,
+    bot/rl_env.py) to compute its reward and its next observation."""
+
+    k: int
+    time: datetime
+    nav_before: float
+    nav_after: float
+    costs: float  # fees + slippage of the cycle's fills and the fees of its transfers
+    traded: float  # notional filled
+    w_before: np.ndarray
+    w_after: np.ndarray
+    forecast: Any  # bot.domain.Forecast
+    bounds: Any  # bot.stages.Bounds
+    targeted: Any  # bot.stages.Targeted
+    decided: Any  # bot.stages.Decided
+    rc_dispersion_held: float | None
+
+
+class FastBacktest:
+    """The fast backtest as an object: ``step()`` runs one cycle, ``summary()`` reports the run.
+
+    ``run_fast_backtest`` drives it to the end; a caller that must act between cycles (an RL agent
+    choosing each hour's trade, a stress scenario switching a venue off) steps it itself, and may pass
+    ``policy`` (anything with the Policy protocol's ``decide``) instead of the configured one.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        hours: int,
+        *,
+        start: datetime | None = None,
+        pm: pluggy.PluginManager | None = None,
+        research: bool = False,
+        flush_every: int = 2000,
+        state_dir: Path | None = None,
+        policy: Any = None,
+    ) -> None:
+        from bot.clock import SimulatedClock
+        from bot.cycle import make_clock
+
+        hours = hours + 1  # both ends, as the daemon's backtest runs them
+        begin = start or cfg.clock.start
+        if begin is None:
+            begin = make_clock(cfg.with_overrides(clock={"kind": "simulated"})).now()  # type: ignore[union-attr]
+        first = begin.astimezone(UTC)
+        if first.minute or first.second or first.microsecond:  # cycles on whole hours (daily bars: their closes)
+            first = first.replace(minute=0, second=0, microsecond=0) + HOUR
+        self.cfg = cfg
+        self.first = first
+        self.clock = SimulatedClock(first, 0.0)
+        registry = Registry(pm if pm is not None else make_plugin_manager())
+        self.assets = assets = tuple(cfg.asset_names)
+        self.n = n = len(assets)
+        self.counted: dict[str, int] = {}
+        sd = state_dir or Path(str(Path(cfg.bot.ledger).with_suffix("")) + ".state")
+        ctx = ComponentContext(self.clock, sd, assets, self._emit)
+        resolved = resolve_components(cfg, registry, ctx)
+        data = resolved.sections["data"].build(ctx)
+        unknown = [a for a in assets if a not in set(data.assets())]
+        if unknown:
+            raise ConfigError(f"assets {unknown}: data source {cfg.data.plugin!r} does not know them")
+        self.data = data
+        self.forecaster = resolved.sections["forecaster"].build(ctx)
+        self.optimizer = resolved.sections["optimizer"].build(ctx)
+        self.policy = policy if policy is not None else resolved.sections["policy"].build(ctx)
+        self.names = {k: resolved.sections[k].registration.name for k in ("forecaster", "optimizer", "policy")}
+        if policy is not None:
+            self.names["policy"] = str(getattr(policy, "name", "custom"))
+        self.venue_of = venue_of = {a: s.venue for a, s in cfg.assets.items()}
+        self.venues: dict[str, SimVenue] = {}
+        for vname, res in resolved.venues.items():
+            if res.registration.name != "paper":
+                raise ConfigError(
+                    f"venues.{vname}: the fast backtest simulates paper venues only, and this one is "
+                    f"{res.registration.name!r}; run the daemon's backtest (without --fast) for it"
+                )
+            o: Any = res.options
+            hs = np.zeros(n)
+            for i, a in enumerate(assets):
+                if venue_of[a] == vname:
+                    per = o.half_spread_bps
+                    hs[i] = (per[a] if a in per else per.get(data.asset_kind(a), 0.0)) / 1e4
+            self.venues[vname] = SimVenue(vname, float(o.initial_cash), float(o.fee_bps), hs, float(o.impact_coef),
+                                          float(o.impact_exponent), int(o.vol_lookback_hours), float(o.qty_step),
+                                          float(o.min_notional), float(o.transfer_minutes), float(o.transfer_fee),
+                                          float(o.transfer_fee_bps))  # fmt: skip
+        self.vnames = tuple(cfg.venues)
+        self.layout = Layout(assets, venue_of, self.vnames)
+        self.caps = np.array([cfg.assets[a].upper for a in assets])
+        self.floors = np.array([cfg.assets[a].lower for a in assets])
+        self.groups_ok = takes_groups(self.optimizer)
+        self.markets = {a: self.venues[venue_of[a]].market(a) for a in assets}
+        self.asset_index = {a: i for i, a in enumerate(assets)}
+
+        # -- observe, once: the whole run's bars ------------------------------------------------------------
+        # one cycle per bar: hourly, or the source's own bar (a daily CSV: history_hours and the look-backs
+        # then count bars, as the source counts them)
+        self.step_length: timedelta = getattr(data, "bar", None) or HOUR
+        self.ppy = periods_per_year(self.step_length)
+        self.cycles = hours = (hours - 1) * 3600 // int(self.step_length.total_seconds()) + 1
+        self.hist = hist = cfg.risk.history_hours
+        last = first + (hours - 1) * self.step_length
+        bars = data.bars(assets, last, hist + hours)
+        if len(bars.times) != hist + hours or bars.times[-1] != last:
+            raise DataError(f"data {cfg.data.plugin}: {len(bars.times)} bars up to {bars.times[-1]}, expected "
+                            f"{hist + hours} up to {last}")  # fmt: skip
+        self.close = np.ascontiguousarray(bars.close, dtype=float)
+        self.volume = np.ascontiguousarray(bars.volume, dtype=float)
+        if not (np.isfinite(self.close).all() and (self.close > 0).all()):
+            raise DataError(f"data {cfg.data.plugin}: NaN or non-positive prices in the run's bars")
+        self.logret = np.diff(np.log(self.close), axis=0)  # logret[k] = log(close[k+1] / close[k])
+        self.traded_value = self.close * self.volume
+        self.sig = {k: _rolling_std(self.logret, k) for k in {v.vol_lookback for v in self.venues.values()}}
+
+        # -- the book ----------------------------------------------------------------------------------------
+        self.cash = {v: self.venues[v].initial_cash for v in self.vnames}
+        self.pos = np.zeros(n)
+        self.transit: list[_Transit] = []
+        self.sent: deque[tuple[datetime, str, float]] = deque()  # (time, source, amount): the daily caps
+        self.ledger = None if research else Ledger(cfg.bot.ledger)
+        self.rows = _Rows(self.ledger) if self.ledger is not None else None
+        self.flush_every = flush_every
+        # per cycle, preallocated: memory does not grow with the number of fills
+        self.nav_series = np.zeros(hours)
+        self.snap_times: list[datetime] = [first + k * self.step_length for k in range(hours)]
+        self.cycle_notional = np.zeros(hours)
+        self.cycle_cost = np.zeros(hours)
+        self.totals = {"fees": 0.0, "slippage": 0.0, "gas": 0.0, "traded": 0.0, "transfer_fees": 0.0,
+                       "transfer_gas": 0.0, "transferred": 0.0, "product_fees": 0.0}  # fmt: skip
+        self.disp: dict[str, list[float]] = {k: [] for k in ("target", "traded", "held", "held_bound", "held_all")}
+        self.bounds_count: dict[str, dict[str, float]] = {}
+        self.cash_share: list[float] = []
+        self.transit_share: list[float] = []
+        self.steady_cycles = 0
+        self.buildup_end = first + timedelta(hours=24)  # bot.backtest.BUILDUP_HOURS
+        self.n_transfers = 0
+        self.venue_scale: dict[str, float] = {}
+        self.stream: Any = None
+        self.streamable = callable(getattr(self.forecaster, "stream", None))
+        self.nav_before_first = float("nan")
+        self.fee_of = {v: self.venues[v].transfer_fee for v in self.vnames}
+        self.order_id = self.transfer_id = 0
+        self.k = 0
+        self.held = np.zeros(n, bool)  # assets not traded this cycle (a stress scenario may set it)
+
+    def _emit(self, e: Any) -> None:
+        self._count(e.kind)
+
+    def _count(self, kind: str) -> None:
+        self.counted[kind] = self.counted.get(kind, 0) + 1
+
+    @property
+    def done(self) -> bool:
+        return self.k >= self.cycles
+
+    def close_ledger(self) -> None:
+        if self.ledger is not None:
+            if self.rows is not None:
+                self.rows.flush(final=True)
+            self.ledger.close()
+            self.ledger = None
+
+    def _forecast(self, j: int) -> Any:
+        window = self.logret[j - self.hist : j]
+        if self.stream is None and self.streamable:
+            self.stream = self.forecaster.stream(self.assets, window)
+            self.streamable = self.stream is not None
+            if self.stream is None:
+                return forecast_stage(self.forecaster, self.assets, window)
+            forecast = self.stream.forecast()
+        elif self.stream is not None:
+            forecast = self.stream.update(self.logret[j - 1])
+        else:
+            return forecast_stage(self.forecaster, self.assets, window)
+        forecast.validate()
+        return forecast
+
+    def step(self) -> Step:
+        """One cycle: credit arrived transfers, observe, forecast, bounds, target, decide, plan, execute, book."""
+        if self.done:
+            raise ValueError("the backtest has run all its cycles")
+        k, cfg, n = self.k, self.cfg, self.n
+        risk, funding, assets, venue_of = cfg.risk, cfg.funding, self.assets, self.venue_of
+        cash, pos, rows = self.cash, self.pos, self.rows
+        now = self.first + k * self.step_length
+        self.clock.advance_to(now)  # a plugin that reads the clock sees the cycle's hour
+        j = self.hist + k  # the bar closing at ``now``
+        # transfers whose delay has passed are credited before anything is read
+        if self.transit:
+            keep: list[_Transit] = []
+            for tr in self.transit:
+                if tr.arrive <= now:
+                    cash[tr.transfer.destination] += tr.transfer.amount
+                    if tr.row is not None:
+                        tr.row["status"] = TransferStatus.ARRIVED.value
+                        tr.row["arrived_at"] = _naive(tr.arrive)
+                        tr.row["updated_at"] = _naive(tr.arrive)
+                else:
+                    keep.append(tr)
+            self.transit = keep
+        sent = self.sent
+        while sent and sent[0][0] <= now - timedelta(hours=24):
+            sent.popleft()
+        mid = self.close[j]
+        in_transit = float(sum(t.transfer.amount for t in self.transit))
+        incoming: dict[str, float] = {}
+        for t in self.transit:
+            incoming[t.transfer.destination] = incoming.get(t.transfer.destination, 0.0) + t.transfer.amount
+        held_names = frozenset(a for a, x in zip(assets, self.held) if x)
+        h = Holdings(mid.copy(), pos.copy(), dict(cash), dict(cash), held=held_names, transit=in_transit,
+                     incoming=incoming)  # fmt: skip
+        nav = h.nav
+        if nav <= 0:
+            raise DataError(f"portfolio NAV is {nav:.2f} at {now.isoformat()}: nothing to allocate")
+        if k == 0:
+            self.nav_before_first = nav
+        key = now.strftime("%Y-%m-%dT%H:00Z")
+        ts = rows.time(now) if rows is not None else None  # the ledger's stored form of the cycle's time
+        forecast = self._forecast(j)
+        # -- bounds, target, decide, plan: the daemon's stages
+        w0 = h.positions * h.prices / nav
+        lb = risk.liquidity_lookback_hours
+        b = bounds_stage(risk, self.caps, self.floors, self.traded_value[j - lb + 1 : j + 1], nav, w0,
+                         self.held.copy())  # fmt: skip
+        inputs = FundingInputs(
+            self.fee_of, {v: sum(a for _, s, a in sent if s == v) for v in self.vnames} if funding.routes else {},
+            cfg.bot.quote,
+        )
+        t = target_stage(self.optimizer, self.groups_ok, self.layout, risk, funding, key, forecast, b, h,
+                         self.venue_scale, inputs)  # fmt: skip
+        self.venue_scale = t.venue_scale
+        if t.infeasible:
+            self._count("liquidity_cap")
+        d = decide_stage(self.policy, w0, t, forecast, b.held)
+        plan = None
+        if d.decision.trade:
+            plan = plan_orders(PlanInputs(key, assets, venue_of, h.prices, h.positions, t.spendable, nav, d.weights,
+                                          self.markets, self.volume[j], risk.participation,
+                                          min_trade_weight=risk.min_trade_weight, hold=held_names))  # fmt: skip
+            for _ in plan.skips:
+                self._count("order_skipped")
+            for _ in plan.shortfalls:
+                self._count("cash_shortfall")
+        cid = k + 1
+        costs = traded = fill_costs = 0.0
+        # -- execute: transfers, then sells, then buys
+        for leg, tr in enumerate(t.funding.transfers):
+            self._count("transfer_planned")
+            src = self.venues[tr.source]
+            address = tr.address or f"paper:{tr.destination}"  # connectors.paper_network's addresses
+            fee = src.transfer_fee + tr.amount * src.transfer_fee_bps / 1e4
+            lim = funding.limits_of(tr.source)
+            day = sum(a for _, s, a in sent if s == tr.source)
+            within = lim.min_transfer <= tr.amount <= lim.max_transfer
+            capped = day + tr.amount > lim.daily_cap * (1 + 1e-9)
+            refused = not funding.allowed(address) or not within or capped or cash[tr.source] < tr.amount + fee
+            row = None
+            if rows is not None:
+                self.transfer_id += 1
+                row = {"id": self.transfer_id, "client_id": tr.client_id, "cycle_id": cid, "leg": leg,
+                       "source": tr.source, "destination": tr.destination, "asset": tr.asset,
+                       "network": tr.network, "amount": tr.amount, "address": address, "tag": tr.tag,
+                       "status": (TransferStatus.CANCELED if refused else TransferStatus.PENDING).value,
+                       "external_id": f"paper-{tr.client_id}", "fee": 0.0 if refused else fee, "gas": 0.0,
+                       "message": "refused" if refused else "", "created_at": _naive(now),
+                       "updated_at": _naive(now), "sent_at": None if refused else _naive(now),
+                       "arrived_at": None}  # fmt: skip
+                rows.transfers.append(row)  # written once it has arrived (or at the end)
+            if refused:
+                self._count("transfer_refused")
+                continue
+            cash[tr.source] -= tr.amount + fee
+            sent.append((now, tr.source, tr.amount))
+            self.transit.append(_Transit(tr, now + timedelta(minutes=src.transfer_minutes), fee, row))
+            self.n_transfers += 1
+            self.totals["transfer_fees"] += fee
+            self.totals["transferred"] += tr.amount
+            costs += fee
+        if plan is not None:
+            for leg in plan.legs:
+                o = leg.order
+                i = self.asset_index[o.asset]
+                v = self.venues[o.venue]
+                ask, bid = mid[i] * (1 + v.half_spread[i]), mid[i] * (1 - v.half_spread[i])
+                qty = o.qty
+                status, filled = "filled", qty
+                if o.side == "buy":  # sized to the cash left after the sells, as the daemon does
+                    unit = ask * (1 + v.fee_bps / 1e4) * 1.01
+                    qty = min(qty, floor_to_step(max(cash[o.venue], 0.0) / unit, v.qty_step))
+                    if qty < v.qty_step or qty * ask < v.min_notional:
+                        qty = 0.0
+                if qty <= 0:
+                    status, filled = "canceled", 0.0
+                    self._count("cash_shortfall")
+                else:
+                    frac = impact(v.impact_coef, float(self.sig[v.vol_lookback][j - 1, i]), qty,
+                                  float(self.volume[j, i]), v.impact_exponent)  # fmt: skip
+                    price, fee, slip = paper_fill(o.side, qty, bid, ask, frac, v.fee_bps, o.decision_price)
+                    sign = 1.0 if o.side == "buy" else -1.0
+                    cash[o.venue] -= sign * price * qty + fee
+                    pos[i] += sign * qty
+                    filled = qty
+                    self.totals["fees"] += fee
+                    self.totals["slippage"] += slip
+                    self.totals["traded"] += price * qty
+                    traded += price * qty
+                    fill_costs += fee + slip
+                    if rows is not None:
+                        rows.fills.append((f"{o.client_id}-1", o.venue, o.client_id, o.asset, o.side, qty, price,
+                                           fee, slip, 0.0, ts))  # fmt: skip
+                if rows is not None:
+                    self.order_id += 1
+                    why = "" if filled else "not sent: venue lacks cash at execution"
+                    rows.orders.append((self.order_id, o.client_id, cid, leg.leg, o.venue, o.asset, o.side,
+                                        qty or o.qty, o.decision_price, status, filled, f"paper-{o.client_id}",
+                                        why, ts, ts))  # fmt: skip
+        self.cycle_notional[k] = traded
+        self.cycle_cost[k] = fill_costs  # as the ledger's summary counts build-up costs: fills only
+        costs += fill_costs
+        # -- book: the closing snapshot and the balance of the book held
+        transit_now = float(sum(tr.transfer.amount for tr in self.transit))
+        total_cash = float(sum(cash.values()))
+        nav_after = total_cash + float(pos @ mid) + transit_now
+        w = pos * mid / nav_after if nav_after > 0 else np.zeros(n)
+        labels = [x if x or not bool(t.target.capped[i]) else "cap" for i, x in enumerate(t.bound)]
+        d_free, d_bound, d_all = held_dispersion(w, forecast.cov, labels)
+        self.nav_series[k] = nav_after
+        if now >= self.buildup_end or (k == self.cycles - 1 and self.steady_cycles == 0):
+            self.steady_cycles += 1
+            for key_, val in (("target", t.optimizer_dispersion), ("traded", t.traded_dispersion),
+                              ("held", d_free), ("held_bound", d_bound), ("held_all", d_all)):  # fmt: skip
+                if val is not None:
+                    self.disp[key_].append(val)
+            for i, lab in enumerate(labels):
+                if lab is not None:
+                    per = self.bounds_count.setdefault(assets[i], {})
+                    per[lab] = per.get(lab, 0) + 1
+            if nav_after > 0:
+                self.cash_share.append(total_cash / nav_after)
+                self.transit_share.append(transit_now / nav_after)
+        if rows is not None:
+            sigma_ann = annualise_sigma(portfolio_sigma(d.weights, forecast.cov), self.ppy)
+            rows.cycles.append((cid, key, "scheduled", ts, ts, ts, "done", nav, nav_after, sigma_ann,
+                                t.optimizer_dispersion, t.traded_dispersion, d_free, d_bound, d_all,
+                                self.names["forecaster"], self.names["optimizer"], self.names["policy"],
+                                d.decision.reason, "fast backtest"))  # fmt: skip
+            tw, dw, up = t.target.weights.tolist(), d.weights.tolist(), b.upper.tolist()
+            rc, px, cur = np.asarray(t.target.risk_contributions, float).tolist(), mid.tolist(), w0.tolist()
+            capped_l = [int(x) for x in np.asarray(t.target.capped, bool)]
+            rows.targets.extend((cid, a, venue_of[a], px[i], up[i], cur[i], tw[i], dw[i], rc[i], capped_l[i],
+                                 t.bound[i]) for i, a in enumerate(assets))  # fmt: skip
+            rows.snapshots.append((cid, ts, nav_after, total_cash, rows.json(dict(cash)),
+                                   rows.json(dict(zip(assets, pos.tolist()))), rows.json(dict(zip(assets, px))),
+                                   transit_now))  # fmt: skip
+            if len(rows.cycles) >= self.flush_every:
+                rows.flush()
+        self.k += 1
+        return Step(k, now, nav, nav_after, costs, traded, w0, w, forecast, b, t, d, d_free)
+
+    def summary(self, risk_free_annual: float = 0.0) -> BacktestSummary:
+        """The run so far (every cycle when it is done), by the same formulas as ``bot.backtest.summarize``."""
+        m = self.k
+        if m < 2:
+            raise ValueError("need at least two cycles to summarize a run")
+        bounds = {a: {lab: c / max(self.steady_cycles, 1) for lab, c in per.items()}
+                  for a, per in self.bounds_count.items()}  # fmt: skip
+        series = RunSeries(
+            t0=self.first,
+            times=self.snap_times[:m],
+            nav=np.concatenate([[self.nav_before_first], self.nav_series[:m]]),
+            cycles=m,
+            fill_time=self.snap_times[:m],  # per cycle: the summary splits traded value by cycle time
+            fill_notional=self.cycle_notional[:m].tolist(),
+            fill_cost=self.cycle_cost[:m].tolist(),
+            costs=self.totals,
+            disp_target=self.disp["target"],
+            disp_traded=self.disp["traded"],
+            disp_held=self.disp["held"],
+            disp_held_bound=self.disp["held_bound"],
+            disp_held_all=self.disp["held_all"],
+            bounds=bounds,
+            cash_share=self.cash_share,
+            transit_share=self.transit_share,
+            cash_by_venue_end=dict(self.cash),
+            transit_end=float(sum(tr.transfer.amount for tr in self.transit)),
+            transfers=self.n_transfers,
+            events=self.counted,
+        )
+        return summary_of(series, risk_free_annual, periods_per_year=self.ppy)
+
+
+def run_fast_backtest(
+    cfg: Config,
+    hours: int,
+    *,
+    start: datetime | None = None,
+    pm: pluggy.PluginManager | None = None,
+    research: bool = False,
+    risk_free_annual: float = 0.0,
+    flush_every: int = 2000,
+    on_cycle: Callable[[int], None] | None = None,
+    state_dir: Path | None = None,
+) -> BacktestSummary:
+    """The cycles of ``cfg`` from ``start`` (default: the config's clock start) to ``hours`` later, both
+    ends included as the daemon's backtest runs them. The ledger at ``cfg.bot.ledger`` must be fresh,
+    and is not touched in research mode."""
+    run = FastBacktest(cfg, hours, start=start, pm=pm, research=research, flush_every=flush_every,
+                       state_dir=state_dir)  # fmt: skip
+    try:
+        while not run.done:
+            run.step()
+            if on_cycle is not None:
+                on_cycle(run.k - 1)
+    finally:
+        run.close_ledger()
+    return run.summary(risk_free_annual)
+
