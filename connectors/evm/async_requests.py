@@ -48,6 +48,7 @@ from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Severity
 from bot.errors import InsufficientFunds, InvalidOrder, VenueError
 from bot.ledger import AsyncRequestRow, ChainTxRow, Ledger, OrderRow
 from connectors.evm.chain import RevertDecoder, abis
+from connectors.evm.fees import fill_dict, fill_from_dict
 
 log = logging.getLogger("rwabot.evm.async")
 
@@ -193,17 +194,22 @@ class AsyncRequests:
         emit: Callable[[RiskEvent], None] | None = None,
         now: Callable[[], datetime] | None = None,
         eligible: Callable[[str, str, int], None] | None = None,
+        unit: Callable[[str], int] | None = None,
+        quote_unit: Callable[[], int] | None = None,
+        decoder: RevertDecoder | None = None,
     ) -> None:
         self.sender = sender
         self.w3 = sender.w3
         self.name = sender.name
         self.ledger = ledger
         self.assets = dict(assets)
-        self.q = 10**quote_decimals
+        self._q = 10**quote_decimals
+        self._quote_unit = quote_unit  # the venue's, once it has read the quote token's decimals
+        self._unit_of = unit  # the venue's: share decimals read from the chain
         self.emit = emit or (lambda e: None)
         self.now = now or (lambda: datetime.now(UTC))
         self.eligible = eligible
-        self.decoder = RevertDecoder()
+        self.decoder = decoder or RevertDecoder()
         self.quote = self.w3.eth.contract(address=Web3.to_checksum_address(quote_token), abi=ERC20_ABI)
         abi = abis()["AsyncVault"]
         self.vaults = {
@@ -222,8 +228,13 @@ class AsyncRequests:
         except KeyError:
             raise InvalidOrder(self.name, f"{asset} is not an asynchronous asset of this venue") from None
 
+    @property
+    def q(self) -> int:
+        return self._quote_unit() if self._quote_unit is not None else self._q
+
     def _unit(self, asset: str) -> int:
-        return 10 ** self._cfg(asset).decimals
+        self._cfg(asset)
+        return self._unit_of(asset) if self._unit_of is not None else 10 ** self._cfg(asset).decimals
 
     def _call(self, what: str, fn: Any) -> Any:
         try:
@@ -509,7 +520,7 @@ class AsyncRequests:
             tx.tx_hash, row.client_id, self.name, row.asset, side, shares, price, 0.0,  # type: ignore[arg-type]
             sign * (price - row.decision_price) * shares, self.now(), gas,
         )  # fmt: skip
-        fills = [*row.fills, _fill_dict(fill)]
+        fills = [*row.fills, fill_dict(fill)]
         self._event("async_claimed", f"{row.asset}: claimed {shares:.6g} shares at {price:.6g} ({tx.tx_hash})")
         return self.ledger.update_async_request(
             row.client_id, claim_txs=[*row.claim_txs, tx.tx_hash], fills=fills, filled_qty=row.filled_qty + shares
@@ -531,7 +542,7 @@ class AsyncRequests:
         row = self.ledger.get_async_request(client_id)
         if row is None:
             return None
-        fills = tuple(_fill_from_dict(d) for d in row.fills)
+        fills = tuple(fill_from_dict(d) for d in row.fills)
         if row.status == "claimed":
             status = OrderStatus.FILLED
         elif row.status == "failed":
@@ -544,22 +555,30 @@ class AsyncRequests:
     def exposure(self) -> dict[str, PendingExposure]:
         """Per asset, the value of the wallet's open requests, read from the vaults (the truth)."""
         out: dict[str, PendingExposure] = {}
+        open_rows = self.ledger.async_requests(venue=self.name, open_only=True)
         for asset, c in self.assets.items():
+            sides = self.detect(asset) if c.kind == "erc7540" else None
+            if sides is not None and not (sides.deposit or sides.redeem):
+                continue  # an ERC-4626 vault with both sides synchronous: nothing can be in flight
             v, unit = self.vaults[asset], self._unit(asset)
             price = self.nav_per_share(asset)
             pd = cdu = pru = cr = 0.0
-            if c.kind == "cooldown":
+            if sides is None:
                 _, amount = self._cooldown_status(asset)
                 cr = amount / self.q  # fixed at the request: counts as quote waiting either way
             else:
-                sides = self.detect(asset)
+                # request 0 (vaults that aggregate a controller's requests) and every id the ledger has open
+                def rids(side: str, asset: str = asset) -> list[int]:
+                    return sorted({0} | {int(r.request_id) for r in open_rows
+                                         if r.asset == asset and r.side == side and r.request_id})  # fmt: skip
+
                 if sides.deposit:
-                    pd = (
-                        self._call("pendingDepositRequest", v.functions.pendingDepositRequest(0, self.address)) / self.q
-                    )
+                    pd = sum(self._call("pendingDepositRequest", v.functions.pendingDepositRequest(i, self.address))
+                             for i in rids("deposit")) / self.q  # fmt: skip
                     cdu = self._call("maxMint", v.functions.maxMint(self.address)) / unit
                 if sides.redeem:
-                    pru = self._call("pendingRedeemRequest", v.functions.pendingRedeemRequest(0, self.address)) / unit
+                    pru = sum(self._call("pendingRedeemRequest", v.functions.pendingRedeemRequest(i, self.address))
+                              for i in rids("redeem")) / unit  # fmt: skip
                     cr = self._call("maxWithdraw", v.functions.maxWithdraw(self.address)) / self.q
             value = pd + cdu * price + pru * price + cr
             if value > 0:
@@ -570,21 +589,6 @@ class AsyncRequests:
         """Assets that must not be traded this cycle: an open request in the ledger or value on chain."""
         open_rows = {r.asset for r in self.ledger.async_requests(venue=self.name, open_only=True)}
         return frozenset(open_rows | set(self.exposure()))
-
-
-def _fill_dict(f: Fill) -> dict[str, Any]:
-    return {
-        "fill_id": f.fill_id, "client_id": f.client_id, "venue": f.venue, "asset": f.asset, "side": f.side,
-        "qty": f.qty, "price": f.price, "fee": f.fee, "slippage": f.slippage, "time": f.time.isoformat(),
-        "gas": f.gas,
-    }  # fmt: skip
-
-
-def _fill_from_dict(d: Mapping[str, Any]) -> Fill:
-    return Fill(
-        d["fill_id"], d["client_id"], d["venue"], d["asset"], d["side"], float(d["qty"]), float(d["price"]),
-        float(d["fee"]), float(d["slippage"]), datetime.fromisoformat(d["time"]), float(d["gas"]),
-    )  # fmt: skip
 
 
 def erc165_id(*signatures: str) -> bytes:

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ EVM_DIR = Path(__file__).resolve().parent
 CONTRACTS_DIR = EVM_DIR / "contracts"
 NODE_MODULES = EVM_DIR / "node_modules"
 ABI_FILE = EVM_DIR / "abi.json"
+STANDARD_ERRORS = "OpenZeppelin errors"  # the abi.json entry of every custom error of OpenZeppelin 5
 NPM_COMMAND = "npm ci --prefix connectors/evm"
 CONTRACTS = (
     "Stablecoin",
@@ -77,25 +79,34 @@ def _version(package: str) -> str:
     return json.loads((NODE_MODULES / package / "package.json").read_text())["version"]
 
 
-def source_hash() -> str:
+def source_hash(directory: Path = CONTRACTS_DIR) -> str:
     """Everything the bytecode depends on: sources, compiler, OpenZeppelin, settings."""
     h = hashlib.sha256()
     h.update(f"solc {_version('solc')} oz {_version('@openzeppelin/contracts')}\n".encode())
     h.update(json.dumps(SETTINGS, sort_keys=True).encode())
-    for p in sorted(CONTRACTS_DIR.glob("*.sol")):
+    for p in sorted(directory.glob("*.sol")):
         h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()[:32]
 
 
 def compile_contracts(*, force: bool = False) -> dict[str, Artifact]:
     """ABI and creation bytecode of every contract, from the cache when the sources are unchanged."""
+    return compile_dir(CONTRACTS_DIR, CONTRACTS, force=force)
+
+
+def compile_dir(
+    directory: Path, names: Sequence[str] | None = None, *, force: bool = False, tag: str = "contracts"
+) -> dict[str, Artifact]:
+    """Compile every ``*.sol`` of ``directory`` (imports: OpenZeppelin and ``contracts/``) and return the
+    contracts each defined in a file of its own name (``names``: only those), cached like the project's
+    own (``<tag>-<hash>.json`` under the build folder). Tests compile contracts written for them this way."""
     require_node_modules()
-    digest = source_hash()
-    cache = build_dir() / f"contracts-{digest}.json"
+    digest = source_hash(directory)
+    cache = build_dir() / f"{tag}-{digest}.json"
     if cache.exists() and not force:
         raw = json.loads(cache.read_text())
     else:
-        sources = {p.name: {"content": p.read_text()} for p in sorted(CONTRACTS_DIR.glob("*.sol"))}
+        sources = {p.name: {"content": p.read_text()} for p in sorted(directory.glob("*.sol"))}
         std_in = json.dumps({"language": "Solidity", "sources": sources, "settings": SETTINGS})
         proc = subprocess.run(
             ["node", str(EVM_DIR / "compile.mjs")], input=std_in, capture_output=True, text=True, timeout=600
@@ -109,7 +120,7 @@ def compile_contracts(*, force: bool = False) -> dict[str, Artifact]:
         raw = {"solc": result["version"], "contracts": {}}
         for file, contracts in result["output"]["contracts"].items():
             for name, c in contracts.items():
-                if name in CONTRACTS and file == f"{name}.sol":
+                if (names is None or name in names) and file == f"{name}.sol" and c["evm"]["bytecode"]["object"]:
                     raw["contracts"][name] = {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
@@ -119,8 +130,35 @@ def compile_contracts(*, force: bool = False) -> dict[str, Artifact]:
 
 
 def abi_document(artifacts: dict[str, Artifact]) -> str:
-    """The text of ``abi.json``: the ABIs the venue and data source load at run time."""
-    return json.dumps({n: artifacts[n].abi for n in CONTRACTS}, indent=1, sort_keys=True) + "\n"
+    """The text of ``abi.json``: the ABIs the venue and data source load at run time, and under
+    ``STANDARD_ERRORS`` every custom error of the OpenZeppelin release in ``node_modules``."""
+    doc = {n: artifacts[n].abi for n in CONTRACTS}
+    doc[STANDARD_ERRORS] = standard_errors()
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def standard_errors() -> list[dict[str, Any]]:
+    """Every custom error of the OpenZeppelin release in ``node_modules`` (its compiled
+    ``build/contracts``), one entry per signature: the venue and the data source decode reverts of
+    contracts they have no ABI of with these (``ERC20InsufficientBalance``, ``ERC4626ExceededMaxRedeem``,
+    ``OwnableUnauthorizedAccount``, ``EnforcedPause`` ...)."""
+    require_node_modules()
+    oz = NODE_MODULES / "@openzeppelin" / "contracts"
+    seen: dict[str, dict[str, Any]] = {}
+    for p in sorted((oz / "build" / "contracts").glob("*.json")):
+        for item in json.loads(p.read_text()).get("abi", []):
+            if item.get("type") != "error":
+                continue
+            sig = f"{item['name']}({','.join(_type(i) for i in item['inputs'])})"
+            seen.setdefault(sig, {k: item[k] for k in ("type", "name", "inputs")})
+    return [seen[k] for k in sorted(seen)]
+
+
+def _type(inp: dict[str, Any]) -> str:
+    t = inp["type"]
+    if t.startswith("tuple"):
+        return "(" + ",".join(_type(c) for c in inp["components"]) + ")" + t[5:]
+    return t
 
 
 def anvil_binary() -> Path:

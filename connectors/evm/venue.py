@@ -34,13 +34,30 @@ Keys. From an encrypted keystore file whose password is in an environment variab
 in an environment variable; the options hold only the *names*. The key is never logged, printed
 or stored; only signed transactions are.
 
-Asynchronous funds (``kind = "async"``: ERC-7540, or the cooldown variant described by the
-``asynchronous`` sub-options, see ``connectors.evm.async_requests``). An order becomes a request; it
-stays OPEN across cycles and restarts (never cancelled by ``reconcile``) until claimed. ``balances``
-polls the requests first (claims what is claimable) and reports what is still in flight as
-``Balances.pending`` (asset units at today's NAV): the cycle counts it in NAV and holds the asset
-fixed until it settles. Quotes are the NAV per share (``convertToAssets``; async previews revert).
-Not available in paper mode.
+Funds, side by side (``kind = "vault"`` or ``"async"``). Each side of a fund is synchronous (an
+ERC-4626 ``deposit``/``redeem`` at once) or asynchronous (an ERC-7540 request, claimed later) as the
+vault declares through ERC-165 (async deposit ``0xce3bbe50``, async redeem ``0x620ee8e4``, operators
+``0xe3bc4e65``; read once, a ``vault_sides`` info event says what was found), so one config covers
+plain ERC-4626 funds, sync-in/async-out, async-in/sync-out and fully asynchronous ones; the cooldown
+variant (``asynchronous = { kind = "cooldown", … }``) redeems by request. An order on an asynchronous
+side becomes a request (``connectors.evm.async_requests``: request ids from the request's event, any
+id; partial fulfilments claimed as they come, one fill each); it stays OPEN across cycles and restarts
+(never cancelled by ``reconcile``) until claimed. ``balances`` polls the requests first (claims what
+is claimable) and reports what is still in flight as ``Balances.pending`` (asset units at today's
+NAV): the cycle counts it in NAV and holds the asset fixed until it settles. A side's quote is its
+preview (fees included) when synchronous, the NAV per share (``convertToAssets``) when asynchronous
+(its previews revert). Paper mode simulates requests (fulfilled whole after
+``paper_async_settlement_hours``).
+
+Fund fees (``connectors.evm.fees``). A fund's entry or exit fee hides in the share price; each
+ERC-4626 fill measures it as assets paid − ``convertToAssets(shares)`` (redeem: the mirror) at the
+trade's block (paper: the simulated state), books it in ``fee`` at a price of the NAV per share, and
+marks it as ``product_fee`` (so is an issuer manager's fee): a cost kind of its own in the ledger.
+
+Decimals and ABIs. The quote token's and every asset's decimals are read from the chain at first
+use (``quote_decimals``/``decimals`` given are checked: a mismatch stops trading with an error).
+Reverts are decoded with the project's ABIs, every OpenZeppelin 5 error, and the ABIs (``abi``,
+``quote_abi``: JSON files) and error signatures (``errors``) of the config.
 
 Funding (``bot.components.FundingVenue``). The wallet receives the quote token at its own address
 (``deposit_address``; ``quote_asset`` is the code routes use for the token, its ``symbol()`` by
@@ -71,6 +88,7 @@ import json
 import logging
 import math
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -105,10 +123,22 @@ from bot.domain import (
 )
 from bot.errors import ConfigError, InsufficientFunds, InvalidOrder, TransferRefused, VenueError
 from bot.ledger import ChainTxRow, Ledger
-from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, VenueSender, _sig_abi
-from connectors.evm.chain import BlockIndex, RevertDecoder, Unreachable, abis, connect, rpc
+from connectors.evm.async_requests import AsyncAssetConfig, AsyncRequests, AsyncSides, VenueSender, _sig_abi
+from connectors.evm.chain import (
+    ERROR_SIGNATURE,
+    BlockIndex,
+    RevertDecoder,
+    Unreachable,
+    abis,
+    connect,
+    error_abi,
+    known_abis,
+    load_abi,
+    rpc,
+)
 from connectors.evm.data import traded_units
 from connectors.evm.eligibility import Eligibility, TokenEligibility, trade_transfers
+from connectors.evm.fees import SCALE, ProductFill, fill_dict, fill_from_dict, product_fee
 from connectors.evm.nonces import LIVE, NonceManager, NoncePlan, NoncePolicy, replacement
 from connectors.evm.price_rules import FeedRead, FeedRule, evaluate, read_feed
 from connectors.evm.routes import (
@@ -143,8 +173,18 @@ class Underpriced(VenueError):
 
 
 class EvmAssetConfig(ComponentConfig):
-    """One asset on the chain: fund shares (``vault``), a token traded on a pool (``pool``), or the
-    shares of an asynchronous fund (``async``: traded by request and claim)."""
+    """One asset on the chain: fund shares (``vault``), a token traded on a pool (``pool``), a fund
+    token of an issuer's manager (``manager``), a token on a Uniswap V2 pair (``univ2``), or the
+    shares of an asynchronous fund (``async``).
+
+    ``vault`` and ``async`` are the same kind of fund, side by side: each side is synchronous
+    (ERC-4626 ``deposit``/``redeem`` at once) or asynchronous (ERC-7540 request, claimed later) as the
+    vault declares through ERC-165 (async deposit ``0xce3bbe50``, async redeem ``0x620ee8e4``), so one
+    config covers sync-in/async-out, async-in/sync-out, fully async and plain ERC-4626 funds; ``async``
+    with ``asynchronous = { kind = "cooldown", … }`` is the request-then-claim-after-a-timestamp variant
+    (redemptions only). ``decimals`` is read from the token when not given (and checked when given);
+    ``abi`` (a JSON file: the ABI or an artifact holding it) and ``errors`` (signatures) add the
+    contract's own custom errors to those the venue decodes reverts with."""
 
     kind: Literal["vault", "pool", "async", "manager", "univ2"]
     address: str = Field(pattern=ADDRESS, description="the vault (its shares are the asset) or the token")
@@ -155,7 +195,9 @@ class EvmAssetConfig(ComponentConfig):
     routes: list[RouteSpec] = Field(
         default_factory=list, description="other ways to trade the same token: the cheapest for the size is taken"
     )
-    decimals: int = Field(default=18, ge=0, le=36)
+    decimals: int | None = Field(default=None, ge=0, le=36, description="None: read from the token's decimals()")
+    abi: str | None = Field(default=None, min_length=1, description="JSON file of the contract's ABI (its errors)")
+    errors: list[str] = Field(default_factory=list, description="custom error signatures, e.g. 'NotAllowed(address)'")
     permissioned: bool = Field(default=False, description="check ERC-3643 eligibility before trading")
     qty_step: float = Field(default=1e-6, gt=0)
     min_notional: float = Field(default=1.0, ge=0)
@@ -186,12 +228,20 @@ class EvmAssetConfig(ComponentConfig):
             raise ValueError("asynchronous is only for kind 'async'")
         if self.kind == "async":
             self.async_config()  # unknown or bad keys fail at load time
+        _check_errors(self.errors)
         return self
 
     def async_config(self) -> AsyncAssetConfig:
         if "vault" in self.asynchronous or "decimals" in self.asynchronous:
             raise ValueError("asynchronous: vault and decimals come from the asset's address and decimals")
-        return AsyncAssetConfig.model_validate({"vault": self.address, "decimals": self.decimals, **self.asynchronous})
+        dec = {} if self.decimals is None else {"decimals": self.decimals}
+        return AsyncAssetConfig.model_validate({"vault": self.address, **dec, **self.asynchronous})
+
+
+def _check_errors(signatures: list[str]) -> None:
+    bad = [e for e in signatures if not re.match(ERROR_SIGNATURE, e.strip())]
+    if bad:
+        raise ValueError(f"errors: {bad} are not error signatures like 'FeeTooHigh(uint256 bps, uint256 max)'")
 
 
 class GasPolicy(ComponentConfig):
@@ -207,7 +257,9 @@ class EvmVenueConfig(ComponentConfig):
     rpc_url: str = Field(min_length=1)
     chain_id: int = Field(ge=1)
     quote_token: str = Field(pattern=ADDRESS, description="the stablecoin cash is held in")
-    quote_decimals: int = Field(default=6, ge=0, le=36)
+    quote_decimals: int | None = Field(default=None, ge=0, le=36, description="None: the quote token's decimals()")
+    quote_abi: str | None = Field(default=None, min_length=1, description="JSON file of the quote token's ABI")
+    errors: list[str] = Field(default_factory=list, description="more custom error signatures to decode reverts")
     assets: dict[str, EvmAssetConfig] = Field(min_length=1)
     confirmations: int = Field(default=1, ge=1, le=100)
     gas: GasPolicy = Field(default_factory=GasPolicy)
@@ -263,6 +315,7 @@ class EvmVenueConfig(ComponentConfig):
             raise ValueError("paper mode needs account: the address whose trades are simulated")
         if self.keystore is not None and self.keystore_password_env is None:
             raise ValueError("keystore needs keystore_password_env: the variable holding its password")
+        _check_errors(self.errors)
         return self
 
 
@@ -401,7 +454,7 @@ class PaperJournal:
         if row is None:
             return None
         d = json.loads(row[0])
-        fills = tuple(Fill(**{**f, "time": datetime.fromisoformat(f["time"])}) for f in d["fills"])
+        fills = tuple(fill_from_dict(f) for f in d["fills"])
         return OrderState(d["client_id"], OrderStatus(d["status"]), d["filled_qty"], fills, d["venue_order_id"],
                           d["message"])  # fmt: skip
 
@@ -413,7 +466,7 @@ class PaperJournal:
         d = {
             "client_id": state.client_id, "status": state.status.value, "filled_qty": state.filled_qty,
             "venue_order_id": state.venue_order_id, "message": state.message,
-            "fills": [{**f.__dict__, "time": f.time.isoformat()} for f in state.fills],
+            "fills": [fill_dict(f) for f in state.fills],
         }  # fmt: skip
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
@@ -502,15 +555,16 @@ class EvmVenue:
                 self.pools[asset] = self.w3.eth.contract(
                     address=Web3.to_checksum_address(ac.pool), abi=a["ConstantProductPool"]
                 )
-            if ac.kind != "async":
-                specs: list[Any] = [ac, *ac.routes]
-                self.routes[asset] = [self._route(i, sp) for i, sp in enumerate(specs)]
+            specs: list[Any] = [ac, *ac.routes]
+            if ac.kind == "async":  # the synchronous side of a fund, if it has one, trades like a vault's
+                specs = [ac.model_copy(update={"kind": "vault"})]
+            self.routes[asset] = [self._route(i, sp) for i, sp in enumerate(specs)]
         self.feed = (
             self.w3.eth.contract(address=Web3.to_checksum_address(cfg.native_price_feed), abi=a["PriceFeed"])
             if cfg.native_price_feed
             else None
         )
-        self.decoder = RevertDecoder()
+        self.decoder = RevertDecoder(known_abis(configured_abis(cfg, where)))
         self.index = BlockIndex(self.w3)
         self.nonces = NonceManager(
             mined=lambda: self.w3.eth.get_transaction_count(self.address, "latest"),
@@ -525,15 +579,18 @@ class EvmVenue:
         self.premiums: dict[str, float] = {}  # last premium/discount of market to NAV, bps, per asset
         self._premium_reported: dict[str, float] = {}
         self._quote_symbol: str | None = None
-        self._quote_decimals_checked = False
+        self._quote_dec: int | None = None  # the quote token's decimals, read (and checked) at the first call
+        self._dec: dict[str, int] = {}  # each asset's decimals, read (and checked) at first use
+        self._sides_reported: set[str] = set()
         self._deposit_warned: set[str] = set()
         self.eligibility = Eligibility(self.w3, name, eligibility_tokens(cfg), emit=self.emit, now=self.clock.now)
-        asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind == "async"}
+        # every fund: each of its sides is synchronous or a request, as its ERC-165 answers say
+        asyncs = {n: ac.async_config() for n, ac in cfg.assets.items() if ac.kind in ("async", "vault")}
         self.async_: AsyncRequests | None = None
         if asyncs:
             self.async_ = AsyncRequests(
-                VenueSender(self), self.ledger, asyncs, quote_token=cfg.quote_token, quote_decimals=cfg.quote_decimals,
-                emit=self.emit, now=self.clock.now,
+                VenueSender(self), self.ledger, asyncs, quote_token=cfg.quote_token, emit=self.emit,
+                now=self.clock.now, unit=self._unit, quote_unit=lambda: self._q, decoder=self.decoder,
                 eligible=self.eligibility.for_async({n: c.vault for n, c in asyncs.items()}, self.address),
             )  # fmt: skip
 
@@ -594,13 +651,72 @@ class EvmVenue:
 
     def _rpc(self, what: str, fn: Any) -> Any:
         if not self._checked_chain:
-            cid = rpc(self.name, "eth_chainId", lambda: self.w3.eth.chain_id)
-            if cid != self.cfg.chain_id:
-                raise VenueError(
-                    self.name, f"node {self.cfg.rpc_url} is on chain {cid}, config says {self.cfg.chain_id}"
-                )
-            self._checked_chain = True
+            self._check_chain()
         return rpc(self.name, what, fn)
+
+    def _check_chain(self) -> None:
+        """Once: the node is on the configured chain, and the quote token's decimals are known (read from
+        it, or checked against ``quote_decimals``)."""
+        cid = rpc(self.name, "eth_chainId", lambda: self.w3.eth.chain_id)
+        if cid != self.cfg.chain_id:
+            raise VenueError(self.name, f"node {self.cfg.rpc_url} is on chain {cid}, config says {self.cfg.chain_id}")
+        try:
+            dec = int(rpc(self.name, "quote decimals", lambda: self.stable.functions.decimals().call()))
+        except (ContractLogicError, VenueError) as exc:
+            if isinstance(exc, VenueError) and exc.retryable:
+                raise
+            why = self.decoder.from_exception(exc) if isinstance(exc, ContractLogicError) else str(exc)
+            if self.cfg.quote_decimals is None:
+                raise VenueError(self.name, f"quote token {self.stable.address}: decimals() cannot be read ({why}); "
+                                 "set quote_decimals") from None  # fmt: skip
+            dec = self.cfg.quote_decimals
+        if self.cfg.quote_decimals is not None and dec != self.cfg.quote_decimals:
+            raise VenueError(self.name, f"quote token {self.stable.address} has {dec} decimals, quote_decimals says "
+                             f"{self.cfg.quote_decimals}: nothing is traded until they agree")  # fmt: skip
+        self._quote_dec = dec
+        self._checked_chain = True
+
+    def _decimals(self, asset: str) -> int:
+        """The asset token's decimals: read from its ``decimals()``; a configured value must agree."""
+        if asset in self._dec:
+            return self._dec[asset]
+        a, c = self._asset(asset), self.contracts[asset]
+        try:
+            dec: int | None = int(self._rpc(f"{asset} decimals", lambda: c.functions.decimals().call()))
+            why = ""
+        except (ContractLogicError, VenueError) as exc:
+            if isinstance(exc, VenueError) and exc.retryable:
+                raise
+            dec, why = None, self.decoder.from_exception(exc) if isinstance(exc, ContractLogicError) else str(exc)
+        if dec is None and a.decimals is None:
+            raise VenueError(self.name, f"asset {asset}: {c.address}.decimals() cannot be read ({why}); set decimals")
+        if dec is not None and a.decimals is not None and dec != a.decimals:
+            raise VenueError(self.name, f"asset {asset}: token {c.address} has {dec} decimals, its config says "
+                             f"{a.decimals}: nothing is traded until they agree")  # fmt: skip
+        self._dec[asset] = a.decimals if a.decimals is not None else int(dec)  # type: ignore[arg-type]
+        return self._dec[asset]
+
+    def _sides(self, asset: str) -> AsyncSides | None:
+        """A fund's ERC-165 answers (None for a token); reported once as a ``vault_sides`` info event."""
+        a = self._asset(asset)
+        if a.kind not in ("vault", "async") or self.async_ is None:
+            return None
+        if a.kind == "async" and a.async_config().kind == "cooldown":
+            return AsyncSides(False, False, False, True)
+        sides = self._rpc(f"{asset} supportsInterface", lambda: self.async_.detect(asset))  # type: ignore[union-attr]
+        if asset not in self._sides_reported and sides.erc165:  # a plain ERC-4626 fund says nothing
+            self._sides_reported.add(asset)
+            how = lambda b: "request (ERC-7540)" if b else "at once (ERC-4626)"  # noqa: E731
+            self._event("vault_sides", f"{asset}: subscriptions {how(sides.deposit)}, redemptions "
+                        f"{how(sides.redeem)}; operators {'supported' if sides.operator else 'not declared'}",
+                        Severity.INFO, asset=asset, deposit_async=sides.deposit, redeem_async=sides.redeem,
+                        operator=sides.operator, erc165=sides.erc165)  # fmt: skip
+        return sides
+
+    def _is_async(self, asset: str, side: str) -> bool:
+        """Whether this side of ``asset`` is traded by request and claim."""
+        sides = self._sides(asset)
+        return bool(sides is not None and (sides.deposit if side == "buy" else sides.redeem))
 
     def _event(self, kind: str, message: str, sev: Severity = Severity.WARNING, **data: Any) -> None:
         self.emit(RiskEvent(kind, sev, f"venue:{self.name}", message, self.clock.now(), None, data))
@@ -612,11 +728,14 @@ class EvmVenue:
             raise InvalidOrder(self.name, f"asset {asset} is not configured on this venue") from None
 
     def _unit(self, asset: str) -> int:
-        return 10 ** self._asset(asset).decimals
+        return 10 ** self._decimals(asset)
 
     @property
     def _q(self) -> int:
-        return 10**self.cfg.quote_decimals
+        if self._quote_dec is None:
+            self._check_chain()
+        assert self._quote_dec is not None
+        return 10**self._quote_dec
 
     def native_price(self) -> float:
         if self.cfg.native_price is not None:
@@ -656,19 +775,21 @@ class EvmVenue:
         fee = self.fee_bps(asset) / 1e4 if a.kind == "pool" else 0.0  # vault, async: NAV, no fee
         if a.kind in ("manager", "univ2"):
             fee = self._route_fee_bps(asset, self.routes[asset][0], "buy") / 1e4
-        return MarketInfo(asset, a.qty_step, a.qty_step, a.min_notional, 10.0**-self.cfg.quote_decimals, fee)
+        return MarketInfo(asset, a.qty_step, a.qty_step, a.min_notional, 1.0 / self._q, fee)
 
     def quote(self, asset: str) -> Quote:
         a = self._asset(asset)
         one = self._unit(asset)
         c = self.contracts[asset]
         try:
-            if a.kind == "async":  # previews revert on the async sides: requests settle at a later NAV
-                assert self.async_ is not None
-                bid = ask = self._rpc("convertToAssets", lambda: self.async_.nav_per_share(asset))  # type: ignore[union-attr]
-            elif a.kind == "vault":
-                bid = self._rpc("previewRedeem", lambda: c.functions.previewRedeem(one).call()) / self._q
-                ask = self._rpc("previewMint", lambda: c.functions.previewMint(one).call()) / self._q
+            if a.kind in ("vault", "async"):  # previews revert on an async side: requests settle at a later NAV
+                sides = self._sides(asset)
+                assert sides is not None
+                nav = lambda: self._rpc("convertToAssets", lambda: c.functions.convertToAssets(one).call())  # noqa: E731
+                bid = (nav() if sides.redeem else self._rpc("previewRedeem",
+                                                            lambda: c.functions.previewRedeem(one).call())) / self._q
+                ask = (nav() if sides.deposit else self._rpc("previewMint",
+                                                             lambda: c.functions.previewMint(one).call())) / self._q
             elif a.kind in ("manager", "univ2"):
                 bid, ask = self._route_quote(asset, self.routes[asset][0], one)
             else:
@@ -708,7 +829,7 @@ class EvmVenue:
             return self._transfer_volume(asset, r.pair.address if r.kind == "univ2" else ZERO, block)
         return traded_units(
             self.w3, self.name, "vault" if a.kind == "async" else a.kind, self.contracts[asset],
-            self.pools.get(asset), a.decimals,
+            self.pools.get(asset), self._decimals(asset),
             int(block["timestamp"]) - 3600, int(block["timestamp"]), int(block["number"]), self.index,
         )  # fmt: skip
 
@@ -808,10 +929,10 @@ class EvmVenue:
 
     def _prepare(self, order: Order, *, deadline: int) -> Prepared:
         """The order on its cheapest route for its size (the only one, for most assets)."""
-        a = self._asset(order.asset)
+        self._asset(order.asset)
         if not (order.qty > 0 and math.isfinite(order.qty)):
             raise InvalidOrder(self.name, f"order {order.client_id}: quantity {order.qty} is not positive")
-        if a.kind == "async":
+        if self._is_async(order.asset, order.side):
             raise InvalidOrder(self.name, f"order {order.client_id}: {order.asset} is traded by request, not at once")
         routes = self.routes[order.asset]
         if len(routes) == 1:
@@ -1032,7 +1153,7 @@ class EvmVenue:
         with self._lock:
             if self.journal is not None:
                 return self._paper_place(order)
-            if self._asset(order.asset).kind == "async":
+            if self._is_async(order.asset, order.side):
                 assert self.async_ is not None
                 return self._rpc("async request", lambda: self.async_.request(order))  # type: ignore[union-attr]
             rows = self.ledger.txs(venue=self.name, client_id=order.client_id)
@@ -1393,6 +1514,7 @@ class EvmVenue:
         c = self.contracts[asset]
         r = self._route_of(asset, receipt.get("to"))
         transfer_fee = 0.0  # quote value of the units a fee-on-transfer token kept
+        charged = 0.0  # the fund's own fee (entry/exit), measured: fees.py
         if r.kind == "vault":
             ev = c.events.Deposit() if row.side == "buy" else c.events.Withdraw()
             logs = [x for x in ev.process_receipt(receipt, errors=_DISCARD) if x["address"] == c.address]
@@ -1401,6 +1523,8 @@ class EvmVenue:
             args = logs[0]["args"]
             quote_amt, units = args["assets"], args["shares"]
             fee_bps = 0.0
+            nav_raw = self._nav_value(asset, units, int(receipt["blockNumber"]), row.client_id)
+            charged = product_fee(row.side, int(quote_amt), nav_raw) / self._q
         elif r.kind == "pool":
             p = r.pool
             logs = [x for x in p.events.Swap().process_receipt(receipt, errors=_DISCARD) if x["address"] == p.address]
@@ -1441,17 +1565,43 @@ class EvmVenue:
         qty = units / self._unit(asset)
         q = quote_amt / self._q
         if row.side == "buy":
-            fee = q * fee_bps / 1e4 + transfer_fee
+            fee = q * fee_bps / 1e4 + transfer_fee + charged
             price = (q - fee) / qty
             slippage = (price - row.decision_price) * qty
         else:
             gross_q = q / (1 - fee_bps / 1e4)
-            fee = gross_q - q + transfer_fee
+            fee = gross_q - q + transfer_fee + charged
             price = (q + fee) / qty
             slippage = (row.decision_price - price) * qty
-        return Fill(
-            f"tx:{row.tx_hash}", row.client_id, self.name, asset, row.side, qty, price, fee, slippage, when, gas
-        )
+        args = (f"tx:{row.tx_hash}", row.client_id, self.name, asset, row.side, qty, price, fee, slippage, when, gas)
+        if r.kind in ("vault", "manager"):  # a fund's or an issuer's fee: a cost kind of its own in the ledger
+            return ProductFill(*args, product_fee=charged if r.kind == "vault" else fee)
+        return Fill(*args)
+
+    def _nav_value(self, asset: str, shares: int, block: int | str, client_id: str) -> int:
+        """``convertToAssets(shares)`` at ``block``, in millionths of a raw quote unit (the
+        conversion is linear: ``shares · 10⁶`` converted, over 10⁶; the plain call if that reverts): what
+        the shares are worth at the fund's own valuation. A node that no longer has that block's state
+        (not an archive node) answers at the latest block instead, with a ``product_fee_estimated`` warning."""
+        c = self.contracts[asset]
+        conv = c.functions.convertToAssets
+        try:
+            try:
+                return int(self._rpc("convertToAssets", lambda: conv(shares * SCALE).call(block_identifier=block)))
+            except ContractLogicError:  # an overflow of the scaled amount
+                return SCALE * int(self._rpc("convertToAssets", lambda: conv(shares).call(block_identifier=block)))
+        except ContractLogicError as exc:
+            raise VenueError(self.name, f"{asset}: {c.address}.convertToAssets({shares}) at block {block} reverts: "
+                             f"{self.decoder.from_exception(exc)}") from None  # fmt: skip
+        except Unreachable:
+            raise
+        except VenueError as exc:
+            if block == "latest":
+                raise
+            msg = (f"{asset}: order {client_id}: the state of block {block} is not available ({exc}); its fund "
+                   "fee is measured at the latest block")  # fmt: skip
+            self._event("product_fee_estimated", msg, client_id=client_id)
+            return self._nav_value(asset, shares, "latest", client_id)
 
     def _resume(self, client_id: str) -> OrderState:
         """An order sent before: wait for what is pending, never send it again."""
@@ -1590,12 +1740,6 @@ class EvmVenue:
 
     def _raw_amount(self, amount: float) -> int:
         """``amount`` in the token's smallest unit, from its decimal form (1.1 is 1_100_000, not 1_099_999)."""
-        if not self._quote_decimals_checked:
-            dec = int(self._rpc("decimals", lambda: self.stable.functions.decimals().call()))
-            if dec != self.cfg.quote_decimals:
-                raise VenueError(self.name, f"quote token {self.stable.address} has {dec} decimals, quote_decimals "
-                                 f"says {self.cfg.quote_decimals}: no transfer is sent until they agree")  # fmt: skip
-            self._quote_decimals_checked = True
         return int((Decimal(repr(amount)) * self._q).to_integral_value(ROUND_HALF_UP))
 
     def send_transfer(self, transfer: Transfer) -> TransferState:
@@ -1633,7 +1777,7 @@ class EvmVenue:
             gas_wei = gas_limit * max_fee
             if tok < amount_raw or wei < gas_wei:
                 short = [w for w, s in ((sym, tok < amount_raw), ("gas", wei < gas_wei)) if s]
-                dec = self.cfg.quote_decimals
+                dec = self._quote_dec
                 raise TransferRefused(
                     self.name,
                     f"transfer {t.client_id}: short of {' and '.join(short)}: needs {amount_raw / self._q:,.{dec}f} "
@@ -1828,7 +1972,7 @@ class EvmVenue:
         costed; what it takes leaves the paper account now, the shares or cash arrive when it settles."""
         assert self.journal is not None and self.async_ is not None
         a = self._asset(order.asset)
-        c = self.contracts[order.asset]
+        c = self.async_.vaults[order.asset]
         me = self.address
         nav = self._rpc("convertToAssets", lambda: self.async_.nav_per_share(order.asset))  # type: ignore[union-attr]
         bal = self.journal.balances()
@@ -1876,7 +2020,7 @@ class EvmVenue:
         pending = self._paper_requests()
         if order.client_id in pending:
             return pending[order.client_id]
-        if self._asset(order.asset).kind == "async":
+        if self._is_async(order.asset, order.side):
             return self._paper_request(order)
         block = self._latest()
         prep = self._prepare(order, deadline=int(block["timestamp"]) + self.cfg.deadline_s)
@@ -1904,22 +2048,31 @@ class EvmVenue:
         out = int.from_bytes(bytes(out_raw)[:32], "big") if len(bytes(out_raw)) >= 32 else prep.expected_out
         base = int(block.get("baseFeePerGas") or 0)
         gas_quote = gas * min(max_fee, base + prio) / 1e18 * self.native_price()
-        fee_bps = self._route_fee_bps(order.asset, self.routes[order.asset][prep.route], prep.side)
+        route = self.routes[order.asset][prep.route]
+        fee_bps = self._route_fee_bps(order.asset, route, prep.side)
+        charged = 0.0  # the fund's own fee, measured on the state the trade was simulated on
+        if route.kind == "vault":
+            shares = out if prep.side == "buy" else prep.qty_raw
+            nav_raw = self._nav_value(order.asset, shares, int(block["number"]), order.client_id)
+            charged = product_fee(prep.side, prep.amount_in if prep.side == "buy" else out, nav_raw) / self._q
         if prep.side == "buy":
             units, q = out / self._unit(order.asset), prep.amount_in / self._q
-            fee = q * fee_bps / 1e4
+            fee = q * fee_bps / 1e4 + charged
             price = (q - fee) / units
             slippage = (price - order.decision_price) * units
             cash_delta = -(q + gas_quote)
         else:
             units, q = prep.qty_raw / self._unit(order.asset), out / self._q
             gross = q / (1 - fee_bps / 1e4)
-            fee, price = gross - q, gross / units
+            fee = gross - q + charged
+            price = (q + fee) / units
             slippage = (order.decision_price - price) * units
             cash_delta = q - gas_quote
         now = self.clock.now()
-        fill = Fill(f"paper:{order.client_id}", order.client_id, self.name, order.asset, order.side, units, price,
-                    fee, slippage, now, gas_quote)  # fmt: skip
+        args = (f"paper:{order.client_id}", order.client_id, self.name, order.asset, order.side, units, price, fee,
+                slippage, now, gas_quote)  # fmt: skip
+        fill = (ProductFill(*args, product_fee=charged if route.kind == "vault" else fee)
+                if route.kind in ("vault", "manager") else Fill(*args))  # fmt: skip
         state = OrderState(order.client_id, OrderStatus.FILLED, units, (fill,), f"paper-{order.client_id}",
                            f"simulated by eth_call at block {block['number']}, {gas} gas")  # fmt: skip
         self.journal.book(state, order.asset, cash_delta, units if prep.side == "buy" else -units)
@@ -1937,6 +2090,21 @@ class EvmVenue:
         if prep.spender is not None:
             diff[_slot(prep.spender, _slot_int(me, aslot))] = _word(prep.amount_in)
         return {token: {"stateDiff": diff}}
+
+
+def configured_abis(cfg: EvmVenueConfig, where: str) -> dict[str, list[dict[str, Any]]]:
+    """The ABIs and error signatures of the config (the quote token's, each asset's), for decoding reverts."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if cfg.quote_abi is not None:
+        out["quote token"] = load_abi(cfg.quote_abi, f"{where}.quote_abi")
+    if cfg.errors:
+        out["venue errors"] = [error_abi(e) for e in cfg.errors]
+    for name, a in cfg.assets.items():
+        if a.abi is not None:
+            out[f"asset {name}"] = load_abi(a.abi, f"{where}.assets.{name}.abi")
+        if a.errors:
+            out[f"asset {name} errors"] = [error_abi(e) for e in a.errors]
+    return out
 
 
 def eligibility_tokens(cfg: EvmVenueConfig) -> dict[str, TokenEligibility]:
