@@ -18,6 +18,7 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -118,6 +119,12 @@ def fail(exc: Exception) -> NoReturn:
     raise typer.Exit(2)
 
 
+def exit_failing(reason: str) -> NoReturn:
+    """Print ``error: …`` on one line on stderr and exit 1: the cycle ran and failed (``bot.outcome``)."""
+    err.print(f"[bold red]error:[/] {escape(reason)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
 def _pct(x: float) -> str:
     return f"{x:7.2%}"
 
@@ -127,6 +134,8 @@ def print_report(report: Any, detail: bool = False) -> None:
         f"[bold]{report.key}[/] {report.status:8} NAV {report.nav:,.2f}  σ_p {report.sigma_p_annual:.2%}/yr  "
         f"orders {report.orders} fills {report.fills}  fees {report.fees:,.2f}  slippage {report.slippage:,.2f}"
     )
+    if getattr(report, "in_flight", 0):
+        line += f"  [yellow]in flight {report.in_flight}[/]"
     if report.message:
         line += f"  [dim]{report.message[:160]}[/]"
     console.print(line, highlight=False)
@@ -161,6 +170,7 @@ def run(
     from bot.cycle import Engine
     from bot.daemon import Daemon
     from bot.ledger import DaemonLock
+    from bot.outcome import cycle_failure
 
     setup_logging(verbose)
     try:
@@ -181,8 +191,11 @@ def run(
                     with engine.clock.hold():  # on a simulated clock the cycle takes no simulated time
                         report = engine.run_cycle()
                     print_report(report, detail=True)
+                    failure = cycle_failure(report, engine.ledger, engine.c.venues)
                 finally:
                     engine.close()
+                if failure:  # the cycle failed, or every venue did: scripts and cron must not see success
+                    exit_failing(failure)
                 return
             until = engine.clock.now() + timedelta(hours=hours) if hours is not None else None
             console.print(
@@ -236,6 +249,7 @@ def backtest(
     ``--fast`` runs the same stage functions on arrays (bot/fast.py: paper venues only, no 5-minute
     monitor), ``--research`` also skips the ledger."""
     from bot.backtest import run_backtest
+    from bot.outcome import ledger_failure
 
     setup_logging(verbose, logging.ERROR)
     tmp = None
@@ -273,6 +287,7 @@ def backtest(
                                       on_cycle=lambda k: progress.update(task, advance=1))  # fmt: skip
             else:
                 s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
+        failure = ledger_failure(cfg.bot.ledger, cfg.venues)  # read before the temporary ledger goes
     except (RwabotError, ValueError) as exc:
         fail(exc)
     finally:
@@ -331,6 +346,8 @@ def backtest(
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    if failure:
+        exit_failing(failure)
 
 
 def _bar_of(cfg: Config) -> timedelta | None:
@@ -373,7 +390,9 @@ def _bounds_text(bounds: dict[str, dict[str, float]]) -> str:
 @app.command()
 def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = None) -> None:
     """Print the last cycle, NAV, weights against targets, risk contributions and costs to date."""
+    from bot.inflight import in_flight_count
     from bot.ledger import Ledger
+    from bot.outcome import cycle_failure
 
     try:
         cfg = _load(config, ledger)
@@ -394,6 +413,9 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
             + (f"; {last.message}" if last.message else ""),
             highlight=False,
         )
+        failure = cycle_failure(last, led, cfg.venues)
+        console.print(f"health: {'failing: ' + failure if failure else 'ok'}; orders in flight: "
+                      f"{in_flight_count(led)}", highlight=False, markup=False)  # fmt: skip
         if snap is not None:
             per_venue = ", ".join(f"{v} {c:,.2f}" for v, c in sorted(snap.cash_by_venue.items()))
             console.print(

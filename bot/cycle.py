@@ -50,6 +50,7 @@ from bot.errors import (
     TransferRefused,
     VenueError,
 )
+from bot.inflight import follow_in_flight, in_flight_count
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow, utc
 from bot.plugins import Registration, Registry, make_plugin_manager
 from bot.riskmath import annualise_sigma, log_returns, portfolio_sigma, rc_dispersion, risk_contributions
@@ -1125,6 +1126,7 @@ class Engine:
             fees=float(sum(f.fee for f in fills)),
             slippage=float(sum(f.slippage for f in fills)),
             message=message or row.message,
+            in_flight=in_flight_count(self.ledger, row.key),
         )
 
     # -- the risk monitor -------------------------------------------------------------------------------
@@ -1152,6 +1154,9 @@ class Engine:
         afternoon gives one emergency rebalance, not one every few minutes.
         """
         now = now or self.clock.now()
+        # orders still open at a venue are booked as they fill, not at the next cycle or restart
+        follow_in_flight(self.ledger, self.c.venues, on_fill=lambda f: self._notify("rwabot_fill", fill=f),
+                         emit=self.emit, now=now)  # fmt: skip
         threshold = self.cfg.risk.vol_threshold_annual
         try:
             sigma = self.forecast_sigma(now)

@@ -395,6 +395,7 @@ class CycleReport:
     fees: float
     slippage: float
     message: str = ""
+    in_flight: int = 0  # legs of this cycle a venue accepted and has not finished (followed at every tick)
 
 
 def check_prices(assets: Sequence[str], prices: np.ndarray, where: str) -> None:

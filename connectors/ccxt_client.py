@@ -16,6 +16,11 @@ the answer.
 
 Credentials are read from the environment variables the config *names*; the values are handed to
 ccxt and never logged, stored or echoed in an error message.
+
+Replies are checked before anyone reads them: an answer that is not the exchange's JSON (a proxy's,
+CDN's or maintenance page with status 200) is ``ccxt.BadResponse``, a transient fault, whatever ccxt
+made of it (an empty order list, an order without an id, "order not found"); so is a reply ccxt
+could not parse at all. A create answered that way is therefore an ambiguous outcome, never a result.
 """
 
 from __future__ import annotations
@@ -257,8 +262,10 @@ class CcxtClient:
     def _new(self) -> ccxt.Exchange:
         cls = getattr(ccxt, self.cfg.exchange)
         options: dict[str, Any] = {
-            # spot only: do not load futures/options markets we never trade (and never need to reach)
+            # spot only: do not load futures/options markets we never trade (and never need to reach), and
+            # calls without a symbol (open orders at reconcile, the balance) mean the spot account
             "fetchMarkets": {"types": ["spot"]},
+            "defaultType": "spot",
             "fetchCurrencies": False,
             "fetchMargins": False,
             "warnOnFetchOpenOrdersWithoutSymbol": False,
@@ -268,6 +275,7 @@ class CcxtClient:
         ex: ccxt.Exchange = cls(
             {"enableRateLimit": False, "timeout": self.cfg.timeout_ms, "options": options, **self._credentials}
         )
+        ex.enableLastJsonResponse = True  # what ``send`` checks: was the answer the exchange's JSON?
         if self.cfg.api_urls:
             ex.urls["api"] = override_urls(ex.urls["api"], self.cfg.api_urls)
         if self._markets is not None:
@@ -309,11 +317,31 @@ class CcxtClient:
         return self._rng.uniform(0.0, cap)
 
     def send(self, fn: Callable[[ccxt.Exchange], T]) -> T:
-        """One request: wait for the shared limiter's slot, then ``fn(exchange)`` (no retry)."""
+        """One request: wait for the shared limiter's slot, then ``fn(exchange)`` (no retry).
+
+        An answer that is not JSON (an HTML page with status 200), or that ccxt could not parse, raises
+        ``ccxt.BadResponse`` (transient): nothing ccxt made of it is returned, not even its "not found"."""
         self.limiter.acquire()
         ex = self.ex
         ex.last_response_headers = None  # so a Retry-After read after a fault is this request's
-        return fn(ex)
+        ex.last_http_response = ex.last_json_response = None  # and a reply checked below is this call's
+        try:
+            out = fn(ex)
+        except TRANSIENT:
+            raise
+        except ccxt.BaseError as exc:
+            if not _json_reply(ex):
+                raise ccxt.BadResponse(f"{self.cfg.exchange}: {type(exc).__name__} from an answer that is not "
+                                       f"its JSON: {_snippet(ex)}") from exc  # fmt: skip
+            raise
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError) as exc:
+            if ex.last_http_response is None:
+                raise  # no answer was read: not the exchange's doing
+            raise ccxt.BadResponse(f"{self.cfg.exchange}: unparseable answer ({type(exc).__name__}: {exc}): "
+                                   f"{_snippet(ex)}") from exc  # fmt: skip
+        if not _json_reply(ex):
+            raise ccxt.BadResponse(f"{self.cfg.exchange}: the answer is not its JSON: {_snippet(ex)}")
+        return out
 
     def honour_retry_after(self, what: str, exc: BaseException) -> None:
         """After a transient fault: if the answer carried ``Retry-After``, pause the shared limiter
@@ -368,6 +396,19 @@ class CcxtClient:
         if isinstance(exc, TRANSIENT):
             return VenueError(self.name, msg, retryable=True)
         return VenueError(self.name, msg, retryable=False)
+
+
+def _json_reply(ex: ccxt.Exchange) -> bool:
+    """The last answer was JSON, or empty, or none was read (the request failed before an answer)."""
+    body = ex.last_http_response
+    if body is None or (isinstance(body, str) and not body.strip()):
+        return True
+    return ex.last_json_response is not None
+
+
+def _snippet(ex: ccxt.Exchange, limit: int = 80) -> str:
+    body = " ".join(str(ex.last_http_response or "").split())
+    return repr(body if len(body) <= limit else body[:limit] + "…")
 
 
 def short(exc: BaseException, limit: int = 300) -> str:

@@ -5,13 +5,31 @@ Registered twice: as the venue ``ccxt`` and as the data source ``ccxt``.
 Venue, live. An order is rounded with ccxt's own helpers (``amount_to_precision``,
 ``price_to_precision``) and checked against the market's minimum amount and cost before anything
 is sent. It goes out as a limit at the touch ± ``limit_offset_bps`` (or a market order) with the
-cycle's deterministic client order id, is polled until filled or ``order_timeout_s``, and the rest
-is cancelled; fills come from the exchange's trades (fees converted to the quote currency,
-slippage against ``Order.decision_price``).
+cycle's deterministic client order id. Its state comes from lookups, never from the create's reply
+alone (OKX and Bybit answer a create with the ids only): ``fetch_order``, or where ccxt lacks or
+refuses it (Bybit's unified account) the symbol's open, closed and cancelled orders, then its trades,
+by client id or id. It is followed every ``poll_interval_s`` until closed or ``order_timeout_s``, the
+rest is cancelled (by the exchange's order id, which every unified ``cancel_order`` takes) and the order
+followed ``settle_timeout_s`` more; one still not final then is returned in flight (``OPEN``) and later
+cycles follow it (``reconcile``, ``follow_order``). Fills come from the exchange's trades (each fee in
+its currency, converted to the quote; a fee in the asset bought moves the position by the net amount;
+slippage against ``Order.decision_price``), or, where ccxt has no trade endpoint for the exchange, from
+the final order's filled amount and average price. Trades that do not add up to the order's filled
+amount yet keep it in flight with the trades seen so far (their ids are the exchange's: none is booked
+twice). Only ccxt's unified calls are used; per-exchange behaviour is ccxt's options
+(``exchange_options``).
+
+Replies are checked. A create or lookup answered with something that is not an order of this client id
+with a string id (no id, another order's, ``None``), or with something that is not the exchange's JSON
+at all (an HTML page with status 200, ``CcxtClient.send``), is an ambiguous outcome, as a timeout is: the
+order is looked up by client id before anything else, and the id the ledger gets is the exchange's.
+Every credential ccxt says the exchange requires needs an option naming its variable
+(``check_required_credentials``): a missing passphrase stops the start, not each cycle.
 
 Nothing is doubled. Each order is written to the venue's own journal (SQLite under the state dir)
-*before* it is sent, so ``fetch_order(client_id)`` knows the symbol and the decision price after a
-restart and ``None`` really means "never sent". A transient fault on creation is ambiguous (the
+*before* it is sent (and the exchange's order id once a checked reply gives it), so
+``fetch_order(client_id)`` knows the symbol and the decision price after a restart and ``None`` really
+means "never sent". A transient fault on creation is ambiguous (the
 exchange may have accepted the order before the connection died), so the order is looked up by
 client id before any resend, and a resend reuses the client id, which the exchange refuses to
 accept twice. Transient faults are retried a bounded number of times with jittered backoff; then
@@ -80,7 +98,7 @@ from bot.domain import (
     TransferState,
     TransferStatus,
 )
-from bot.errors import DataError, InsufficientFunds, InvalidOrder, TransferRefused, VenueError
+from bot.errors import ConfigError, DataError, InsufficientFunds, InvalidOrder, TransferRefused, VenueError
 from bot.hookspecs import hookimpl
 from connectors.ccxt_client import TRANSIENT, CcxtClient, CcxtConnection, read_credentials, short
 from connectors.paper_network import PaperNetwork
@@ -98,11 +116,21 @@ class CcxtVenueConfig(CcxtConnection):
     paper: bool = Field(default=False, description="simulate fills on the real book; public endpoints only")
     api_key_env: str | None = Field(default="RWABOT_CCXT_API_KEY", min_length=1)
     secret_env: str | None = Field(default="RWABOT_CCXT_SECRET", min_length=1)
-    password_env: str | None = Field(default=None, min_length=1, description="for exchanges with a passphrase")
+    password_env: str | None = Field(
+        default=None, min_length=1, description="the API key's passphrase (ccxt's password: OKX, KuCoin, Bitget…)"
+    )
+    uid_env: str | None = Field(default=None, min_length=1, description="ccxt's uid, for exchanges that need one")
     order_type: Literal["limit", "market"] = "limit"
     limit_offset_bps: float = Field(default=5.0, ge=-100, le=1000, description="buy at ask·(1+o), sell at bid·(1−o)")
-    order_timeout_s: float = Field(default=30.0, gt=0, le=3600, description="then the rest is cancelled")
-    poll_interval_s: float = Field(default=1.0, ge=0, le=60)
+    order_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="an order not closed by then is cancelled (the rest of it)"
+    )
+    poll_interval_s: float = Field(default=1.0, ge=0, le=60, description="between two lookups of an order")
+    settle_timeout_s: float = Field(
+        default=10.0, ge=0, le=3600,
+        description="after the cancel, how long the order is followed to a final state; one still open then "
+        "stays in flight and is followed by later cycles",
+    )  # fmt: skip
     taker_fee: float | None = Field(default=None, ge=0, lt=0.05, description="default: the market's fee schedule")
     max_concurrent_orders: int = Field(default=4, ge=1, le=64, description="legs of one side sent at once")
     client_order_id_param: str = Field(default="clientOrderId", description="ccxt's unified client id parameter")
@@ -150,6 +178,26 @@ def _step(precision: float | None, mode: int) -> float:
     return 1e-8  # significant digits: no fixed step; ccxt's helpers still round every order
 
 
+CREDENTIAL_OPTIONS = {"apiKey": "api_key_env", "secret": "secret_env", "password": "password_env", "uid": "uid_env"}
+"""ccxt's credential fields -> the venue option naming the environment variable that holds each."""
+
+
+def check_required_credentials(exchange: str, env: Mapping[str, str | None], where: str) -> None:
+    """Every credential ccxt says ``exchange`` requires (its ``requiredCredentials``) has an option naming
+    its environment variable: a missing passphrase stops the start, not every cycle at the exchange."""
+    cls = getattr(ccxt, exchange, None)
+    required = (cls().requiredCredentials if cls is not None else None) or {}  # set by each exchange's describe()
+    for field_name, needed in required.items():
+        if not needed or env.get(field_name):
+            continue
+        option = CREDENTIAL_OPTIONS.get(field_name)
+        what = {"password": "password (the API key's passphrase)"}.get(field_name, field_name)
+        if option is None:
+            raise ConfigError(f"{where}: ccxt's {exchange} requires a {what}, which the ccxt venue does not pass")
+        raise ConfigError(f"{where}: ccxt's {exchange} requires a {what}: set {option} to the name of the "
+                          "environment variable that holds it")  # fmt: skip
+
+
 def symbol_of(cfg: CcxtConnection, asset: str) -> str:
     return cfg.symbols.get(asset, f"{asset}/{cfg.quote}")
 
@@ -180,6 +228,10 @@ class Journal:
                 fill_id TEXT PRIMARY KEY, client_id TEXT, price REAL, qty REAL, fee REAL, slippage REAL);
             """
         )
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(sent)")}
+        if "order_id" not in columns:  # journals written before the exchange's order id was kept
+            with self.tx() as db:
+                db.execute("ALTER TABLE sent ADD COLUMN order_id TEXT")
         if paper_cash is not None:
             with self.tx():
                 self.db.execute("INSERT OR IGNORE INTO paper_balance VALUES (?, ?)", (CASH, paper_cash))
@@ -195,12 +247,26 @@ class Journal:
                 raise
             self.db.execute("COMMIT")
 
-    def record(self, order: Order, symbol: str) -> None:
+    def record(self, order: Order, symbol: str, created: float) -> None:
+        """The order's intent, before it is sent; ``created``: the bot clock's POSIX time (where history
+        lookups start)."""
         with self.tx() as db:
             db.execute(
-                "INSERT OR IGNORE INTO sent VALUES (?,?,?,?,?,?,?)",
-                (order.client_id, order.asset, symbol, order.side, order.qty, order.decision_price, time.time()),
+                "INSERT OR IGNORE INTO sent (client_id, asset, symbol, side, qty, decision_price, created) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (order.client_id, order.asset, symbol, order.side, order.qty, order.decision_price, created),
             )
+
+    def set_order_id(self, client_id: str, order_id: str) -> None:
+        """The exchange's id of the order, once a checked reply says it."""
+        with self.tx() as db:
+            db.execute("UPDATE sent SET order_id=? WHERE client_id=? AND order_id IS NULL", (order_id, client_id))
+
+    def order_id(self, client_id: str) -> tuple[str | None, float | None]:
+        """The exchange's id of the order (None until known) and when it was journalled."""
+        with self._lock:
+            row = self.db.execute("SELECT order_id, created FROM sent WHERE client_id=?", (client_id,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
 
     def get(self, client_id: str, venue: str) -> tuple[Order, str] | None:
         """The order as it was sent, and its symbol; None if it was never sent."""
@@ -232,7 +298,8 @@ class Journal:
         return None if row is None else SentTransfer(*row)
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:  # never under a thread still writing (sqlite3 would crash the process, not raise)
+            self.db.close()
 
 
 @dataclass(frozen=True)
@@ -262,6 +329,35 @@ WITHDRAWAL_STATUS = {
 """ccxt's unified transaction status → the transfer's, as the source sees it."""
 
 
+STATUS = {
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.CANCELED,
+    "rejected": OrderStatus.REJECTED,
+}
+"""ccxt's unified order status -> the leg's; any other (None: a reply without one) is in flight."""
+
+
+OTHER_ORDER = object()
+"""A lookup by client id answered with another order: the client id did not reach the exchange."""
+
+
+def _final(o: Mapping[str, Any]) -> bool:
+    return o.get("status") in ("closed", "canceled", "expired", "rejected")
+
+
+def _pos(x: Any) -> bool:
+    try:
+        return float(x) > 0 and math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
+
+
 class CcxtVenue:
     """A spot account on a ccxt exchange (or a paper account on its real order book)."""
 
@@ -279,11 +375,12 @@ class CcxtVenue:
         self.emit = ctx.emit
         creds: dict[str, str] = {}
         if not cfg.paper:
-            creds = read_credentials(
-                {"apiKey": cfg.api_key_env, "secret": cfg.secret_env, "password": cfg.password_env},
-                f"venues.{name}.options",
-            )
+            env = {"apiKey": cfg.api_key_env, "secret": cfg.secret_env, "password": cfg.password_env,
+                   "uid": cfg.uid_env}  # fmt: skip
+            check_required_credentials(cfg.exchange, env, f"venues.{name}.options")
+            creds = read_credentials(env, f"venues.{name}.options")
         self.client = CcxtClient(name, cfg, credentials=creds, sleep=sleep)
+        self._fetch_order = bool(self.client.has.get("fetchOrder"))  # False once ccxt refuses it (Bybit UTA)
         self.max_concurrent_orders = cfg.max_concurrent_orders
         self.journal = Journal(Path(ctx.state_dir) / f"ccxt-{name}.sqlite", cfg.paper_cash if cfg.paper else None)
         self._assets = {symbol_of(cfg, a): a for a in ctx.assets}
@@ -386,7 +483,14 @@ class CcxtVenue:
         return symbol, amount, (price if self.cfg.order_type == "limit" else None)
 
     def place_order(self, order: Order) -> OrderState:
-        """Send once per client id, wait for the fills (or the timeout), cancel the rest."""
+        """Send once per client id, follow the order to a final state (or the timeout), cancel the rest.
+
+        The order's state comes from lookups, never from the create's reply alone (OKX and Bybit answer a
+        create with the ids only): it is polled every ``poll_interval_s`` until closed or
+        ``order_timeout_s``, then the rest is cancelled and the order followed ``settle_timeout_s`` more.
+        One that is still not final then (a cancel the exchange has not carried out, an order its index
+        does not show yet) is returned ``OPEN``, in flight: later cycles follow it (``reconcile``,
+        ``follow_order``) and book its fills when they are known."""
         if self.cfg.paper:
             return self._paper_place(order)
         self.client.markets()
@@ -397,11 +501,18 @@ class CcxtVenue:
                 return self._settle(known[0], known[1], found)
         symbol, amount, price = self._prepare(order)
         sent = Order(order.client_id, order.cycle_key, self.name, order.asset, order.side, amount, order.decision_price)
-        self.journal.record(sent, symbol)  # the intent is durable before the exchange sees anything
+        # the intent is durable before the exchange sees anything
+        self.journal.record(sent, symbol, self.clock.now().timestamp())
         created = self._create(sent, symbol, amount, price)
         return self._settle(sent, symbol, created)
 
     def _create(self, order: Order, symbol: str, amount: float, price: float | None) -> dict[str, Any]:
+        """The accepted order (as the create answered it, or as a lookup by client id found it).
+
+        A reply that is not an order of this client id with an id (``_checked``), or not the exchange's
+        JSON at all (``CcxtClient.send``), is as ambiguous as a timeout: the exchange may hold the order.
+        It is looked up by client id before anything else, and a resend reuses the client id, which the
+        exchange refuses to accept twice."""
         cid = order.client_id
         params = {self.cfg.client_order_id_param: cid}
         if self.cfg.order_type == "limit":
@@ -409,9 +520,12 @@ class CcxtVenue:
         attempt = 0
         while True:
             try:
-                return self.client.send(
+                reply = self.client.send(
                     lambda ex: ex.create_order(symbol, self.cfg.order_type, order.side, amount, price, params)
                 )
+                o = self._checked(reply, cid)
+                self.journal.set_order_id(cid, str(o["id"]))
+                return o
             except ccxt.InsufficientFunds as exc:
                 raise InsufficientFunds(self.name, f"order {cid} refused (InsufficientFunds): {short(exc)}") from exc
             except (ccxt.InvalidOrder, ccxt.BadRequest) as exc:
@@ -423,13 +537,16 @@ class CcxtVenue:
                     return found
                 raise InvalidOrder(self.name, f"order {cid} refused ({type(exc).__name__}): {short(exc)}") from exc
             except TRANSIENT as exc:
-                # ambiguous: the exchange may have accepted it before the fault. Ask before any resend
-                # (after the Retry-After of a rate-limit answer, which the lookup waits for too).
+                # ambiguous: the exchange may have accepted it before the fault, or behind a reply that does
+                # not say so. Ask before any resend (after the Retry-After of a rate-limit answer, which the
+                # lookup waits for too).
+                if isinstance(exc, ccxt.BadResponse):
+                    self._report_bad_reply(f"create {cid}", exc)
                 self.client.honour_retry_after(f"order {cid}", exc)
                 found = self._lookup(symbol, cid)
                 if found is not None:
-                    log.warning("venue %s: create %s failed with %s but the order exists; not resent", self.name,
-                                cid, type(exc).__name__)  # fmt: skip
+                    log.warning("venue %s: create %s failed with %s but the order exists (id %s); not resent",
+                                self.name, cid, type(exc).__name__, found["id"])  # fmt: skip
                     return found
                 if attempt >= self.cfg.max_retries:
                     raise VenueError(
@@ -444,51 +561,144 @@ class CcxtVenue:
             except ccxt.BaseError as exc:
                 raise self.client.map_error(f"order {cid}", exc) from exc
 
-    def _lookup(self, symbol: str, cid: str) -> dict[str, Any] | None:
-        """The exchange's order by client id, or None if it never accepted one (retried on faults)."""
+    def _report_bad_reply(self, what: str, exc: BaseException) -> None:
+        msg = f"{what}: {self.cfg.exchange} answered something that is not an order reply ({short(exc, 200)}); " \
+              "looking the order up by its client id"  # fmt: skip
+        log.warning("venue %s: %s", self.name, msg)
+        self.emit(RiskEvent("venue_bad_reply", Severity.WARNING, f"venue:{self.name}", msg, self.clock.now()))
 
-        def get(ex: ccxt.Exchange) -> dict[str, Any] | None:
-            try:
-                return ex.fetch_order("", symbol, {self.cfg.client_order_id_param: cid})
-            except ccxt.OrderNotFound:
-                return None
-
-        return self.client.call(f"lookup {cid}", get)
-
-    def _cancel(self, symbol: str, cid: str) -> dict[str, Any]:
-        def cancel(ex: ccxt.Exchange) -> None:
-            try:
-                ex.cancel_order("", symbol, {self.cfg.client_order_id_param: cid})
-            except ccxt.OrderNotFound:
-                pass  # filled or cancelled meanwhile: the lookup below tells which
-
-        self.client.call(f"cancel {cid}", cancel)
-        o = self._lookup(symbol, cid)
-        if o is None:
-            raise VenueError(self.name, f"order {cid} vanished after cancel", retryable=True)
+    def _checked(self, o: Any, cid: str, oid: str | None = None) -> dict[str, Any]:
+        """``o`` if it is an order of client id ``cid`` (and id ``oid`` when known) with a non-empty string id;
+        else ``ccxt.BadResponse``: a reply without an id, or another order's, says nothing about ours."""
+        if not isinstance(o, dict):
+            raise ccxt.BadResponse(f"order {cid}: the reply is a {type(o).__name__}, not an order")
+        got = o.get("id")
+        if not isinstance(got, str) or not got.strip() or got in ("None", "null", "undefined"):
+            raise ccxt.BadResponse(f"order {cid}: the reply has no order id ({got!r})")
+        other = o.get("clientOrderId")
+        if other not in (None, "") and other != cid:
+            raise ccxt.BadResponse(f"order {cid}: the reply is of client order id {other!r}")
+        if oid is not None and got != oid:
+            raise ccxt.BadResponse(f"order {cid}: the reply is of order {got!r}, not {oid!r}")
         return o
 
-    def _settle(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
-        """Poll an accepted order until it is closed or the timeout, cancel the rest, read its fills."""
-        deadline = time.monotonic() + self.cfg.order_timeout_s
-        while o.get("status") == "open" and time.monotonic() < deadline:
+    def _lookup(self, symbol: str, cid: str, oid: str | None = None) -> dict[str, Any] | None:
+        """The exchange's order by client id, or None if it never accepted one (retried on faults).
+
+        ``fetch_order`` (with the order's id too, once known) where the exchange has it; where ccxt lacks it
+        or refuses it (``NotSupported``, ``ArgumentsRequired``: Bybit's unified account), or where a lookup
+        by client id alone finds nothing or another order (ccxt does not pass every exchange a client id, and
+        an order index may lag), the symbol's open orders, then its closed and cancelled ones since the order
+        was journalled, by client id or id, and last its trades by order id (an order known only by its
+        fills). None only when none of them has it."""
+        known, created = self.journal.order_id(cid)
+        oid = oid or known
+        if self._fetch_order:
+            param = self.cfg.client_order_id_param
+
+            def get(ex: ccxt.Exchange) -> dict[str, Any] | None | BaseException | object:
+                try:
+                    o = ex.fetch_order(oid or "", symbol, {param: cid})
+                except ccxt.OrderNotFound:
+                    return None
+                except (ccxt.NotSupported, ccxt.ArgumentsRequired) as exc:
+                    return exc
+                if oid is None and isinstance(o, dict) and o.get("clientOrderId") not in (None, "", cid):
+                    return OTHER_ORDER  # ccxt did not pass the client id on: the exchange answered another order
+                return self._checked(o, cid, oid)
+
+            found = self.client.call(f"lookup {cid}", get)
+            if isinstance(found, dict):
+                if known is None:
+                    self.journal.set_order_id(cid, str(found["id"]))
+                return found
+            if isinstance(found, BaseException):
+                self._fetch_order = False
+                log.warning("venue %s: %s refuses fetch_order (%s); orders are looked up in its order lists",
+                            self.name, self.cfg.exchange, short(found, 160))  # fmt: skip
+            # not found: where ccxt's fetch_order does not pass a client id on (Bybit), or the exchange's order
+            # index lags, "not found" is no proof that it never took the order; the order lists have the last word
+        since = int((created - 3600) * 1000) if created else None
+        has = self.client.has
+        for what, method, when in (("open orders", "fetchOpenOrders", None), ("closed orders", "fetchClosedOrders",
+                                   since), ("cancelled orders", "fetchCanceledOrders", since)):  # fmt: skip
+            if not has.get(method):
+                continue
+
+            def listed(ex: ccxt.Exchange, m: str = method, t: int | None = when) -> dict[str, Any] | None:
+                try:
+                    rows = getattr(ex, _snake(m))(symbol, t)
+                except ccxt.OrderNotFound:  # some exchanges answer an empty order list so
+                    return None
+                mine = [o for o in rows or [] if isinstance(o, dict) and (o.get("clientOrderId") == cid
+                        or (oid is not None and str(o.get("id")) == oid))]  # fmt: skip
+                return self._checked(mine[0], cid, oid) if mine else None
+
+            o = self.client.call(f"{what} of {symbol} (lookup {cid})", listed)
+            if o is not None:
+                if known is None:
+                    self.journal.set_order_id(cid, str(o["id"]))
+                return o
+        if oid is not None and has.get("fetchMyTrades"):
+            trades = self._order_trades(symbol, oid, since)
+            if trades:  # no order list has it, its fills say it exists: an order of unknown state
+                return {"id": oid, "clientOrderId": cid, "symbol": symbol, "status": None,
+                        "filled": sum(float(t["amount"]) for t in trades), "trades": trades}  # fmt: skip
+        return None
+
+    def _cancel(self, symbol: str, cid: str, o: dict[str, Any]) -> dict[str, Any]:
+        """Cancel the rest of ``o`` (by the exchange's id: every exchange's unified ``cancel_order`` takes it)
+        and follow the order until it is final or ``settle_timeout_s``; the last state seen."""
+        oid = str(o["id"])
+
+        def cancel(ex: ccxt.Exchange) -> None:
+            try:
+                ex.cancel_order(oid, symbol)
+            except ccxt.OrderNotFound:
+                pass  # filled or cancelled meanwhile: the lookups below tell which
+
+        self.client.call(f"cancel {cid}", cancel)
+        deadline = time.monotonic() + self.cfg.settle_timeout_s
+        while True:
+            o = self._lookup(symbol, cid, oid) or o
+            if _final(o) or time.monotonic() >= deadline:
+                return o
             self.client.sleep(self.cfg.poll_interval_s)
-            o = self._lookup(symbol, order.client_id) or o
-        if o.get("status") == "open":
-            log.info("venue %s: order %s not filled in %.0fs; cancelling the rest", self.name, order.client_id,
+
+    def _settle(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
+        """Follow an accepted order until it is final or the timeout, cancel the rest, read its fills."""
+        cid, oid = order.client_id, str(o["id"])
+        deadline = time.monotonic() + self.cfg.order_timeout_s
+        first = o.get("status") is None  # a reply without a status (OKX, Bybit): look at once
+        while not _final(o) and time.monotonic() < deadline:
+            if not first:
+                self.client.sleep(self.cfg.poll_interval_s)
+            first = False
+            o = self._lookup(symbol, cid, oid) or o
+        if not _final(o):
+            log.info("venue %s: order %s not closed in %.0fs; cancelling the rest", self.name, cid,
                      self.cfg.order_timeout_s)  # fmt: skip
-            o = self._cancel(symbol, order.client_id)
-            if o.get("status") == "open":
-                raise VenueError(self.name, f"order {order.client_id} still open after cancel", retryable=True)
+            o = self._cancel(symbol, cid, o)
+            if not _final(o):
+                log.warning("venue %s: order %s (%s) is still %s %.0fs after its cancel; left in flight", self.name,
+                            cid, oid, o.get("status") or "of unknown state", self.cfg.settle_timeout_s)  # fmt: skip
         return self._state(order, symbol, o)
 
-    def _trades(self, symbol: str, o: dict[str, Any]) -> list[dict[str, Any]]:
-        oid = str(o["id"])
-        if self.client.has.get("fetchOrderTrades"):
-            trades = self.client.call(f"trades of {oid}", lambda ex: ex.fetch_order_trades(oid, symbol))
-        else:
-            trades = self.client.call(f"trades of {oid}", lambda ex: ex.fetch_my_trades(symbol, None, None))
-        return [t for t in trades if str(t.get("order")) == oid]
+    def _order_trades(self, symbol: str, oid: str, since: int | None = None) -> list[dict[str, Any]]:
+        """The exchange's trades of order ``oid`` (each checked: an id, a positive amount and price)."""
+
+        def get(ex: ccxt.Exchange) -> list[dict[str, Any]]:
+            if self.client.has.get("fetchOrderTrades"):
+                rows = ex.fetch_order_trades(oid, symbol)
+            else:
+                rows = ex.fetch_my_trades(symbol, since, None)
+            mine = [t for t in rows or [] if isinstance(t, dict) and str(t.get("order")) == oid]
+            for t in mine:
+                if not (isinstance(t.get("id"), str) and t["id"] and _pos(t.get("amount")) and _pos(t.get("price"))):
+                    raise ccxt.BadResponse(f"trade of order {oid} without an id, amount or price: {t.get('id')!r}")
+            return mine
+
+        return self.client.call(f"trades of {oid}", get)
 
     def _fee_in_quote(self, fee: Mapping[str, Any] | None, price: float, m: Mapping[str, Any], qty: float) -> float:
         base = m["base"]
@@ -513,50 +723,72 @@ class CcxtVenue:
         )  # fmt: skip
         return est
 
-    def _state(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
+    def _fill(self, order: Order, symbol: str, fid: str, qty: float, price: float, fees: Sequence[Any],
+              when: Any) -> Fill:  # fmt: skip
+        """One execution: a fee paid in the asset moves the position by the net quantity; every fee is
+        booked in the quote (a third currency at its ticker)."""
         m = self.client.market(symbol)
-        base = m["base"]
-        filled = float(o.get("filled") or 0.0)
+        net = qty
+        for f in fees:
+            if f and f.get("currency") == m["base"] and f.get("cost"):
+                net = net - float(f["cost"]) if order.side == "buy" else net + float(f["cost"])
+        fee = sum(self._fee_in_quote(f, price, m, net) for f in fees)
+        sign = 1.0 if order.side == "buy" else -1.0
+        return Fill(f"{symbol}:{fid}", order.client_id, self.name, order.asset, order.side, net, price, fee,
+                    sign * (price - order.decision_price) * net, _utc_ms(when, self.clock.now()))  # fmt: skip
+
+    def _state(self, order: Order, symbol: str, o: dict[str, Any]) -> OrderState:
+        """The order's state for the ledger, with its fills: from its trades where the exchange reports them
+        (each with its fee and fee currency), else from the order's filled amount and average price once it
+        is final. An order whose trades do not add up to its filled amount yet stays in flight (``OPEN``)
+        with the trades seen so far: their ids are the exchange's, so none is booked twice."""
+        oid = str(o["id"])
+        status = STATUS.get(str(o.get("status")), OrderStatus.OPEN)
+        filled = o.get("filled")
+        filled = float(filled) if filled is not None else None
+        if filled is None and status is OrderStatus.FILLED and _pos(o.get("amount")):
+            filled = float(o["amount"])  # closed: all of it
         fills: list[Fill] = []
-        if filled > 0:
-            for _ in range(3):  # the trade list may lag the order by a moment
-                trades = self._trades(symbol, o)
-                if math.isclose(sum(float(t["amount"]) for t in trades), filled, rel_tol=1e-9, abs_tol=1e-12):
-                    break
-                self.client.sleep(max(self.cfg.poll_interval_s, 0.05))
-            else:
-                got = sum(float(t["amount"]) for t in trades)
-                raise VenueError(
-                    self.name, f"order {order.client_id} filled {filled} but its trades add up to {got}",
-                    retryable=True,
-                )  # fmt: skip
-            for t in trades:
-                price, qty = float(t["price"]), float(t["amount"])
-                fee_cur = (t.get("fee") or {}).get("currency")
-                fee_cost = float((t.get("fee") or {}).get("cost") or 0.0)
-                if fee_cur == base and fee_cost:  # paid in the asset: the position moves by the net amount
-                    qty = qty - fee_cost if order.side == "buy" else qty + fee_cost
-                fee = self._fee_in_quote(t.get("fee"), price, m, qty)
-                sign = 1.0 if order.side == "buy" else -1.0
-                fills.append(
-                    Fill(
-                        f"{symbol}:{t['id']}", order.client_id, self.name, order.asset, order.side, qty, price, fee,
-                        sign * (price - order.decision_price) * qty, _utc_ms(t.get("timestamp"), self.clock.now()),
-                    )
-                )  # fmt: skip
-        status = {
-            "open": OrderStatus.OPEN,
-            "closed": OrderStatus.FILLED,
-            "canceled": OrderStatus.CANCELED,
-            "expired": OrderStatus.CANCELED,
-            "rejected": OrderStatus.REJECTED,
-        }.get(o.get("status") or "open", OrderStatus.OPEN)
         message = ""
-        if status is OrderStatus.CANCELED and filled > 0:
+        has = self.client.has
+        if filled is None and not status.terminal:
+            pass  # nothing known yet (a reply without a state): in flight
+        elif has.get("fetchOrderTrades") or has.get("fetchMyTrades"):
+            trades: list[dict[str, Any]] = []
+            if (filled or 0) > 0 or (filled is None and status.terminal):
+                for attempt in range(3):  # the trade list may lag the order by a moment
+                    trades = self._order_trades(symbol, oid)
+                    got = sum(float(t["amount"]) for t in trades)
+                    if filled is None or math.isclose(got, filled, rel_tol=1e-9, abs_tol=1e-12):
+                        break
+                    if attempt < 2:
+                        self.client.sleep(max(self.cfg.poll_interval_s, 0.05))
+                else:
+                    message = f"filled {filled} but its trades add up to {got} so far; in flight until they do"
+                    log.warning("venue %s: order %s %s", self.name, order.client_id, message)
+                    status = OrderStatus.OPEN
+            for t in trades:
+                fees = [f for f in (t.get("fees") or [t.get("fee")]) if f]
+                fills.append(self._fill(order, symbol, str(t["id"]), float(t["amount"]), float(t["price"]), fees,
+                                        t.get("timestamp")))  # fmt: skip
+        elif status.terminal and filled is None:  # final, but how much filled is not said: not guessed
+            message = f"{o.get('status')} at {self.cfg.exchange} without its filled amount; in flight until known"
+            status = OrderStatus.OPEN
+        elif status.terminal and filled > 0:
+            # no trade endpoint at all: one fill for the whole order, at its average price, once it is final
+            price = o.get("average") or (float(o["cost"]) / filled if o.get("cost") else None) or o.get("price")
+            if not _pos(price):
+                raise VenueError(self.name, f"order {order.client_id} filled {filled} at no known price",
+                                 retryable=True)  # fmt: skip
+            fees = [f for f in (o.get("fees") or [o.get("fee")]) if f]
+            fills.append(self._fill(order, symbol, f"order-{oid}", filled, float(price), fees,
+                                    o.get("lastTradeTimestamp") or o.get("timestamp")))  # fmt: skip
+        if status is OrderStatus.CANCELED and (filled or 0) > 0:
             message = f"partially filled {filled} of {o.get('amount')}; the rest was cancelled"
+        elif status is OrderStatus.OPEN and not message:
+            message = f"in flight at {self.cfg.exchange} (order {oid}, {o.get('status') or 'state unknown'})"
         return OrderState(
-            order.client_id, status, sum(f.qty for f in fills), tuple(fills), venue_order_id=str(o["id"]),
-            message=message,
+            order.client_id, status, sum(f.qty for f in fills), tuple(fills), venue_order_id=oid, message=message,
         )  # fmt: skip
 
     def fetch_order(self, client_id: str) -> OrderState | None:
@@ -565,8 +797,26 @@ class CcxtVenue:
         known = self.journal.get(client_id, self.name)
         if known is None:
             return None  # every order is journalled before it is sent: the exchange never saw this one
+        self.client.markets()
         o = self._lookup(known[1], client_id)
         return None if o is None else self._state(known[0], known[1], o)
+
+    def follow_order(self, client_id: str) -> OrderState | None:
+        """An order left in flight by an earlier cycle (optional venue hook, ``bot.inflight``): its state now,
+        the rest cancelled if it is still open (nobody waits for it any more); None if never sent."""
+        if self.cfg.paper:
+            return self._paper_state(client_id)
+        known = self.journal.get(client_id, self.name)
+        if known is None:
+            return None
+        self.client.markets()
+        order, symbol = known
+        o = self._lookup(symbol, client_id)
+        if o is None:
+            return None
+        if not _final(o):
+            o = self._cancel(symbol, client_id, o)
+        return self._state(order, symbol, o)
 
     def cancel_order(self, client_id: str) -> OrderState:
         if self.cfg.paper:
@@ -577,12 +827,13 @@ class CcxtVenue:
         known = self.journal.get(client_id, self.name)
         if known is None:
             raise InvalidOrder(self.name, f"cannot cancel unknown order {client_id}")
+        self.client.markets()
         order, symbol = known
         o = self._lookup(symbol, client_id)
         if o is None:
             raise InvalidOrder(self.name, f"order {client_id} is not at the exchange")
-        if o.get("status") == "open":
-            o = self._cancel(symbol, client_id)
+        if not _final(o):
+            o = self._cancel(symbol, client_id, o)
         return self._state(order, symbol, o)
 
     def close(self) -> None:
@@ -841,16 +1092,22 @@ class CcxtVenue:
         states: list[OrderState] = []
         events: list[RiskEvent] = []
         for o in opens:
+            if not isinstance(o, dict) or not isinstance(o.get("id"), str) or not o["id"]:
+                log.warning("venue %s: an open order without an id in %s's answer: %r", self.name,
+                            self.cfg.exchange, o)  # fmt: skip
+                continue
             cid = str(o.get("clientOrderId") or "")
             known = self.journal.get(cid, self.name) if cid else None
             if cid in in_flight or known is not None:
                 asset = known[0].asset if known else in_flight[cid]
                 order = known[0] if known else Order(cid, "", self.name, asset, o["side"], float(o["amount"]), 0.0)
-                final = self._cancel(o["symbol"], cid)
+                final = self._cancel(o["symbol"], cid, o)
                 state = self._state(order, o["symbol"], final)
                 if cid in in_flight:
                     states.append(state)
                     msg = f"order {cid} ({o['symbol']}) was left open; cancelled with {state.filled_qty} filled"
+                    if not state.status.terminal:
+                        msg = f"order {cid} ({o['symbol']}) was left open; cancel asked, still in flight"
                     events.append(RiskEvent("order_reconciled", Severity.WARNING, where, msg, now, None,
                                             {"client_id": cid}))  # fmt: skip
                 else:

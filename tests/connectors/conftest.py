@@ -1,10 +1,17 @@
-"""Fixtures for the ccxt connector: a Binance-spot emulator on 127.0.0.1, venue options pointing at it,
-engines whose data and venues go through unmodified ccxt, and the "books agree" check every fault
-test ends with."""
+"""Fixtures for the ccxt connector: an exchange emulator on 127.0.0.1 that speaks Binance, OKX and Bybit,
+venue options pointing at it, engines whose data and venues go through unmodified ccxt, and the "books
+agree" check every fault test ends with.
+
+``SETUPS`` are the exchanges a venue test runs against: Binance (create replies with the status and
+fills), Binance answering creates with ACK (ids only), OKX v5 (envelopes, string numbers, ``clOrdId``,
+a passphrase, ids-only create replies, fees in the asset received), Bybit v5 (ids-only replies; ccxt's
+``fetch_order`` refuses the unified account, so orders are found in the open and closed order lists)
+and Bybit with ccxt's documented ``fetchOrder.acknowledged`` option (``fetch_order`` by id)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,11 +24,12 @@ from bot.cycle import Engine
 from bot.domain import OrderStatus
 from bot.plugins import make_plugin_manager
 from tests.conftest import paper_dict
-from tests.connectors.emulator import ExchangeEmulator, MarketSpec
+from tests.connectors.emulator import DIALECTS, Dialect, ExchangeEmulator, MarketSpec
 
 NOW = datetime(2026, 4, 15, 0, 5, tzinfo=UTC)
-KEY_ENV, SECRET_ENV = "RWABOT_TEST_CCXT_KEY", "RWABOT_TEST_CCXT_SECRET"
+KEY_ENV, SECRET_ENV, PASS_ENV = "RWABOT_TEST_CCXT_KEY", "RWABOT_TEST_CCXT_SECRET", "RWABOT_TEST_CCXT_PASSPHRASE"
 SECRET = "emu-secret-never-logged-5f1c"
+PASSPHRASE = "emu-passphrase-never-logged-9d2e"
 INITIAL_USDT = 1_000_000.0
 
 MARKETS = {
@@ -35,9 +43,50 @@ MARKETS = {
 def make_emulator(markets: dict[str, MarketSpec] | None = None, **kw: Any) -> ExchangeEmulator:
     kw.setdefault("balances", {"USDT": INITIAL_USDT})
     kw.setdefault("timeout_hold_s", 0.5)
+    kw.setdefault("passphrase", PASSPHRASE)
     emu = ExchangeEmulator(markets or MARKETS, api_key="emu-key", secret=SECRET, now=NOW, **kw)
     emu.start()
     return emu
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One exchange a venue test runs against: the emulator's dialect, the venue's options for it, and
+    switches set on the emulator."""
+
+    id: str
+    dialect: str
+    options: dict[str, Any] = field(default_factory=dict)
+    emulator: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> Dialect:
+        return DIALECTS[self.dialect]
+
+    def venue_options(self) -> dict[str, Any]:
+        return {"exchange": DIALECTS[self.dialect].exchange, **self.options}
+
+    def apply(self, emu: ExchangeEmulator) -> ExchangeEmulator:
+        for k, v in self.emulator.items():
+            setattr(emu, k, v)
+        return emu
+
+
+SETUPS = (
+    Setup("binance", "binance"),
+    Setup("binance-ack", "binance", emulator={"binance_ack": True}),
+    Setup("okx", "okx", {"password_env": PASS_ENV}),
+    Setup("bybit", "bybit"),
+    Setup("bybit-fetch-order", "bybit", {"exchange_options": {"fetchOrder": {"acknowledged": True}}}),
+)
+BY_ID = {s.id: s for s in SETUPS}
+DIALECT_SETUPS = tuple(BY_ID[i] for i in ("binance", "okx", "bybit"))
+"""One setup per dialect, for the slower tests (full cycles, faults)."""
+
+
+@pytest.fixture(params=SETUPS, ids=[s.id for s in SETUPS])
+def setup(request: pytest.FixtureRequest) -> Setup:
+    return request.param
 
 
 @pytest.fixture
@@ -51,6 +100,7 @@ def emulator() -> Iterator[ExchangeEmulator]:
 def creds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, "emu-key")
     monkeypatch.setenv(SECRET_ENV, SECRET)
+    monkeypatch.setenv(PASS_ENV, PASSPHRASE)
 
 
 def venue_options(emu: ExchangeEmulator, **kw: Any) -> dict[str, Any]:
@@ -62,6 +112,7 @@ def venue_options(emu: ExchangeEmulator, **kw: Any) -> dict[str, Any]:
         "timeout_ms": 250,
         "poll_interval_s": 0.01,
         "order_timeout_s": 0.2,
+        "settle_timeout_s": 0.5,
         "backoff_base_s": 0.01,
         "backoff_max_s": 0.03,
         "max_retries": 3,

@@ -1,4 +1,18 @@
-"""A Binance-spot REST emulator on 127.0.0.1 that unmodified ccxt talks to over real HTTP.
+"""A spot exchange emulator on 127.0.0.1 that unmodified ccxt talks to over real HTTP, in three dialects.
+
+One matching engine, one set of accounts, three APIs on the same port, told apart by path: Binance
+spot v3 (``/api/v3``, ``/sapi``), OKX v5 (``/api/v5``: ``{code, msg, data}`` envelopes, every number a
+string, ``SPY-USDT`` instruments, ``clOrdId``, HMAC-base64 signatures and the key's passphrase, creates
+answered with the ids only, negative fees in the asset received) and Bybit v5 (``/v5``: ``{retCode,
+retMsg, result}`` envelopes, ``orderLinkId``, HMAC-hex signatures, ids-only creates, open orders in
+``order/realtime`` and closed ones in ``order/history``, fees in the asset received); ``DIALECTS`` says
+where each creates, looks up and cancels orders. A Binance venue and an OKX venue can trade the same
+market side by side (the data source reads the Binance endpoints). ``binance_ack`` answers Binance
+creates with ACK replies (ids only); ``cancel_lag_polls`` makes a cancel take effect only after that
+many more lookups of the order (acknowledged at once, the order reported open meanwhile).
+
+What follows describes the Binance dialect; faults and switches apply to every dialect, answered in
+its own codes.
 
 Why an emulator and not mocks: the connector's whole job is to survive what a real exchange does
 to it (signed requests, filters, rate limits, 5xx, requests that time out after the order was
@@ -44,6 +58,7 @@ on ``time.monotonic()`` (``timeline``), and ``peak_in_flight`` is the most reque
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -94,9 +109,14 @@ class Fault:
     and drop it unprocessed), ``timeout_after`` (process it, then hold the answer past the timeout),
     ``reset_before`` / ``reset_after`` (reset the TCP connection, RST, without an answer, before or
     after processing it), ``insufficient`` (-2010), ``invalid`` (-1013 LOT_SIZE), ``not_found``
-    (-2013, an order lookup that misses once), ``auth`` (-2015), ``withdraw_fails`` /
+    (-2013, an order lookup that misses once; on an order list, the list without any order), ``auth``
+    (-2015), ``withdraw_fails`` /
     ``withdraw_rejected`` (a withdrawal accepted, then failed, status 5, or rejected, status 3, and
-    refunded at the next history query).
+    refunded at the next history query), ``html_before`` / ``html_after`` (a proxy's or maintenance
+    page, HTML with status 200, instead of the answer: before the request reaches the exchange, or
+    after it was processed), ``strip_id`` (processed, then answered without the order id). Each is
+    answered in the dialect of the path (an OKX rate limit is ``{"code": "50011"}``, a Bybit one
+    ``{"retCode": 10006}``); ``symbol`` matches the exchange's symbol without separators (``GLDUSDT``).
     """
 
     kind: str
@@ -124,6 +144,9 @@ class EmuOrder:
     update_ms: int = 0
     polls: int = 0
     fills: list[dict[str, Any]] = field(default_factory=list)
+    dialect: str = "binance"
+    market_unit: str = ""  # Bybit: what a market order's qty counts (baseCoin)
+    cancel_lag: int | None = None  # lookups left before an asked-for cancel takes effect (None: not asked)
 
     @property
     def open(self) -> bool:
@@ -170,6 +193,62 @@ class EmuWithdrawal:
         return d
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """Where one exchange API the emulator speaks creates, looks up and cancels orders, and the request
+    field that carries the client order id: what a test needs to aim a fault and count what was sent."""
+
+    exchange: str  # the ccxt exchange id that talks it
+    create: tuple[str, str]
+    lookup: tuple[str, str]
+    cancel: tuple[str, str]
+    client_id: str
+    open_orders: tuple[str, str]
+    trades: tuple[str, str]
+    balance: tuple[str, str]
+
+
+DIALECTS = {
+    "binance": Dialect("binance", ("POST", "/api/v3/order"), ("GET", "/api/v3/order"), ("DELETE", "/api/v3/order"),
+                       "newClientOrderId", ("GET", "/api/v3/openOrders"), ("GET", "/api/v3/myTrades"),
+                       ("GET", "/api/v3/account")),
+    "okx": Dialect("okx", ("POST", "/api/v5/trade/batch-orders"), ("GET", "/api/v5/trade/order"),
+                   ("POST", "/api/v5/trade/cancel-order"), "clOrdId", ("GET", "/api/v5/trade/orders-pending"),
+                   ("GET", "/api/v5/trade/fills-history"), ("GET", "/api/v5/account/balance")),
+    "bybit": Dialect("bybit", ("POST", "/v5/order/create"), ("GET", "/v5/order/realtime"),
+                     ("POST", "/v5/order/cancel"), "orderLinkId", ("GET", "/v5/order/realtime"),
+                     ("GET", "/v5/execution/list"), ("GET", "/v5/account/wallet-balance")),
+}  # fmt: skip
+
+
+def dialect_of(path: str) -> str:
+    """The API a request path belongs to: OKX v5 (``/api/v5/…``), Bybit v5 (``/v5/…``), else Binance."""
+    if path.startswith("/api/v5/"):
+        return "okx"
+    if path.startswith("/v5/"):
+        return "bybit"
+    return "binance"
+
+
+INSUFFICIENT = "Account has insufficient balance for requested action."
+
+OKX_CODES = {
+    "insufficient": (200, "51008"), "duplicate": (200, "51016"), "lot_size": (200, "51121"),
+    "price_filter": (200, "51006"), "notional": (200, "51020"), "invalid": (200, "51121"),
+    "cancel_rejected": (200, "51402"), "not_found": (200, "51603"), "bad_symbol": (200, "51001"),
+    "bad_param": (400, "51000"), "auth": (401, "50111"), "passphrase": (401, "50105"), "signature": (401, "50113"),
+    "rate_limit": (429, "50011"), "internal": (500, "50026"),
+}  # fmt: skip
+"""What went wrong -> OKX's (HTTP status, code); order-level ones are a ``sCode`` under ``code`` "1"."""
+ORDER_LEVEL = {"insufficient", "duplicate", "lot_size", "price_filter", "notional", "invalid", "cancel_rejected"}
+BYBIT_CODES = {
+    "insufficient": (200, 170131), "duplicate": (200, 170141), "lot_size": (200, 170137), "price_filter": (200, 170134),
+    "notional": (200, 170140), "invalid": (200, 170137), "cancel_rejected": (200, 170213), "not_found": (200, 170213),
+    "bad_symbol": (200, 10001), "bad_param": (200, 10001), "auth": (401, 10003), "passphrase": (401, 10003),
+    "signature": (401, 10004), "rate_limit": (429, 10006), "internal": (500, 10016),
+}  # fmt: skip
+"""What went wrong -> Bybit's (HTTP status, retCode)."""
+
 WITHDRAW = "/sapi/v1/capital/withdraw/apply"
 WITHDRAW_HISTORY = "/sapi/v1/capital/withdraw/history"
 DEPOSIT_HISTORY = "/sapi/v1/capital/deposit/hisrec"
@@ -193,10 +272,70 @@ def _ceil(x: float, step: Decimal) -> Decimal:
     return (Decimal(repr(x)) / step).to_integral_value(ROUND_CEILING) * step
 
 
+KINDS = {-2013: "not_found", -2011: "cancel_rejected", -1121: "bad_symbol", -2015: "auth", -1022: "signature",
+         -1013: "invalid", -1102: "bad_param", -1100: "bad_param", -1120: "bad_param", -1003: "rate_limit",
+         -1001: "internal"}  # fmt: skip
+"""Binance error code -> what went wrong, for the other dialects' own codes (``-2010`` is said explicitly)."""
+
+
+MAINTENANCE_PAGE = b"<!DOCTYPE html><html><head><title>Maintenance</title></head><body><h1>Back soon</h1></body></html>"
+"""What a proxy, a CDN or a maintenance switch sends with status 200 instead of the exchange's answer."""
+
+FAULT_ERRORS: dict[str, tuple[int, int, str, str]] = {
+    "429": (429, -1003, "Too many requests; current limit is 6000 request weight per 1 MINUTE.", "rate_limit"),
+    "500": (500, -1001, "Internal error; unable to process your request. Please try again.", "internal"),
+    "insufficient": (400, -2010, "Account has insufficient balance for requested action.", "insufficient"),
+    "invalid": (400, -1013, "Filter failure: LOT_SIZE", "lot_size"),
+    "not_found": (400, -2013, "Order does not exist.", "not_found"),
+    "auth": (401, -2015, "Invalid API-key, IP, or permissions for action.", "auth"),
+}
+"""Fault kinds answered with an error, in Binance's terms (``error_answer`` speaks the other dialects)."""
+
+
+ORDER_LISTS = {
+    "/api/v3/openOrders", "/api/v3/allOrders", "/api/v5/trade/orders-pending", "/api/v5/trade/orders-history"
+}  # fmt: skip
+"""Where a ``not_found`` fault answers a list without the order (an order index that lags), not an error."""
+
+
+def request_params(query: str, body: str) -> dict[str, str]:
+    """A request's parameters for the log and the faults: the query, then the body (form-encoded, or JSON:
+    an object, or the first of a list of them, as OKX's batch orders)."""
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    if body[:1] in ("{", "["):
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        item = data[0] if isinstance(data, list) and data else data
+        if isinstance(item, dict):
+            params.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in item.items()})
+    elif body:
+        params.update(parse_qsl(body, keep_blank_values=True))
+    return params
+
+
+def strip_order_ids(dialect: str, payload: Any) -> Any:
+    """``payload`` with the exchange's order ids taken out (a gateway that drops fields it does not know)."""
+    key = {"binance": "orderId", "okx": "ordId", "bybit": "orderId"}[dialect]
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != key}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+
+    return strip(payload)
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: int, msg: str) -> None:
+    """An error answer, in Binance's codes; ``kind`` says what it is for the other dialects."""
+
+    def __init__(self, status: int, code: int, msg: str, kind: str | None = None) -> None:
         super().__init__(msg)
         self.status, self.code, self.msg = status, code, msg
+        self.kind = kind or KINDS.get(code, "bad_param")
 
 
 class ExchangeEmulator:
@@ -216,8 +355,11 @@ class ExchangeEmulator:
         timeout_hold_s: float = 1.0,
         max_klines: int = 1000,
         commission_asset: str | None = None,
+        passphrase: str = "emu-passphrase",
     ) -> None:
         self.quote = quote
+        self.passphrase = passphrase
+        """OKX: the API key's passphrase (``OK-ACCESS-PASSPHRASE``)."""
         self.specs = {f"{m.base}{quote}": m for m in markets.values()}
         self.symbol_of = {m.base: f"{m.base}{quote}" for m in markets.values()}
         self.api_key, self.secret = api_key, secret
@@ -241,7 +383,13 @@ class ExchangeEmulator:
         self.kline_gaps: dict[str, set[int]] = {}
         """symbol → bar open times (ms) the exchange has no kline for."""
         self.commission_asset = commission_asset
-        """None: fees in the quote asset; "received": the asset the side receives; else that asset."""
+        """Binance orders: None: fees in the quote asset; "received": the asset the side receives; else that
+        asset. OKX and Bybit spot orders always pay in the asset received, as those exchanges charge."""
+        self.binance_ack = False
+        """Binance answers a create with ``newOrderRespType=ACK``'s reply: the ids, no status, no fills."""
+        self.cancel_lag_polls = 0
+        """A cancel takes effect only after this many more lookups of the order (the exchange acknowledges
+        it at once and reports the order open meanwhile, as OKX and Bybit do under load)."""
         self.networks: dict[str, list[str]] = {quote: ["ETH"]}
         """coin → the network ids it can be deposited and withdrawn over (the first is the default)."""
         self.withdraw_fees: dict[tuple[str, str], Decimal] = {(quote, "ETH"): Decimal("1")}
@@ -359,7 +507,7 @@ class ExchangeEmulator:
         """The fee of one fill and the asset it is paid in."""
         spec = self.specs[o.symbol]
         rate = self.taker_fee
-        asset = self.commission_asset
+        asset = self.commission_asset if o.dialect == "binance" else "received"
         if asset is None or (asset == "received" and o.side == "SELL"):
             return self.quote, (notional * rate).quantize(Decimal("1e-8"))
         if asset == "received":  # a buy pays in the base asset it receives
@@ -422,7 +570,8 @@ class ExchangeEmulator:
         if o.type == "MARKET" and o.remaining > 0:
             o.status = "EXPIRED"  # the book is exhausted: a market order never rests
 
-    def create_order(self, p: dict[str, str]) -> EmuOrder:
+    def create_order(self, p: dict[str, str], dialect: str = "binance") -> EmuOrder:
+        """A new order from Binance-style parameters (the other dialects' creates are translated to them)."""
         symbol = p.get("symbol", "")
         if symbol not in self.specs:
             raise ApiError(400, -1121, "Invalid symbol.")
@@ -432,15 +581,15 @@ class ExchangeEmulator:
             raise ApiError(400, -1102, "Mandatory parameter was not sent, was empty/null, or malformed.")
         cid = p.get("newClientOrderId") or f"emu{self._next_order}"
         if cid in self.by_client:
-            raise ApiError(400, -2010, "Duplicate order sent.")
+            raise ApiError(400, -2010, "Duplicate order sent.", "duplicate")
         qty = _d(p.get("quantity", "0"))
         step, tick = _d(spec.step_size), _d(spec.tick_size)
         if qty < _d(spec.min_qty) or qty % step != 0:
-            raise ApiError(400, -1013, "Filter failure: LOT_SIZE")
+            raise ApiError(400, -1013, "Filter failure: LOT_SIZE", "lot_size")
         if otype == "LIMIT":
             price = _d(p.get("price", "0"))
             if price <= 0 or price % tick != 0:
-                raise ApiError(400, -1013, "Filter failure: PRICE_FILTER")
+                raise ApiError(400, -1013, "Filter failure: PRICE_FILTER", "price_filter")
             if p.get("timeInForce") not in ("GTC", "IOC", "FOK"):
                 raise ApiError(
                     400, -1102, "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed."
@@ -449,22 +598,23 @@ class ExchangeEmulator:
             bids, asks = self.book(symbol)
             price = (asks if side == "BUY" else bids)[-1][0]  # worst level: what a market order may cost
         ref = _d(self.mid(symbol))
-        if ref * qty < _d(spec.min_notional):
-            raise ApiError(400, -1013, "Filter failure: NOTIONAL")
+        if dialect != "okx" and ref * qty < _d(spec.min_notional):  # OKX has no minimum order value
+            raise ApiError(400, -1013, "Filter failure: NOTIONAL", "notional")
         base, quote = self._bal(spec.base), self._bal(self.quote)
         if side == "BUY":
             need = price * qty * (1 + self.taker_fee)
             if quote[0] < need:
-                raise ApiError(400, -2010, "Account has insufficient balance for requested action.")
+                raise ApiError(400, -2010, INSUFFICIENT, "insufficient")
             quote[0] -= need
             quote[1] += need
         else:
             if base[0] < qty:
-                raise ApiError(400, -2010, "Account has insufficient balance for requested action.")
+                raise ApiError(400, -2010, INSUFFICIENT, "insufficient")
             base[0] -= qty
             base[1] += qty
         self._next_order += 1
-        o = EmuOrder(symbol, self._next_order, cid, side, otype, price, qty, self.now_ms, update_ms=self.now_ms)
+        o = EmuOrder(symbol, self._next_order, cid, side, otype, price, qty, self.now_ms, update_ms=self.now_ms,
+                     dialect=dialect, market_unit=p.get("marketUnit", ""))  # fmt: skip
         self.orders[o.order_id] = o
         self.by_client[cid] = o
         self._match(o)
@@ -498,7 +648,13 @@ class ExchangeEmulator:
         return o
 
     def poll(self, o: EmuOrder) -> None:
+        """One lookup of ``o``: an asked-for cancel comes closer, or a resting order may fill its rest."""
         o.polls += 1
+        if o.open and o.cancel_lag is not None:
+            o.cancel_lag -= 1
+            if o.cancel_lag <= 0:
+                self._cancel_now(o)
+            return
         if o.open and self.fill_rest_after_polls is not None and o.polls >= self.fill_rest_after_polls:
             self._fill(o, o.price, o.remaining)
             self._release(o)
@@ -506,6 +662,13 @@ class ExchangeEmulator:
     def cancel(self, o: EmuOrder) -> None:
         if not o.open:
             raise ApiError(400, -2011, "Unknown order sent.")
+        if self.cancel_lag_polls > 0:
+            if o.cancel_lag is None:
+                o.cancel_lag = self.cancel_lag_polls
+            return
+        self._cancel_now(o)
+
+    def _cancel_now(self, o: EmuOrder) -> None:
         o.status = "CANCELED"
         o.update_ms = self.now_ms
         self._release(o)
@@ -766,13 +929,14 @@ class ExchangeEmulator:
     # -- HTTP ------------------------------------------------------------------------------------------
 
     def _take_fault(self, method: str, path: str, params: dict[str, str]) -> Fault | None:
+        symbol = (params.get("symbol") or params.get("instId") or "").replace("-", "")
         with self.lock:
             for f in self.faults:
                 if f.times <= 0:
                     continue
                 if f.method not in ("*", method) or f.path not in ("*", path):
                     continue
-                if f.symbol is not None and params.get("symbol") != f.symbol:
+                if f.symbol is not None and symbol != f.symbol:
                     continue
                 f.times -= 1
                 f.hits += 1
@@ -794,8 +958,19 @@ class ExchangeEmulator:
     def handle(
         self, method: str, path: str, query: str, body: str, headers: Any, fault: Fault | None = None
     ) -> tuple[int, Any]:
-        """Route one request; returns (HTTP status, JSON-able body)."""
-        private = path in ("/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades") or (
+        """Route one request to its dialect; returns (HTTP status, JSON-able body)."""
+        dialect = dialect_of(path)
+        if dialect == "okx":
+            return self._okx(method, path, query, body, headers)
+        if dialect == "bybit":
+            return self._bybit(method, path, query, body, headers)
+        return self._binance(method, path, query, body, headers, fault)
+
+    def _binance(
+        self, method: str, path: str, query: str, body: str, headers: Any, fault: Fault | None = None
+    ) -> tuple[int, Any]:
+        private = path in ("/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders",
+                           "/api/v3/myTrades") or (
             path.startswith("/sapi/")
         )
         raw = body if method == "POST" else query
@@ -860,7 +1035,11 @@ class ExchangeEmulator:
                 }
             if path == "/api/v3/order":
                 if method == "POST":
-                    return 200, self.order_json(self.create_order(p), full=True)
+                    o = self.create_order(p)
+                    if self.binance_ack:
+                        return 200, {"symbol": o.symbol, "orderId": o.order_id, "orderListId": -1,
+                                     "clientOrderId": o.client_id, "transactTime": o.time_ms}  # fmt: skip
+                    return 200, self.order_json(o, full=True)
                 o = self.lookup(p)
                 if method == "GET":
                     self.poll(o)
@@ -871,6 +1050,13 @@ class ExchangeEmulator:
                     d["origClientOrderId"] = o.client_id
                     d["transactTime"] = self.now_ms
                     return 200, d
+            if path == "/api/v3/allOrders" and method == "GET":  # what ccxt's fetch_closed_orders reads
+                s = p.get("symbol", "")
+                if s not in self.specs:
+                    raise ApiError(400, -1121, "Invalid symbol.")
+                rows = [o for o in self.orders.values() if o.symbol == s and o.order_id >= int(p.get("orderId", 0))
+                        and int(p.get("startTime", 0)) <= o.time_ms <= int(p.get("endTime", 2**62))]  # fmt: skip
+                return 200, [self.order_json(o) for o in rows[: int(p.get("limit", 500))]]
             if path == "/api/v3/openOrders" and method == "GET":
                 s = p.get("symbol")
                 return 200, [self.order_json(o) for o in self.orders.values() if o.open and s in (None, o.symbol)]
@@ -895,6 +1081,403 @@ class ExchangeEmulator:
                 return 200, self.deposit_history(p)
         raise ApiError(404, -1100, f"emulator: no route {method} {path}")
 
+    # -- OKX v5 ------------------------------------------------------------------------------------------
+    #
+    # Envelopes ``{"code": "0", "msg": "", "data": [...]}``, every number a string, instruments ``SPY-USDT``,
+    # the client order id ``clOrdId``, requests signed with HMAC-SHA256 (base64) of timestamp + method +
+    # path + body and the key's passphrase in ``OK-ACCESS-PASSPHRASE``. A create (``batch-orders``, what
+    # ccxt sends) answers only the ids: no status, no fills. Fees are negative numbers in the asset received.
+
+    def _okx_auth(self, method: str, path: str, query: str, body: str, headers: Any) -> None:
+        if headers.get("OK-ACCESS-KEY") != self.api_key:
+            raise ApiError(401, -2015, "Invalid OK-ACCESS-KEY", "auth")
+        if headers.get("OK-ACCESS-PASSPHRASE") != self.passphrase:
+            raise ApiError(401, -2015, "OK-ACCESS-PASSPHRASE incorrect", "passphrase")
+        ts = headers.get("OK-ACCESS-TIMESTAMP") or ""
+        payload = ts + method + path + (f"?{query}" if query else "") + (body if method != "GET" else "")
+        digest = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).digest()
+        if not ts or not hmac.compare_digest(headers.get("OK-ACCESS-SIGN") or "", base64.b64encode(digest).decode()):
+            raise ApiError(401, -1022, "Invalid Sign", "signature")
+
+    def okx_id(self, symbol: str) -> str:
+        return f"{self.specs[symbol].base}-{self.quote}"
+
+    def _okx_symbol(self, inst_id: str | None) -> str:
+        symbol = (inst_id or "").replace("-", "")
+        if symbol not in self.specs or inst_id != self.okx_id(symbol):
+            raise ApiError(400, -1121, f"Instrument ID {inst_id} does not exist.", "bad_symbol")
+        return symbol
+
+    @staticmethod
+    def _ok(data: list[Any]) -> dict[str, Any]:
+        return {"code": "0", "msg": "", "data": data}
+
+    def _okx(self, method: str, path: str, query: str, body: str, headers: Any) -> tuple[int, Any]:
+        if path.startswith(("/api/v5/account/", "/api/v5/trade/", "/api/v5/asset/")):
+            self._okx_auth(method, path, query, body, headers)
+        p = dict(parse_qsl(query, keep_blank_values=True))
+        req: Any = json.loads(body) if body else {}
+        with self.lock:
+            if path == "/api/v5/public/time":
+                return 200, self._ok([{"ts": str(self.now_ms)}])
+            if path == "/api/v5/public/instruments":
+                if p.get("instType") != "SPOT":
+                    return 200, self._ok([])
+                return 200, self._ok([self.okx_instrument(s) for s in sorted(self.specs)])
+            if path == "/api/v5/market/ticker":
+                return 200, self._ok([self.okx_ticker(self._okx_symbol(p.get("instId")))])
+            if path == "/api/v5/market/tickers":
+                return 200, self._ok([self.okx_ticker(s) for s in sorted(self.specs)])
+            if path == "/api/v5/market/books":
+                bids, asks = self.book(self._okx_symbol(p.get("instId")))
+                n = int(p.get("sz", 1))
+                return 200, self._ok([{"asks": [[_s(a), _s(b), "0", "1"] for a, b in asks[:n]],
+                                       "bids": [[_s(a), _s(b), "0", "1"] for a, b in bids[:n]],
+                                       "ts": str(self.now_ms)}])  # fmt: skip
+            if path == "/api/v5/asset/currencies":
+                return 200, self._ok([{"ccy": c, "name": c, "chain": f"{c}-{n}", "canDep": True, "canWd": True,
+                                       "canInternal": False, "minFee": _s(self.withdraw_fees.get((c, n), Decimal(0))),
+                                       "maxFee": _s(self.withdraw_fees.get((c, n), Decimal(0))),
+                                       "minWd": _s(self.withdraw_min), "mainNet": False, "wdTickSz": "6"}
+                                      for c, nets in sorted(self.networks.items()) for n in nets])  # fmt: skip
+            if path == "/api/v5/account/balance":
+                details = [{"ccy": a, "eq": _s(f + lk), "cashBal": _s(f + lk), "availBal": _s(f), "frozenBal": _s(lk),
+                            "ordFrozen": _s(lk), "availEq": "", "uTime": str(self.now_ms)}
+                           for a, (f, lk) in sorted(self.balances.items())]  # fmt: skip
+                return 200, self._ok([{"uTime": str(self.now_ms), "totalEq": "", "details": details}])
+            if path in ("/api/v5/trade/batch-orders", "/api/v5/trade/order") and method == "POST":
+                items = req if isinstance(req, list) else [req]
+                out = [self._okx_place(r) for r in items]
+                failed = sum(1 for x in out if x["sCode"] != "0")
+                code = "0" if not failed else ("1" if failed == len(out) else "2")
+                msg = {"0": "", "1": "All operations failed", "2": "Bulk operation partially succeeded"}[code]
+                return 200, {"code": code, "msg": msg, "data": out, "inTime": str(self.now_ms * 1000),
+                             "outTime": str(self.now_ms * 1000)}  # fmt: skip
+            if path == "/api/v5/trade/order" and method == "GET":
+                o = self._okx_find(p)
+                self.poll(o)
+                return 200, self._ok([self.okx_order(o)])
+            if path == "/api/v5/trade/cancel-order" and method == "POST":
+                try:
+                    o = self._okx_find(req)
+                    if not o.open:
+                        code = "51401" if o.status in ("CANCELED", "EXPIRED") else "51402"
+                        return 200, {"code": "1", "msg": "All operations failed", "data": [
+                            {"ordId": str(o.order_id), "clOrdId": o.client_id, "sCode": code,
+                             "sMsg": "Cancellation failed as the order has been canceled or completed."}]}  # fmt: skip
+                    self.cancel(o)
+                except ApiError as exc:
+                    return 200, {"code": "1", "msg": "All operations failed", "data": [
+                        {"ordId": req.get("ordId", ""), "clOrdId": req.get("clOrdId", ""), "sCode": "51400",
+                         "sMsg": exc.msg}]}  # fmt: skip
+                return 200, self._ok([{"ordId": str(o.order_id), "clOrdId": o.client_id, "sCode": "0", "sMsg": ""}])
+            if path == "/api/v5/trade/orders-pending":
+                s = self._okx_symbol(p["instId"]) if p.get("instId") else None
+                return 200, self._ok([self.okx_order(o) for o in self._newest(self.orders.values())
+                                      if o.open and s in (None, o.symbol)][: int(p.get("limit", 100))])  # fmt: skip
+            if path == "/api/v5/trade/orders-history":
+                s = self._okx_symbol(p["instId"]) if p.get("instId") else None
+                state = p.get("state")
+                rows = [o for o in self._newest(self.orders.values()) if not o.open and s in (None, o.symbol)
+                        and state in (None, self._okx_state(o))
+                        and int(p.get("begin", 0)) <= o.time_ms <= int(p.get("end", 2**62))]  # fmt: skip
+                return 200, self._ok([self.okx_order(o) for o in rows[: int(p.get("limit", 100))]])
+            if path in ("/api/v5/trade/fills-history", "/api/v5/trade/fills"):
+                s = self._okx_symbol(p["instId"]) if p.get("instId") else None
+                rows = [t for t in reversed(self.trades) if s in (None, t["symbol"])
+                        and p.get("ordId") in (None, str(t["orderId"]))
+                        and int(p.get("begin", 0)) <= t["time"] <= int(p.get("end", 2**62))]  # fmt: skip
+                return 200, self._ok([self.okx_fill(t) for t in rows[: int(p.get("limit", 100))]])
+        raise ApiError(404, -1100, f"emulator: no OKX route {method} {path}")
+
+    def _okx_find(self, p: dict[str, Any]) -> EmuOrder:
+        symbol = self._okx_symbol(p.get("instId"))
+        o = self.by_client.get(p["clOrdId"]) if p.get("clOrdId") else self.orders.get(int(p.get("ordId") or 0))
+        if o is None or o.symbol != symbol:
+            raise ApiError(200, -2013, "Order does not exist", "not_found")
+        return o
+
+    def _okx_place(self, r: dict[str, Any]) -> dict[str, Any]:
+        """One order of a create request; an order-level refusal is its ``sCode``, as OKX answers it."""
+        try:
+            symbol = self._okx_symbol(r.get("instId"))
+            kind, side = r.get("ordType"), str(r.get("side", ""))
+            if kind not in ("limit", "market") or side not in ("buy", "sell") or r.get("tdMode") != "cash":
+                raise ApiError(400, -1102, "Parameter ordType, side or tdMode error")
+            if kind == "market" and side == "buy" and r.get("tgtCcy") != "base_ccy":
+                raise ApiError(400, -1102, "emulator: a market buy is sized in the base currency (tgtCcy base_ccy)")
+            q = {"symbol": symbol, "side": side.upper(), "type": kind.upper(), "quantity": str(r.get("sz", "0"))}
+            if r.get("clOrdId"):
+                q["newClientOrderId"] = str(r["clOrdId"])
+            if kind == "limit":
+                q["price"], q["timeInForce"] = str(r.get("px", "0")), "GTC"
+            o = self.create_order(q, "okx")
+            return {"clOrdId": o.client_id, "ordId": str(o.order_id), "tag": str(r.get("tag", "")),
+                    "ts": str(self.now_ms), "sCode": "0", "sMsg": "Order placed"}  # fmt: skip
+        except ApiError as exc:
+            return {"clOrdId": str(r.get("clOrdId", "")), "ordId": "", "tag": "", "ts": str(self.now_ms),
+                    "sCode": OKX_CODES[exc.kind][1], "sMsg": exc.msg}  # fmt: skip
+
+    @staticmethod
+    def _okx_state(o: EmuOrder) -> str:
+        return {"NEW": "live", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled"}.get(o.status, "canceled")
+
+    @staticmethod
+    def _newest(orders: Any) -> list[EmuOrder]:
+        return sorted(orders, key=lambda o: -o.order_id)
+
+    def okx_instrument(self, symbol: str) -> dict[str, Any]:
+        m = self.specs[symbol]
+        return {"instType": "SPOT", "instId": self.okx_id(symbol), "uly": "", "instFamily": "", "baseCcy": m.base,
+                "quoteCcy": self.quote, "settleCcy": "", "ctVal": "", "ctMult": "", "ctValCcy": "", "optType": "",
+                "stk": "", "listTime": str(ORIGIN_MS), "expTime": "", "lever": "", "tickSz": m.tick_size,
+                "lotSz": m.step_size, "minSz": m.min_qty, "ctType": "", "alias": "", "state": "live",
+                "maxLmtSz": "9999999999", "maxMktSz": "1000000", "ruleType": "normal"}  # fmt: skip
+
+    def okx_ticker(self, symbol: str) -> dict[str, Any]:
+        t = self.ticker(symbol)
+        return {"instType": "SPOT", "instId": self.okx_id(symbol), "last": t["lastPrice"], "lastSz": "1",
+                "askPx": t["askPrice"], "askSz": t["askQty"], "bidPx": t["bidPrice"], "bidSz": t["bidQty"],
+                "open24h": t["openPrice"], "high24h": t["highPrice"], "low24h": t["lowPrice"],
+                "volCcy24h": t["quoteVolume"], "vol24h": t["volume"], "ts": str(self.now_ms),
+                "sodUtc0": t["openPrice"], "sodUtc8": t["openPrice"]}  # fmt: skip
+
+    def _fees(self, o: EmuOrder) -> tuple[str, Decimal]:
+        """The asset an order's fees are paid in and their sum."""
+        if not o.fills:
+            return "", Decimal(0)
+        return o.fills[-1]["commissionAsset"], sum((_d(t["commission"]) for t in o.fills), Decimal(0))
+
+    def okx_order(self, o: EmuOrder) -> dict[str, Any]:
+        fee_ccy, fee = self._fees(o)
+        last = o.fills[-1] if o.fills else None
+        return {"instType": "SPOT", "instId": self.okx_id(o.symbol), "ccy": "", "ordId": str(o.order_id),
+                "clOrdId": o.client_id, "tag": "", "px": _s(o.price) if o.type == "LIMIT" else "", "pxUsd": "",
+                "pxVol": "", "pxType": "", "sz": _s(o.qty), "pnl": "0", "ordType": o.type.lower(),
+                "side": o.side.lower(), "posSide": "net", "tdMode": "cash", "accFillSz": _s(o.executed),
+                "fillPx": last["price"] if last else "", "tradeId": str(last["id"]) if last else "",
+                "fillSz": last["qty"] if last else "0", "fillTime": str(last["time"]) if last else "",
+                "avgPx": _s(o.quote_qty / o.executed) if o.executed else "", "state": self._okx_state(o),
+                "lever": "", "tpTriggerPx": "", "tpOrdPx": "", "slTriggerPx": "", "slOrdPx": "",
+                "feeCcy": fee_ccy, "fee": _s(-fee) if o.fills else "0", "rebateCcy": self.quote, "rebate": "0",
+                "tgtCcy": "", "category": "normal", "reduceOnly": "false", "cancelSource": "", "algoClOrdId": "",
+                "algoId": "", "uTime": str(o.update_ms), "cTime": str(o.time_ms)}  # fmt: skip
+
+    def okx_fill(self, t: dict[str, Any]) -> dict[str, Any]:
+        o = self.orders[t["orderId"]]
+        return {"instType": "SPOT", "instId": self.okx_id(t["symbol"]), "tradeId": str(t["id"]),
+                "ordId": str(o.order_id), "clOrdId": o.client_id, "billId": f"b{t['id']}", "tag": "",
+                "fillPx": t["price"], "fillSz": t["qty"], "fillIdxPx": "", "fillPnl": "0", "side": o.side.lower(),
+                "posSide": "net", "execType": "T", "feeCcy": t["commissionAsset"], "fee": _s(-_d(t["commission"])),
+                "ts": str(t["time"])}  # fmt: skip
+
+    # -- Bybit v5 ----------------------------------------------------------------------------------------
+    #
+    # Envelopes ``{"retCode": 0, "retMsg": "OK", "result": {...}, "time": ms}``, strings, the client order
+    # id ``orderLinkId``, requests signed with HMAC-SHA256 (hex) of timestamp + key + recv window + the
+    # query (GET) or the JSON body (POST). A create answers the ids only. ``order/realtime`` lists the open
+    # orders (or the one asked for by id), ``order/history`` the closed ones; fees are in the asset received.
+
+    def _bybit_auth(self, method: str, query: str, body: str, headers: Any) -> None:
+        key, ts = headers.get("X-BAPI-API-KEY"), headers.get("X-BAPI-TIMESTAMP") or ""
+        if key != self.api_key:
+            raise ApiError(401, -2015, "API key is invalid.", "auth")
+        payload = ts + key + (headers.get("X-BAPI-RECV-WINDOW") or "") + (body if method == "POST" else query)
+        expected = hmac.new(self.secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not ts or not hmac.compare_digest(headers.get("X-BAPI-SIGN") or "", expected):
+            raise ApiError(401, -1022, "error sign! origin_string[…]", "signature")
+
+    def _by(self, result: Any) -> dict[str, Any]:
+        return {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": self.now_ms}
+
+    def _bybit_symbol(self, symbol: str | None) -> str:
+        if symbol not in self.specs:
+            raise ApiError(400, -1121, "Not supported symbols", "bad_symbol")
+        return symbol
+
+    def _bybit(self, method: str, path: str, query: str, body: str, headers: Any) -> tuple[int, Any]:
+        if path.startswith(("/v5/order/", "/v5/execution/", "/v5/account/", "/v5/user/", "/v5/asset/")):
+            self._bybit_auth(method, query, body, headers)
+        p: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+        if method == "POST":
+            p = json.loads(body) if body else {}
+        if path.startswith(("/v5/market/instruments-info", "/v5/market/tickers", "/v5/market/orderbook",
+                            "/v5/order/", "/v5/execution/")) and p.get("category") != "spot":  # fmt: skip
+            raise ApiError(400, -1102, f"emulator: category {p.get('category')!r}: spot only")
+        with self.lock:
+            if path == "/v5/market/time":
+                return 200, self._by({"timeSecond": str(self.now_ms // 1000), "timeNano": str(self.now_ms * 10**6)})
+            if path == "/v5/market/instruments-info":
+                rows = [self.bybit_instrument(s) for s in sorted(self.specs)]
+                return 200, self._by({"category": "spot", "list": rows, "nextPageCursor": ""})
+            if path == "/v5/market/tickers":
+                syms = [self._bybit_symbol(p["symbol"])] if "symbol" in p else sorted(self.specs)
+                return 200, self._by({"category": "spot", "list": [self.bybit_ticker(s) for s in syms]})
+            if path == "/v5/market/orderbook":
+                s = self._bybit_symbol(p.get("symbol"))
+                bids, asks = self.book(s)
+                n = int(p.get("limit", 1))
+                return 200, self._by({"s": s, "b": [[_s(a), _s(b)] for a, b in bids[:n]],
+                                      "a": [[_s(a), _s(b)] for a, b in asks[:n]], "ts": self.now_ms, "u": 1,
+                                      "seq": 1, "cts": self.now_ms})  # fmt: skip
+            if path == "/v5/user/query-api":
+                return 200, self._by({"id": "1", "note": "emulator", "apiKey": self.api_key, "readOnly": 0,
+                                      "permissions": {"Spot": ["SpotTrade"], "Wallet": ["AccountTransfer"]},
+                                      "ips": ["*"], "type": 1, "unified": 0, "uta": 1, "userID": 1})  # fmt: skip
+            if path == "/v5/account/info":
+                return 200, self._by({"unifiedMarginStatus": 6, "marginMode": "REGULAR_MARGIN",
+                                      "isMasterTrader": False, "spotHedgingStatus": "OFF",
+                                      "updatedTime": str(self.now_ms)})  # fmt: skip
+            if path == "/v5/asset/coin/query-info":
+                return 200, self._by({"rows": [
+                    {"name": c, "coin": c, "remainAmount": "10000000", "chains": [
+                        {"chainType": n, "confirmation": "12", "withdrawFee": _s(self.withdraw_fees.get((c, n),
+                         Decimal(0))), "depositMin": "0", "withdrawMin": _s(self.withdraw_min), "chain": n,
+                         "chainDeposit": "1", "chainWithdraw": "1", "minAccuracy": "6", "withdrawPercentageFee": "0"}
+                        for n in nets]}
+                    for c, nets in sorted(self.networks.items())]})  # fmt: skip
+            if path == "/v5/account/wallet-balance":
+                coins = [{"coin": a, "equity": _s(f + lk), "walletBalance": _s(f + lk), "locked": _s(lk),
+                          "availableToWithdraw": "", "totalOrderIM": "0", "totalPositionIM": "0",
+                          "borrowAmount": "0", "accruedInterest": "0", "usdValue": ""}
+                         for a, (f, lk) in sorted(self.balances.items())]  # fmt: skip
+                return 200, self._by({"list": [{"accountType": "UNIFIED", "coin": coins}]})
+            if path == "/v5/order/create" and method == "POST":
+                o = self._bybit_place(p)
+                return 200, self._by({"orderId": str(o.order_id), "orderLinkId": o.client_id})
+            if path == "/v5/order/cancel" and method == "POST":
+                o = self._bybit_find(p)
+                if o is None or not o.open:
+                    raise ApiError(200, -2011, "Order does not exist.", "cancel_rejected")
+                self.cancel(o)
+                return 200, self._by({"orderId": str(o.order_id), "orderLinkId": o.client_id})
+            if path == "/v5/order/realtime":
+                if p.get("orderId") or p.get("orderLinkId"):
+                    one = self._bybit_find(p)
+                    rows = [one] if one is not None else []
+                else:
+                    s = self._bybit_symbol(p["symbol"]) if p.get("symbol") else None
+                    rows = [o for o in self._newest(self.orders.values()) if o.open and s in (None, o.symbol)]
+                for o in rows:
+                    self.poll(o)  # each sighting is a lookup: a resting order may fill, a cancel take effect
+                if not (p.get("orderId") or p.get("orderLinkId")):
+                    rows = [o for o in rows if o.open]
+                return 200, self._by({"category": "spot", "nextPageCursor": "",
+                                      "list": [self.bybit_order(o) for o in rows[: int(p.get("limit", 20))]]})
+            if path == "/v5/order/history":
+                s = self._bybit_symbol(p["symbol"]) if p.get("symbol") else None
+                start = int(p.get("startTime", self.now_ms - 7 * 24 * HOUR_MS))
+                end = int(p.get("endTime", start + 7 * 24 * HOUR_MS))
+                rows = [o for o in self._newest(self.orders.values()) if not o.open and s in (None, o.symbol)
+                        and p.get("orderStatus") in (None, self._bybit_status(o))
+                        and p.get("orderId") in (None, str(o.order_id))
+                        and p.get("orderLinkId") in (None, o.client_id) and start <= o.time_ms <= end]  # fmt: skip
+                return 200, self._by({"category": "spot", "nextPageCursor": "",
+                                      "list": [self.bybit_order(o) for o in rows[: int(p.get("limit", 20))]]})
+            if path == "/v5/execution/list":
+                s = self._bybit_symbol(p["symbol"]) if p.get("symbol") else None
+                oid = p.get("orderId")
+                if p.get("orderLinkId"):
+                    o = self.by_client.get(p["orderLinkId"])
+                    oid = str(o.order_id) if o is not None else "none"
+                start = int(p.get("startTime", self.now_ms - 7 * 24 * HOUR_MS))
+                rows = [t for t in reversed(self.trades) if s in (None, t["symbol"])
+                        and oid in (None, str(t["orderId"])) and start <= t["time"]]  # fmt: skip
+                return 200, self._by({"category": "spot", "nextPageCursor": "",
+                                      "list": [self.bybit_execution(t) for t in rows[: int(p.get("limit", 50))]]})
+        raise ApiError(404, -1100, f"emulator: no Bybit route {method} {path}")
+
+    def _bybit_find(self, p: dict[str, Any]) -> EmuOrder | None:
+        symbol = self._bybit_symbol(p.get("symbol"))
+        cid = p.get("orderLinkId")
+        o = self.by_client.get(cid) if cid else self.orders.get(int(p.get("orderId") or 0))
+        return o if o is not None and o.symbol == symbol else None
+
+    def _bybit_place(self, r: dict[str, Any]) -> EmuOrder:
+        symbol = self._bybit_symbol(r.get("symbol"))
+        kind, side = str(r.get("orderType", "")), str(r.get("side", ""))
+        if kind not in ("Limit", "Market") or side not in ("Buy", "Sell"):
+            raise ApiError(400, -1102, "params error: side or orderType invalid")
+        if kind == "Market" and r.get("marketUnit", "baseCoin" if side == "Sell" else "quoteCoin") != "baseCoin":
+            raise ApiError(400, -1102, "emulator: a market order is sized in the base coin (marketUnit baseCoin)")
+        q = {"symbol": symbol, "side": side.upper(), "type": kind.upper(), "quantity": str(r.get("qty", "0")),
+             "marketUnit": str(r.get("marketUnit", ""))}  # fmt: skip
+        if r.get("orderLinkId"):
+            q["newClientOrderId"] = str(r["orderLinkId"])
+        if kind == "Limit":
+            q["price"], q["timeInForce"] = str(r.get("price", "0")), str(r.get("timeInForce") or "GTC")
+        return self.create_order(q, "bybit")
+
+    @staticmethod
+    def _bybit_status(o: EmuOrder) -> str:
+        return {"NEW": "New", "PARTIALLY_FILLED": "PartiallyFilled", "FILLED": "Filled"}.get(o.status, "Cancelled")
+
+    def bybit_instrument(self, symbol: str) -> dict[str, Any]:
+        m = self.specs[symbol]
+        return {"symbol": symbol, "baseCoin": m.base, "quoteCoin": self.quote, "innovation": "0", "status": "Trading",
+                "marginTrading": "none", "stTag": "0",
+                "lotSizeFilter": {"basePrecision": m.step_size, "quotePrecision": "0.00000001",
+                                  "minOrderQty": m.min_qty, "maxOrderQty": "9000000", "minOrderAmt": m.min_notional,
+                                  "maxOrderAmt": "9000000"},
+                "priceFilter": {"tickSize": m.tick_size}}  # fmt: skip
+
+    def bybit_ticker(self, symbol: str) -> dict[str, Any]:
+        t = self.ticker(symbol)
+        return {"symbol": symbol, "bid1Price": t["bidPrice"], "bid1Size": t["bidQty"], "ask1Price": t["askPrice"],
+                "ask1Size": t["askQty"], "lastPrice": t["lastPrice"], "prevPrice24h": t["prevClosePrice"],
+                "price24hPcnt": "0", "highPrice24h": t["highPrice"], "lowPrice24h": t["lowPrice"],
+                "turnover24h": t["quoteVolume"], "volume24h": t["volume"], "usdIndexPrice": ""}  # fmt: skip
+
+    def bybit_order(self, o: EmuOrder) -> dict[str, Any]:
+        fee_ccy, fee = self._fees(o)
+        return {"orderId": str(o.order_id), "orderLinkId": o.client_id, "blockTradeId": "", "symbol": o.symbol,
+                "price": _s(o.price) if o.type == "LIMIT" else "0", "qty": _s(o.qty), "side": o.side.title(),
+                "isLeverage": "0", "positionIdx": 0, "orderStatus": self._bybit_status(o),
+                "cancelType": "CancelByUser" if o.status == "CANCELED" else "UNKNOWN", "rejectReason": "EC_NoError",
+                "avgPrice": _s(o.quote_qty / o.executed) if o.executed else "", "leavesQty": _s(o.remaining),
+                "leavesValue": _s(o.remaining * o.price), "cumExecQty": _s(o.executed),
+                "cumExecValue": _s(o.quote_qty), "cumExecFee": _s(fee), "timeInForce": "GTC",
+                "orderType": o.type.title(), "stopOrderType": "", "orderIv": "", "marketUnit": o.market_unit,
+                "triggerPrice": "0.00", "takeProfit": "0.00", "stopLoss": "0.00", "tpTriggerBy": "",
+                "slTriggerBy": "", "triggerDirection": 0, "triggerBy": "", "lastPriceOnCreated": "",
+                "reduceOnly": False, "closeOnTrigger": False, "placeType": "", "smpType": "None", "smpGroup": 0,
+                "smpOrderId": "", "createdTime": str(o.time_ms), "updatedTime": str(o.update_ms),
+                "cumFeeDetail": {fee_ccy: _s(fee)} if o.fills else {}}  # fmt: skip
+
+    def bybit_execution(self, t: dict[str, Any]) -> dict[str, Any]:
+        o = self.orders[t["orderId"]]
+        return {"symbol": t["symbol"], "orderId": str(o.order_id), "orderLinkId": o.client_id,
+                "side": o.side.title(), "orderPrice": _s(o.price), "orderQty": _s(o.qty), "leavesQty": _s(o.remaining),
+                "orderType": o.type.title(), "stopOrderType": "", "execFee": t["commission"], "execId": str(t["id"]),
+                "execPrice": t["price"], "execQty": t["qty"], "execType": "Trade", "execValue": t["quoteQty"],
+                "execTime": str(t["time"]), "isMaker": False, "feeRate": _s(self.taker_fee), "tradeIv": "",
+                "markIv": "", "markPrice": "", "indexPrice": "", "underlyingPrice": "", "blockTradeId": "",
+                "closedSize": "", "seq": t["id"]}  # fmt: skip
+
+    # -- error answers, per dialect -----------------------------------------------------------------------
+
+    def empty_list(self, dialect: str) -> Any:
+        """An order list without any order, as ``dialect`` answers it (a ``not_found`` fault on a list)."""
+        if dialect == "okx":
+            return self._ok([])
+        if dialect == "bybit":
+            return self._by({"category": "spot", "list": [], "nextPageCursor": ""})
+        return []
+
+    def error_answer(self, dialect: str, exc: ApiError, cid: str = "") -> tuple[int, Any]:
+        """``exc`` as the exchange of ``dialect`` answers it: (HTTP status, body)."""
+        if dialect == "okx":
+            status, code = OKX_CODES.get(exc.kind, OKX_CODES["bad_param"])
+            if exc.kind in ORDER_LEVEL:
+                return 200, {"code": "1", "msg": "All operations failed", "data": [
+                    {"ordId": "", "clOrdId": cid, "tag": "", "sCode": code, "sMsg": exc.msg}]}  # fmt: skip
+            return status, {"code": code, "msg": exc.msg, "data": []}
+        if dialect == "bybit":
+            status, code = BYBIT_CODES.get(exc.kind, BYBIT_CODES["bad_param"])
+            msg = "Request timeout, please try again later" if exc.kind == "internal" else exc.msg  # Bybit's 10016
+            return status, {"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": self.now_ms}
+        return exc.status, {"code": exc.code, "msg": exc.msg}
+
     def start(self) -> str:
         emu = self
 
@@ -910,7 +1493,7 @@ class ExchangeEmulator:
                 parts = urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
-                params = dict(parse_qsl(parts.query or body, keep_blank_values=True))
+                params = request_params(parts.query, body)
                 with emu.lock:  # every request is logged, faulted and refused ones too
                     emu.requests.append(
                         (
@@ -939,47 +1522,46 @@ class ExchangeEmulator:
             def _answer(self, parts: Any, body: str, params: dict[str, str]) -> None:
                 if emu.latency_s:
                     time.sleep(emu.latency_s)
+                dialect = dialect_of(parts.path)
                 fault = emu._take_fault(self.command, parts.path, params)
+                kind = fault.kind if fault is not None else ""
                 status, payload, extra = 200, None, {}
                 try:
-                    if fault is not None and fault.kind == "timeout_before":
+                    if kind == "timeout_before":
                         time.sleep(emu.timeout_hold_s)
                         self.close_connection = True
                         return
-                    if fault is not None and fault.kind == "reset_before":
+                    if kind == "reset_before":
                         self._reset()
                         return
-                    if fault is not None and fault.kind in ("429", "500", "503", "insufficient", "invalid", "auth"):
-                        status, code, msg = {
-                            "429": (
-                                429,
-                                -1003,
-                                "Too many requests; current limit is 6000 request weight per 1 MINUTE.",
-                            ),
-                            "500": (500, -1001, "Internal error; unable to process your request. Please try again."),
-                            "503": (503, 0, ""),
-                            "insufficient": (400, -2010, "Account has insufficient balance for requested action."),
-                            "invalid": (400, -1013, "Filter failure: LOT_SIZE"),
-                            "auth": (401, -2015, "Invalid API-key, IP, or permissions for action."),
-                        }[fault.kind]
-                        if fault.kind == "429" and fault.retry_after is not None:
-                            extra["Retry-After"] = fault.retry_after
-                        if fault.kind == "503":
-                            self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
-                            return
-                        raise ApiError(status, code, msg)
-                    if fault is not None and fault.kind == "not_found":
-                        raise ApiError(400, -2013, "Order does not exist.")
-                    status, payload = emu.handle(self.command, parts.path, parts.query, body, self.headers, fault)
+                    if kind == "html_before":
+                        self._send(200, MAINTENANCE_PAGE, "text/html")
+                        return
+                    if kind == "503":
+                        self._send(503, b"<html><body><h1>503 Service Unavailable</h1></body></html>", "text/html")
+                        return
+                    if kind == "not_found" and (dialect == "bybit" or parts.path in ORDER_LISTS):
+                        status, payload = 200, emu.empty_list(dialect)  # a list without the order
+                    elif kind in FAULT_ERRORS:
+                        if kind == "429" and fault.retry_after is not None:  # type: ignore[union-attr]
+                            extra["Retry-After"] = fault.retry_after  # type: ignore[union-attr]
+                        raise ApiError(*FAULT_ERRORS[kind])
+                    else:
+                        status, payload = emu.handle(self.command, parts.path, parts.query, body, self.headers, fault)
                 except ApiError as exc:
-                    status, payload = exc.status, {"code": exc.code, "msg": exc.msg}
-                if fault is not None and fault.kind == "timeout_after":
+                    status, payload = emu.error_answer(dialect, exc, params.get(DIALECTS[dialect].client_id, ""))
+                if kind == "timeout_after":
                     time.sleep(emu.timeout_hold_s)
                     self.close_connection = True
                     return
-                if fault is not None and fault.kind == "reset_after":
+                if kind == "reset_after":
                     self._reset()
                     return
+                if kind == "html_after":
+                    self._send(200, MAINTENANCE_PAGE, "text/html")
+                    return
+                if kind == "strip_id":
+                    payload = strip_order_ids(dialect, payload)
                 self._send(status, json.dumps(payload).encode(), "application/json", extra)
 
             def _send(self, status: int, data: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:

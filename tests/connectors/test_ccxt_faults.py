@@ -63,15 +63,18 @@ def test_transient_create_faults_are_retried_without_doubling(
 
 
 def test_timeout_then_lookup_miss_then_the_duplicate_is_adopted(tmp_path: Path, emu: ExchangeEmulator, creds) -> None:  # noqa: ANN001
-    """The order is accepted but its answer is lost; the lookup by client id misses (the exchange's
-    order index lags); the resend is refused as a duplicate client id: that order is ours, adopted."""
+    """The order is accepted but its answer is lost; the lookup by client id misses, and so do the open and
+    closed order lists (the exchange's order index lags); the resend is refused as a duplicate client id:
+    that order is ours, adopted."""
     victim = client_order_id(KEY, "GLD")
     emu.faults += [
         Fault("timeout_after", "POST", ORDER, times=1, symbol="GLDUSDT"),
         Fault("not_found", "GET", ORDER, times=1, symbol="GLDUSDT"),
+        Fault("not_found", "GET", "/api/v3/openOrders", times=1, symbol="GLDUSDT"),
+        Fault("not_found", "GET", "/api/v3/allOrders", times=2, symbol="GLDUSDT"),  # ccxt: closed, cancelled
     ]
     e = run(tmp_path, emu)
-    assert [f.hits for f in emu.faults] == [1, 1]
+    assert [f.hits for f in emu.faults] == [1, 1, 1, 2]
     posts = [q for m, p, q in emu.requests if (m, p) == ("POST", ORDER) and q.get("newClientOrderId") == victim]
     assert len(posts) == 2  # the one whose answer was lost, and the resend the exchange refused
     assert sum(1 for o in emu.orders.values() if o.client_id == victim) == 1  # exactly one order at the exchange

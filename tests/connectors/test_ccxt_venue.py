@@ -24,6 +24,7 @@ from tests.connectors.conftest import (
     MARKETS,
     NOW,
     SECRET,
+    Setup,
     assert_books_agree,
     ccxt_config,
     ccxt_engine,
@@ -45,11 +46,14 @@ def make_venue(emu: ExchangeEmulator, tmp_path: Path, name: str = "cex", **kw) -
 
 
 class TestCcxtVenueContract(VenueContract):
+    """The venue contract on every exchange the emulator speaks (``SETUPS``), through the real ccxt classes."""
+
     @pytest.fixture
-    def venue(self, emulator: ExchangeEmulator, creds: None, tmp_path: Path):  # noqa: ANN201
-        v = make_venue(emulator, tmp_path)
+    def venue(self, emulator: ExchangeEmulator, creds: None, tmp_path: Path, setup: Setup):  # noqa: ANN201
+        v = make_venue(setup.apply(emulator), tmp_path, **setup.venue_options())
         yield v
         v.close()
+        assert not emulator.open_orders(), "the contract left an order resting at the exchange"
 
     @pytest.fixture
     def venue_asset(self) -> str:
