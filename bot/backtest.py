@@ -14,7 +14,7 @@ import numpy as np
 import pluggy
 
 from bot.clock import SimulatedClock
-from bot.config import Config
+from bot.config import Config, ReportSection
 from bot.cycle import Engine
 from bot.daemon import Daemon
 from bot.domain import HOURS_PER_YEAR
@@ -81,6 +81,13 @@ class BacktestSummary:
     transfer_fees: float = 0.0
     transfer_gas: float = 0.0
     product_fees: float = 0.0  # the part of ``fees`` funds and issuers charged (ERC-4626 entry/exit, managers)
+    excess_return_annual: float = float("nan")  # annual return − the risk-free rate
+    sortino: float = float("nan")
+    calmar: float = float("nan")  # annual return / max drawdown
+    risk_free_source: str = "0 (none given)"
+    benchmarks: dict[str, dict[str, float]] | None = None  # name -> annual_return, annual_vol, sharpe, max_drawdown
+    equity_times: list[str] | None = None  # ISO times of ``equity``: the start, then each closing snapshot
+    equity: list[float] | None = None
 
     @property
     def costs(self) -> float:
@@ -126,13 +133,61 @@ class RunSeries:
     transit_end: float
     transfers: int
     events: dict[str, int]
+    assets: tuple[str, ...] = ()
+    prices: np.ndarray | None = None  # (len(times), len(assets)) closing prices at each snapshot
+
+
+def _drawdown(nav: np.ndarray) -> float:
+    return float(np.max(1 - nav / np.maximum.accumulate(nav))) if len(nav) else float("nan")
+
+
+def risk_free_rate(
+    r: RunSeries, given: float | None, report: ReportSection | None, hours: float
+) -> tuple[float, str]:
+    """The rate Sharpe is measured against, and where it came from: ``given`` (the command line) first,
+    then the realised return of ``report.risk_free_asset`` on the run's path, then ``report.risk_free_annual``."""
+    if given is not None:
+        return given, "given"
+    if report is not None and report.risk_free_asset and r.prices is not None and report.risk_free_asset in r.assets:
+        p = r.prices[:, r.assets.index(report.risk_free_asset)]
+        rate = float(np.exp(np.log(p[-1] / p[0]) / max(hours, 1e-9) * HOURS_PER_YEAR) - 1)
+        return rate, f"{report.risk_free_asset}'s return on this path"
+    if report is not None:
+        return report.risk_free_annual, "report.risk_free_annual"
+    return 0.0, "0 (none given)"
+
+
+def benchmark_stats(
+    r: RunSeries, report: ReportSection | None, rf: float, periods_per_year: float
+) -> dict[str, dict[str, float]]:
+    """Static-weight books on the run's own prices (rebalanced every step, gross of costs): equal weight
+    and ``report.benchmarks``; their return, volatility, Sharpe (against the same rate) and drawdown."""
+    if r.prices is None or len(r.prices) < 3 or not r.assets:
+        return {}
+    books = {"equal weight": dict.fromkeys(r.assets, 1.0)}
+    books.update(report.benchmarks if report is not None else {})
+    simple = r.prices[1:] / r.prices[:-1] - 1.0
+    hours = (r.times[-1] - r.times[0]).total_seconds() / 3600.0
+    out: dict[str, dict[str, float]] = {}
+    for name, weights in books.items():
+        w = np.array([weights.get(a, 0.0) for a in r.assets], dtype=float)
+        w /= w.sum()
+        logr = np.log1p(simple @ w)
+        mean_h = float(logr.sum() / max(hours, 1e-9))
+        vol = float(logr.std(ddof=1) * np.sqrt(periods_per_year)) if len(logr) > 1 else float("nan")
+        excess = mean_h * HOURS_PER_YEAR - float(np.log1p(rf))
+        out[name] = {"annual_return": float(np.exp(mean_h * HOURS_PER_YEAR) - 1), "annual_vol": vol,
+                     "sharpe": excess / vol if vol > 0 else float("nan"),
+                     "max_drawdown": _drawdown(np.exp(np.concatenate([[0.0], np.cumsum(logr)])))}  # fmt: skip
+    return out
 
 
 def summary_of(
     r: RunSeries,
-    risk_free_annual: float = 0.0,
+    risk_free_annual: float | None = None,
     buildup_hours: int = BUILDUP_HOURS,
     periods_per_year: float = HOURS_PER_YEAR,
+    report: ReportSection | None = None,
 ) -> BacktestSummary:
     """Performance, costs and risk balance of a run (``BacktestSummary`` says what each number means).
 
@@ -151,10 +206,14 @@ def summary_of(
     # longer step); the first step is the first cycle's trading at one instant, not an hour of market
     hourly = rets[1:]
     ann_vol = float(hourly.std(ddof=1) * np.sqrt(periods_per_year)) if len(hourly) > 1 else 0.0
+    risk_free_annual, rf_source = risk_free_rate(r, risk_free_annual, report, hours)
     excess = mean_h * HOURS_PER_YEAR - float(np.log1p(risk_free_annual))
     sharpe = float(excess / ann_vol) if ann_vol > 0 else float("nan")
-    peak = np.maximum.accumulate(nav)
-    mdd = float(np.max(1 - nav / peak))
+    mdd = _drawdown(nav)
+    # Sortino: the same excess over the downside deviation of the steps below the rate's share of a step
+    below = np.minimum(hourly - float(np.log1p(risk_free_annual)) / periods_per_year, 0.0)
+    downside = float(np.sqrt(np.mean(below**2)) * np.sqrt(periods_per_year)) if len(hourly) else 0.0
+    sortino = float(excess / downside) if downside > 0 else float("nan")
     costs = r.costs
     years = max(hours / HOURS_PER_YEAR, 1e-9)
     end_buildup = t0 + timedelta(hours=buildup_hours)
@@ -211,10 +270,22 @@ def summary_of(
         transfer_fees=costs["transfer_fees"],
         transfer_gas=costs["transfer_gas"],
         product_fees=costs.get("product_fees", 0.0),
+        excess_return_annual=ann_ret - risk_free_annual,
+        sortino=sortino,
+        calmar=ann_ret / mdd if mdd > 0 else float("nan"),
+        risk_free_source=rf_source,
+        benchmarks=benchmark_stats(r, report, risk_free_annual, periods_per_year),
+        equity_times=[t0.isoformat(), *(t.isoformat() for t in times)],
+        equity=[float(x) for x in nav],
     )
 
 
-def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int = BUILDUP_HOURS) -> BacktestSummary:
+def summarize(
+    ledger: Ledger,
+    risk_free_annual: float | None = None,
+    buildup_hours: int = BUILDUP_HOURS,
+    report: ReportSection | None = None,
+) -> BacktestSummary:
     """``summary_of`` the ledger's closing snapshots (one per hourly cycle), cycles, targets and fills."""
     snaps = [s for s in ledger.snapshots() if s.time.minute == 0 and s.time.second == 0]
     if len(snaps) < 2:
@@ -279,10 +350,13 @@ def summarize(ledger: Ledger, risk_free_annual: float = 0.0, buildup_hours: int 
         transit_end=float(snaps[-1].transit or 0.0),
         transfers=len([t for t in ledger.transfers() if t.status in ("pending", "arrived")]),
         events=events,
+        assets=tuple(snaps[-1].prices),
+        prices=np.array([[float(s.prices.get(a, np.nan)) for a in snaps[-1].prices] for s in snaps]),
     )
     # volatility is per step: a ledger of daily cycles (a daily data file) is annualised by its own step
     step = float(np.median(np.diff([t.timestamp() for t in times]))) if len(times) > 2 else 3600.0  # type: ignore[union-attr]
-    return summary_of(series, risk_free_annual, buildup_hours, periods_per_year=HOURS_PER_YEAR * 3600.0 / step)
+    ppy = HOURS_PER_YEAR * 3600.0 / step
+    return summary_of(series, risk_free_annual, buildup_hours, periods_per_year=ppy, report=report)
 
 
 def run_backtest(
@@ -292,9 +366,10 @@ def run_backtest(
     start: datetime | None = None,
     pm: pluggy.PluginManager | None = None,
     on_cycle: Callable[[object], None] | None = None,
-    risk_free_annual: float = 0.0,
+    risk_free_annual: float | None = None,
 ) -> BacktestSummary:
-    """Run the daemon for ``hours`` simulated hours on ``cfg`` (whose ledger should be fresh)."""
+    """Run the daemon for ``hours`` simulated hours on ``cfg`` (whose ledger should be fresh); the rate
+    is ``risk_free_annual`` when given, else the config's ``[report]``."""
     begin = start or cfg.clock.start
     if begin is None:
         from bot.cycle import make_clock
@@ -305,6 +380,6 @@ def run_backtest(
     Daemon(engine, until=begin + timedelta(hours=hours), on_cycle=on_cycle).run()
     ledger = Ledger(cfg.bot.ledger)
     try:
-        return summarize(ledger, risk_free_annual)
+        return summarize(ledger, risk_free_annual, report=cfg.report)
     finally:
         ledger.close()

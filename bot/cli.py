@@ -7,9 +7,12 @@ does not import every plugin twice. ``fail``, ``setup_logging`` and ``console`` 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -226,8 +229,16 @@ def backtest(
     ledger: Annotated[str | None, typer.Option(help="keep the backtest's ledger here (default: a temp file)")] = None,
     start: Annotated[str | None, typer.Option(help="ISO UTC start time (default: the config's clock.start)")] = None,
     risk_free: Annotated[
-        float, typer.Option(min=-0.5, max=1.0, help="annual risk-free rate for the Sharpe ratio, e.g. 0.045")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            min=-0.5, max=1.0,
+            help="annual risk-free rate for Sharpe, e.g. 0.045 (default: the config's [report] risk_free_*)",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON (for scripts)")] = False,
+    equity_csv: Annotated[
+        Path | None, typer.Option("--csv", help="write the equity curve (time, NAV) to this CSV file")
+    ] = None,
     data: Annotated[
         Path | None,
         typer.Option(
@@ -253,10 +264,15 @@ def backtest(
 
     setup_logging(verbose, logging.ERROR)
     tmp = None
+    kept: str | None = None
     try:
-        if ledger is None:
+        if ledger is None and research:  # research mode writes no ledger at all
             tmp = tempfile.TemporaryDirectory(prefix="rwabot-bt-")
-            ledger = str(Path(tmp.name) / "backtest.sqlite")
+            ledger = str(Path(tmp.name) / "unused.sqlite")
+        elif ledger is None:  # results are kept: var/backtests/<name>-<time>.sqlite beside the config's ledger
+            base = load_config(config)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            ledger = kept = str(Path(base.bot.ledger).parent / "backtests" / f"{base.bot.name}-{stamp}.sqlite")
         elif Path(ledger).exists():
             raise RwabotError(f"{ledger} exists: a backtest needs a fresh ledger")
         cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})
@@ -272,9 +288,15 @@ def backtest(
             transient=True,
         ) as progress:
             task = progress.add_task("hours", total=hours)
+            plain = _PlainProgress(hours) if not err.is_terminal else None  # a log or a pipe gets a line per 10%
+
+            def advance(k: int = 1) -> None:
+                progress.update(task, advance=k)
+                if plain is not None:
+                    plain.advance(k)
 
             def on_cycle(report: Any) -> None:
-                progress.update(task, advance=1 if not report.key.endswith("/risk") else 0)
+                advance(1 if not report.key.endswith("/risk") else 0)
 
             bar = _bar_of(cfg) if data is not None else None
             if bar is not None and bar != timedelta(hours=1) and not (fast or research):
@@ -284,7 +306,7 @@ def backtest(
                 from bot.fast import run_fast_backtest
 
                 s = run_fast_backtest(cfg, hours, start=begin, research=research, risk_free_annual=risk_free,
-                                      on_cycle=lambda k: progress.update(task, advance=1))  # fmt: skip
+                                      on_cycle=lambda k: advance())  # fmt: skip
             else:
                 s = run_backtest(cfg, hours, start=begin, on_cycle=on_cycle, risk_free_annual=risk_free)
         failure = ledger_failure(cfg.bot.ledger, cfg.venues)  # read before the temporary ledger goes
@@ -293,6 +315,15 @@ def backtest(
     finally:
         if tmp is not None:
             tmp.cleanup()
+    if equity_csv is not None:
+        _write_equity(equity_csv, s)
+    if as_json:
+        out = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("equity", "equity_times")}
+        out["ledger"] = kept or (None if research or tmp is not None else cfg.bot.ledger)
+        typer.echo(json.dumps(out, default=float, allow_nan=True))
+        if failure:
+            exit_failing(failure)
+        return
     t = Table("metric", "value", title=f"backtest: {s.hours} h, {s.cycles} cycles")
     b = s.buildup_hours
     rows = [
@@ -301,8 +332,16 @@ def backtest(
         ("total return", f"{s.total_return:.3%}"),
         ("annualised return", f"{s.annual_return:.2%}"),
         ("annualised volatility", f"{s.annual_vol:.2%}"),
+        (f"risk-free rate ({s.risk_free_source})", f"{s.risk_free_annual:.2%}"),
+        ("excess return over it (annual)", f"{s.excess_return_annual:.2%}"),
         (f"Sharpe (rf = {s.risk_free_annual:.2%})", f"{s.sharpe:.2f}"),
+        ("Sortino / Calmar", f"{s.sortino:.2f} / {s.calmar:.2f}"),
         ("max drawdown", f"{s.max_drawdown:.2%}"),
+        *(
+            (f"benchmark {name} (static, gross): return / vol / Sharpe / max DD",
+             f"{b['annual_return']:.2%} / {b['annual_vol']:.2%} / {b['sharpe']:.2f} / {b['max_drawdown']:.2%}")
+            for name, b in (s.benchmarks or {}).items()
+        ),  # fmt: skip
         ("turnover, whole run (× NAV per year)", f"{s.turnover_annual:.2f}"),
         (
             f"initial build-up, first {b} h (× start NAV)",
@@ -346,8 +385,37 @@ def backtest(
     for r in rows:
         t.add_row(*r)
     console.print(t)
+    if kept:
+        console.print(f"ledger kept at {kept} (rwabot status --ledger {kept})", highlight=False)
     if failure:
         exit_failing(failure)
+
+
+class _PlainProgress:
+    """Progress for a log or a pipe (Rich draws nothing there): one plain line at every 10%."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.next = max(total, 1), 0, 10
+        self.t0 = time.monotonic()
+
+    def advance(self, k: int) -> None:
+        self.done += k
+        pct = 100 * self.done // self.total
+        if pct >= self.next:
+            err.print(f"backtest {pct}% ({self.done}/{self.total} h, {time.monotonic() - self.t0:.1f} s)",
+                      highlight=False)  # fmt: skip
+            self.next = (pct // 10 + 1) * 10
+
+
+def _write_equity(path: Path, s: Any) -> None:
+    """The equity curve, one row per closing snapshot (the first row is the NAV before any trade)."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "nav"])
+        for t, v in zip(s.equity_times or [], s.equity or []):
+            w.writerow([t, f"{v:.6f}"])
 
 
 def _bar_of(cfg: Config) -> timedelta | None:
@@ -522,6 +590,10 @@ def evaluate(
     compare: Annotated[
         str | None, typer.Option(help="also print this forecaster's paired differences to every other one")
     ] = None,
+    returns: Annotated[
+        str | None,
+        typer.Option("--returns", help="also score return models (zero,ewma_mean,shrunk_mean,...): IC, hit rate"),
+    ] = None,
 ) -> None:
     """Walk-forward evaluation of covariance forecasters: QLIKE differences with block-bootstrap errors."""
     import json
@@ -601,6 +673,17 @@ def evaluate(
         console.print(f"scores written to {csv}")
     if plot:
         console.print(f"plot written to {plot}" if ev.write_plot(result, str(plot)) else "plot skipped: no matplotlib")
+    if returns:
+        try:
+            models = ev.build_return_models([x.strip() for x in returns.split(",") if x.strip()], opts, ds.assets)
+            first = warmup if warmup is not None else (24 * 60 if freq == "1h" else 250)
+            scores = ev.score_return_models(models, ds.assets, ds.returns, warmup=first, window=window,
+                                            block=168 if freq == "1h" else 21)  # fmt: skip
+        except (RwabotError, ValueError) as exc:
+            fail(exc)
+        console.print("\nreturn models, out of sample (cross-sectional rank IC and hit rate, block-bootstrap SE):",
+                      highlight=False)  # fmt: skip
+        console.print(ev.format_return_scores(scores), highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -634,6 +717,243 @@ def optimize(
     console.print(oc.to_table(report))
     for line in oc.summary_lines(report):
         console.print(line, highlight=False)
+
+
+# -- stress, sweep, report (bot/stress.py, bot/sweep.py, bot/report.py; docs/stress.md, docs/report.md) ----------
+
+OFFLINE = Path("config/paper-offline.toml")  # the embedded defaults the fast backtest can simulate (paper venues)
+SCENARIOS = Path("config/scenarios.toml")
+
+
+def _grid_run(
+    *, config: Path, scenarios_file: Path, scenarios: str, seeds: int, first_seed: int, hours: int, books: str,
+    params: list[str], workers: int, scheduler: str | None, threads: bool, data: Path | None, start: str | None,
+    series_seeds: int, what: str,
+) -> tuple[Any, Any, Any]:  # fmt: skip
+    """The grid of a stress run or a sweep, run on Dask with a progress bar: (config, tasks, Executed)."""
+    from bot.shocks import load_scenarios, pick
+    from bot.sweep import execute, make_grid, parse_param
+
+    cfg = load_config(config)
+    begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
+    if data is not None:  # the user's bars under the shocks: the csv source, started at its first full window
+        cfg, begin = _with_data_file(cfg, data, hours, begin)
+    chosen = pick(load_scenarios(scenarios_file), scenarios)
+    grid = dict(parse_param(p) for p in params)
+    seed_list = list(range(first_seed, first_seed + seeds))
+    book_list = [b.strip() for b in books.split(",") if b.strip()]
+    tasks = make_grid(cfg, chosen, seed_list, hours=hours, params=grid, books=book_list, start=begin,
+                      series_seeds=seed_list[:series_seeds])  # fmt: skip
+    where = "threads" if threads else (f"the cluster at {scheduler}" if scheduler else f"a LocalCluster of {workers}")
+    err.print(f"{what}: {len(tasks)} runs ({len(chosen)} scenarios × {len(seed_list)} seeds × {len(book_list)} "
+              f"books × {max(1, len(tasks) // max(1, len(chosen) * len(seed_list) * len(book_list)))} grid points) "
+              f"of {hours} h on {where}", highlight=False)  # fmt: skip
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), TextColumn("{task.completed}/{task.total} runs"),
+                  TimeElapsedColumn(), console=err, transient=True) as progress:  # fmt: skip
+        bar = progress.add_task("runs", total=len(tasks))
+        t0, shown = time.monotonic(), [0]
+
+        def on_done(done: int, total: int) -> None:
+            progress.update(bar, completed=done)
+            if not err.is_terminal and 10 * done // total > shown[0]:  # a log or a pipe: a line per 10%
+                shown[0] = 10 * done // total
+                err.print(f"{what} {done}/{total} runs, {time.monotonic() - t0:.0f} s", highlight=False)
+
+        ex = execute(tasks, workers=workers, scheduler=scheduler, threads=threads, on_done=on_done)
+    return cfg, tasks, ex
+
+
+def _out_dir(out: Path | None, cfg: Config, kind: str) -> Path:
+    if out is not None:
+        return out
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    return Path(cfg.bot.ledger).parent / kind / f"{cfg.bot.name}-{stamp}"
+
+
+ScenariosFileOpt = Annotated[Path, typer.Option("--scenarios-file", help="TOML scenario file (bot/shocks.py)")]
+ScenariosOpt = Annotated[
+    str, typer.Option("--scenarios", help="'all' (the control 'none' and every scenario) or a comma list")
+]
+SeedsOpt = Annotated[
+    int, typer.Option("--seeds", min=1, help="number of market paths (seeds first-seed, first-seed+1, …)")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", min=1, help="LocalCluster worker processes (or threads with --threads)")
+]
+SchedulerOpt = Annotated[str | None, typer.Option("--scheduler", help="a Dask scheduler address: run on that cluster")]
+ThreadsOpt = Annotated[bool, typer.Option("--threads", help="no cluster: Dask's threaded scheduler in this process")]
+StressDataOpt = Annotated[
+    Path | None, typer.Option("--data", help="CSV/parquet bars to shock instead of the configured source")
+]
+
+
+@app.command()
+def stress(
+    config: ConfigOpt = OFFLINE,
+    scenarios_file: ScenariosFileOpt = SCENARIOS,
+    scenarios: ScenariosOpt = "all",
+    seeds: SeedsOpt = 20,
+    first_seed: Annotated[int, typer.Option(min=0, help="the first seed")] = 0,
+    hours: Annotated[int, typer.Option(min=2, help="hours per run")] = 720,
+    books: Annotated[str, typer.Option(help="books run on every path")] = "strategy,equal weight,inverse vol",
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    data: StressDataOpt = None,
+    start: Annotated[str | None, typer.Option(help="ISO UTC first cycle (default: the config's clock.start)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default var/stress/<name>-<time>)")] = None,
+    series_seeds: Annotated[int, typer.Option(min=0, help="seeds whose NAV series are kept for the report")] = 1,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="a PNG per figure beside the HTML")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="print the table as JSON")] = False,
+) -> None:
+    """Named stress scenarios through the fast backtest's cycle, beside equal-weight and inverse-vol books on the
+    same paths: results.parquet/.csv, stress.html (+ png/), table.md (docs/stress.md)."""
+    import pandas as pd
+
+    from bot.report import stress_report
+    from bot.stress import stress_table, table_markdown
+    from bot.sweep import write_results
+
+    setup_logging(False, logging.ERROR)
+    try:
+        cfg, tasks, ex = _grid_run(config=config, scenarios_file=scenarios_file, scenarios=scenarios, seeds=seeds,
+                                   first_seed=first_seed, hours=hours, books=books, params=[], workers=workers,
+                                   scheduler=scheduler, threads=threads, data=data, start=start,
+                                   series_seeds=series_seeds, what="stress")  # fmt: skip
+        folder = _out_dir(out, cfg, "stress")
+        paths = write_results(ex.results, folder)
+        rows = [r.row for r in ex.results]
+        table = stress_table(rows)
+        md = table_markdown(table)
+        (folder / "table.md").write_text(md + "\n", encoding="utf-8")
+        series = pd.read_parquet(paths["series"]) if "series" in paths else None
+        intro = (f"{config}, {hours} h per run, seeds {first_seed}–{first_seed + seeds - 1}, {ex.mode} of "
+                 f"{ex.workers}: {len(tasks)} runs in {ex.wall_s:.1f} s.")  # fmt: skip
+        written = stress_report(rows, folder / "stress.html", series=series, png=png, intro=intro)
+        (folder / "run.json").write_text(json.dumps({"config": str(config), "hours": hours, "seeds": seeds,
+                                                     "first_seed": first_seed, "mode": ex.mode, "workers": ex.workers,
+                                                     "wall_s": ex.wall_s, "startup_s": ex.startup_s,
+                                                     "runs": len(tasks)}, indent=1))  # fmt: skip
+    except (RwabotError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        typer.echo(json.dumps(table, default=float, allow_nan=True))
+        return
+    console.print(md, highlight=False, soft_wrap=True)
+    console.print(f"{len(tasks)} runs on {ex.mode} ({ex.workers}) in {ex.wall_s:.1f} s "
+                  f"(start-up {ex.startup_s:.1f} s); "
+                  f"{written['html']} and {len(written['pngs'])} PNGs, results in {paths['parquet']}",
+                  highlight=False)  # fmt: skip
+
+
+@app.command()
+def sweep(
+    config: ConfigOpt = OFFLINE,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="name=v1,v2 (repeatable): half_life, band, participation, forecaster, measure, "
+                     "or a dotted config path"),
+    ] = None,
+    scenarios_file: ScenariosFileOpt = SCENARIOS,
+    scenarios: ScenariosOpt = "none",
+    seeds: SeedsOpt = 4,
+    first_seed: Annotated[int, typer.Option(min=0, help="the first seed")] = 0,
+    hours: Annotated[int, typer.Option(min=2, help="hours per run")] = 720,
+    books: Annotated[str, typer.Option(help="books run on every path")] = "strategy",
+    workers: WorkersOpt = 2,
+    scheduler: SchedulerOpt = None,
+    threads: ThreadsOpt = False,
+    data: StressDataOpt = None,
+    start: Annotated[str | None, typer.Option(help="ISO UTC first cycle (default: the config's clock.start)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder (default var/sweeps/<name>-<time>)")] = None,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="a PNG per figure beside the HTML")] = True,
+) -> None:
+    """A grid (seeds × scenarios × parameters) of research-mode backtests on Dask (a LocalCluster by default, a
+    scheduler address, or threads): results.parquet/.csv and summary.html."""
+    from bot.report import sweep_report
+    from bot.sweep import write_results
+
+    setup_logging(False, logging.ERROR)
+    try:
+        cfg, tasks, ex = _grid_run(config=config, scenarios_file=scenarios_file, scenarios=scenarios, seeds=seeds,
+                                   first_seed=first_seed, hours=hours, books=books, params=list(param or []),
+                                   workers=workers, scheduler=scheduler, threads=threads, data=data, start=start,
+                                   series_seeds=0, what="sweep")  # fmt: skip
+        folder = _out_dir(out, cfg, "sweeps")
+        paths = write_results(ex.results, folder)
+        rows = [r.row for r in ex.results]
+        intro = (f"{config}, {hours} h per run, {len(tasks)} runs on {ex.mode} of {ex.workers} in "
+                 f"{ex.wall_s:.1f} s.")  # fmt: skip
+        written = sweep_report(rows, folder / "summary.html", png=png, intro=intro)
+        meta = {"config": str(config), "hours": hours, "params": param or [], "mode": ex.mode, "workers": ex.workers,
+                "wall_s": ex.wall_s, "startup_s": ex.startup_s, "runs": len(tasks)}
+        (folder / "run.json").write_text(json.dumps(meta, indent=1))
+    except (RwabotError, ValueError) as exc:
+        fail(exc)
+    t = Table("scenario", "book", "grid point", "seeds", "Sharpe [95% CI]", "return", "RC held p90", title="sweep")
+    for r in written["table"]:
+        t.add_row(str(r["scenario"]), str(r["book"]), str(r["point"]), str(r["seeds"]),
+                  f"{r['sharpe_mean']:.2f} [{r['sharpe_ci_low']:.2f}, {r['sharpe_ci_high']:.2f}]",
+                  f"{r['total_return_mean']:.2%}", f"{r['rc_held_p90']:.3f}")  # fmt: skip
+    console.print(t)
+    console.print(f"{len(tasks)} runs on {ex.mode} ({ex.workers}) in {ex.wall_s:.1f} s "
+                  f"(start-up {ex.startup_s:.1f} s); "
+                  f"{written['html']}, results in {paths['parquet']}", highlight=False)  # fmt: skip
+
+
+@app.command()
+def report(
+    config: ConfigOpt = OFFLINE,
+    ledger: Annotated[Path | None, typer.Option(help="the ledger to report (default: the config's bot.ledger)")] = None,
+    stress_dir: Annotated[
+        Path | None, typer.Option("--stress", help="a stress or sweep output folder to re-render")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="the HTML file (PNGs go to png/ beside it)")] = None,
+    hours: Annotated[
+        int, typer.Option(min=2, help="no ledger yet: run a fast backtest of this many hours first")
+    ] = 720,
+    risk_free: Annotated[float | None, typer.Option(min=-0.5, max=1.0, help="annual rate for Sharpe")] = None,
+    png: Annotated[bool, typer.Option("--png/--no-png", help="a PNG per figure beside the HTML")] = True,
+) -> None:
+    """A self-contained HTML report (plotly) and a PNG per figure: of a ledger (the daemon's, a backtest's) or of a
+    stress/sweep folder. With no ledger at the path, a fast backtest of the config writes one first."""
+    from bot.report import ledger_report, stress_report, sweep_report
+
+    setup_logging(False, logging.ERROR)
+    try:
+        if stress_dir is not None:
+            import pandas as pd
+
+            res = stress_dir / "results.parquet"
+            if not res.exists():
+                raise RwabotError(f"{stress_dir}: no results.parquet (write one with rwabot stress or rwabot sweep)")
+            rows = pd.read_parquet(res).to_dict("records")
+            kept = stress_dir / "series.parquet"
+            series = pd.read_parquet(kept) if kept.exists() else None
+            if any(k.startswith("param.") for k in rows[0]):
+                written = sweep_report(rows, out or stress_dir / "summary.html", png=png)
+            else:
+                written = stress_report(rows, out or stress_dir / "stress.html", series=series, png=png)
+        else:
+            cfg = load_config(config)
+            path = ledger or Path(cfg.bot.ledger)
+            if not path.exists():
+                from bot.fast import run_fast_backtest
+
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+                path = Path(cfg.bot.ledger).parent / "reports" / f"{cfg.bot.name}-{stamp}.sqlite"
+                err.print(f"no ledger at {ledger or cfg.bot.ledger}: a fast backtest of {hours} h writes {path}",
+                          highlight=False)  # fmt: skip
+                path.parent.mkdir(parents=True, exist_ok=True)
+                run_fast_backtest(_load(config, str(path), clock={"kind": "simulated", "speed": 0.0}), hours)
+            written = ledger_report(path, out or path.with_suffix("").parent / f"{path.stem}-report" / "report.html",
+                                    png=png, risk_free_annual=risk_free, report_cfg=cfg.report)  # fmt: skip
+    except (RwabotError, ValueError, FileNotFoundError) as exc:
+        fail(exc)
+    console.print(f"{written['html']}: {len(written['figures'])} figures"
+                  + (f", {len(written['pngs'])} PNGs in {written['pngs'][0].parent}" if written["pngs"] else "")
+                  + (f"; left out (no data): {', '.join(written['left_out'])}" if written["left_out"] else ""),
+                  highlight=False)  # fmt: skip
 
 
 def main() -> None:

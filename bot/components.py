@@ -72,6 +72,15 @@ class Forecaster(Protocol):
     def forecast(self, assets: Sequence[str], returns: np.ndarray) -> Forecast: ...
 
 
+@runtime_checkable
+class ReturnModel(Protocol):
+    """Expected next-hour log returns from a window of hourly log returns (T × N, oldest first)."""
+
+    name: str
+
+    def expected(self, assets: Sequence[str], returns: np.ndarray) -> np.ndarray: ...
+
+
 class ForecastStream(Protocol):
     """A forecast kept current one return at a time (optional: ``Forecaster.stream(assets, window)``
     returns one, or None when the model cannot be updated in one step). The fast backtest uses it so an

@@ -150,6 +150,28 @@ class FundingSection(Section):
         return any((a.lower() if a.startswith("0x") else a) == norm for a in self.allow)
 
 
+class ReportSection(Section):
+    """How a run's performance is judged: against what risk-free rate, and beside which simple books.
+
+    A book that is half a tokenized T-bill fund earns a high Sharpe against 0% and none against the rate
+    the fund pays, so the rate is stated, not assumed: ``risk_free_annual``, or the realised return of
+    ``risk_free_asset`` on the run's own path (it wins when both are set). ``benchmarks`` are static
+    weights (normalised, rebalanced every cycle, gross of costs) printed beside the strategy, with equal
+    weight always among them: the answer to "is risk parity worth it here"."""
+
+    risk_free_annual: float = Field(default=0.0, ge=-0.5, le=1.0)
+    risk_free_asset: str | None = None
+    benchmarks: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _weights(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for name, w in v.items():
+            if not w or any(x < 0 for x in w.values()) or sum(w.values()) <= 0:
+                raise ValueError(f"{name}: weights must be non-negative and not all zero")
+        return v
+
+
 class Config(Section):
     bot: BotSection = Field(default_factory=BotSection)
     clock: ClockSection = Field(default_factory=ClockSection)
@@ -158,11 +180,13 @@ class Config(Section):
     strategy: PluginSection | None = None
     data: PluginSection
     forecaster: PluginSection | None = None
+    returns: PluginSection | None = None  # an expected-return model for μ (plugins/returns); none: the forecaster's
     optimizer: PluginSection | None = None
     policy: PluginSection | None = None
     venues: dict[str, PluginSection]
     assets: dict[str, AssetSection]
     funding: FundingSection = Field(default_factory=FundingSection)
+    report: ReportSection = Field(default_factory=ReportSection)
     _source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -193,6 +217,13 @@ class Config(Section):
             paper = [v for v, s in self.venues.items() if s.plugin == "paper"]
             if paper:
                 raise ValueError(f"bot.mode is live but venues {paper} use the paper plugin")
+        known = set(self.assets)
+        if self.report.risk_free_asset is not None and self.report.risk_free_asset not in known:
+            raise ValueError(f"report.risk_free_asset: unknown asset {self.report.risk_free_asset!r}")
+        for name, w in self.report.benchmarks.items():
+            bad = sorted(set(w) - known)
+            if bad:
+                raise ValueError(f"report.benchmarks.{name}: unknown assets {bad}")
         if sum(a.lower for a in self.assets.values()) > 1:
             raise ValueError("assets: the lower bounds add up to more than 1")
         return self

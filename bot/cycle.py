@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,16 @@ import pluggy
 from sqlmodel import select
 
 from bot.clock import RealClock, SimulatedClock, floor_hour
-from bot.components import ComponentConfig, ComponentContext, DataSource, Forecaster, Optimizer, Policy, Venue
+from bot.components import (
+    ComponentConfig,
+    ComponentContext,
+    DataSource,
+    Forecaster,
+    Optimizer,
+    Policy,
+    ReturnModel,
+    Venue,
+)
 from bot.config import Config
 from bot.domain import (
     CycleInfo,
@@ -104,6 +113,7 @@ class Components:
     optimizer: Optimizer
     policy: Policy
     venues: dict[str, Venue]
+    returns: ReturnModel | None = None
 
 
 def make_clock(cfg: Config) -> RealClock | SimulatedClock:
@@ -166,11 +176,55 @@ def resolve_components(
         assert found is not None
         sec, where = found
         out[k] = resolve(k, sec["plugin"], sec.get("options", {}), where)
-    venues = {
-        vname: resolve("venue", vsec.plugin, vsec.options, f"{prefix}venues.{vname}.options")
-        for vname, vsec in cfg.venues.items()
-    }
+    if cfg.returns is not None:
+        out["returns"] = resolve("returns", cfg.returns.plugin, cfg.returns.options, f"{prefix}returns.options")
+    check_return_tilt(cfg, out, prefix)
+    venues = {}
+    for vname, vsec in cfg.venues.items():
+        where = f"{prefix}venues.{vname}.options"
+        reg = registry.get("venue", vsec.plugin)
+        venues[vname] = Resolved(reg, reg.validate(mode_is_law(cfg.bot.mode, reg, vsec.options, where), where=where),
+                                 where)  # fmt: skip
     return ResolvedComponents(out, venues)
+
+
+def check_return_tilt(cfg: Config, sections: Mapping[str, Resolved], prefix: str = "") -> None:
+    """λ > 0 needs a μ: from a return model, or from a forecaster that gives one. A forecaster that
+    gives none (dcc, lstm: ``gives_mu = False``) with λ > 0 and no ``[returns]`` would make the tilt
+    silently zero; it is refused at start instead, naming both."""
+    lam = float(getattr(sections["optimizer"].options, "lam", 0.0) or 0.0)
+    if lam <= 0 or "returns" in sections:
+        return
+    fc = sections["forecaster"].registration
+    gives = getattr(fc.factory, "gives_mu", None)
+    if gives is False:
+        raise ConfigError(
+            f"{prefix}optimizer {sections['optimizer'].registration.name} has lam = {lam:g} but forecaster "
+            f"{fc.name!r} forecasts no expected returns: add a [returns] section (zero, ewma_mean, shrunk_mean, "
+            "carry) or set lam = 0"
+        )
+
+
+def mode_is_law(mode: str, reg: Registration, options: dict[str, Any] | None, where: str) -> dict[str, Any]:
+    """A venue's options under the bot's mode: a paper bot's venues are all paper.
+
+    A venue that can trade live has a ``paper`` option (ccxt, evm); under ``bot.mode = "paper"`` it is
+    set for the user, so a paper config one line short of ``paper = true`` can never send a live order
+    (or ask for keys), and one that says ``paper = false`` is a contradiction, refused by name. Live needs
+    ``bot.mode = "live"``; there a venue's own ``paper = true`` still keeps that one venue simulated.
+    (``evm_devnet``'s ``live`` signs on the throwaway anvil chain the venue starts itself, with anvil's
+    published development key: no money can move, so a paper bot may use it.)
+    """
+    opts = dict(options or {})
+    if "paper" not in reg.config_model.model_fields or mode != "paper":
+        return opts
+    if opts.get("paper") is False:
+        raise ConfigError(
+            f'{where}.paper: false asks for live trading under bot.mode = "paper"; a paper bot never trades '
+            'live (set bot.mode = "live" to trade, or drop the option)'
+        )
+    opts["paper"] = True
+    return opts
 
 
 def build_components(
@@ -200,7 +254,10 @@ def build_components(
             ctx.clock, ctx.state_dir, ctx.assets, ctx.emit, data, {**ctx.extra, "venue_name": vname, "where": res.where}
         )  # ``where`` lets a factory's own errors name the file and the key as option errors do
         venues[vname] = res.build(vctx)
-    return Components(data, built["forecaster"], built["optimizer"], built["policy"], venues), names
+    returns = r.sections["returns"].build(ctx) if "returns" in r.sections else None
+    if returns is not None:
+        names["returns"] = r.sections["returns"].registration.name
+    return Components(data, built["forecaster"], built["optimizer"], built["policy"], venues, returns), names
 
 
 class Engine:
@@ -259,6 +316,7 @@ class Engine:
         self._venue_scale: dict[str, float] = {}  # venue -> factor its targets were scaled by last cycle
         self._skip_reported: set[str] = set()  # destinations whose funding skip was said and still holds
         self._fit_note = ""  # the last venue_budget note, so that an unchanged one is not repeated hourly
+        self._monitor_bars: tuple[datetime, Any] | None = None  # (hour, its bars): the monitor's window
 
     def close(self) -> None:
         for v in self.c.venues.values():
@@ -435,7 +493,7 @@ class Engine:
         existing = self.ledger.get_cycle(key)
         if existing is not None and existing.status in TERMINAL_CYCLE:
             log.info("cycle %s already %s; nothing to do", key, existing.status)
-            return self._report_from_row(existing, "already ran")
+            return replace(self._report_from_row(existing, "already ran"), repeated=True)
         self._notify("rwabot_cycle_started", cycle=info)
         if existing is None:
             try:
@@ -467,7 +525,7 @@ class Engine:
     def _plan(self, info: CycleInfo, now: datetime) -> tuple[CycleRow, Forecast]:
         """The cycle up to its durable plan, one stage after the other (bot/stages.py)."""
         obs = self._observe(info.key, now)  # bars and holdings: the I/O at the start
-        forecast = forecast_stage(self.c.forecaster, self.assets, obs.returns)
+        forecast = forecast_stage(self.c.forecaster, self.assets, obs.returns, self.c.returns)
         bounds = self._bounds(obs)
         targeted = self._target(obs, forecast, bounds)
         decided = decide_stage(self.c.policy, obs.w0, targeted, forecast, bounds.held)
@@ -1134,7 +1192,13 @@ class Engine:
     def forecast_sigma(self, now: datetime | None = None) -> float:
         """Annualised forecast σ_p of the current holdings, using prices from inside the hour."""
         now = now or self.clock.now()
-        bars = self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1)
+        # the hourly window is the same for every tick of an hour: read once per closed bar (the data
+        # source itself fetches only the new bar, bot/components.DataSource implementations cache)
+        hour = floor_hour(now)
+        cached = self._monitor_bars
+        if cached is None or cached[0] != hour:
+            cached = self._monitor_bars = (hour, self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1))
+        bars = cached[1]
         close = bars.close
         snap = self.c.data.latest(self.assets, now)
         check_prices(self.assets, snap.prices, f"data {self.names['data']} latest")

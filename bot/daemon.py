@@ -125,7 +125,7 @@ class Daemon:
 
     def _cycle_job(self) -> None:
         report = self.engine.run_cycle(self.engine.clock.now(), "scheduled")
-        if self.on_cycle is not None:
+        if self.on_cycle is not None and not report.repeated:  # one line per cycle, not per job that ran it
             self.on_cycle(report)
 
     def _monitor_job(self) -> None:

@@ -396,6 +396,7 @@ class CycleReport:
     slippage: float
     message: str = ""
     in_flight: int = 0  # legs of this cycle a venue accepted and has not finished (followed at every tick)
+    repeated: bool = False  # the cycle had already run (a catch-up and the hour's own job on the same key)
 
 
 def check_prices(assets: Sequence[str], prices: np.ndarray, where: str) -> None:

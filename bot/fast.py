@@ -60,6 +60,7 @@ from bot.stages import (
     plan_orders,
     takes_groups,
     target_stage,
+    with_expected_returns,
 )
 
 HOUR = timedelta(hours=1)
@@ -236,6 +237,7 @@ class FastBacktest:
         self.forecaster = resolved.sections["forecaster"].build(ctx)
         self.optimizer = resolved.sections["optimizer"].build(ctx)
         self.policy = policy if policy is not None else resolved.sections["policy"].build(ctx)
+        self.returns_model = resolved.sections["returns"].build(ctx) if "returns" in resolved.sections else None
         self.names = {k: resolved.sections[k].registration.name for k in ("forecaster", "optimizer", "policy")}
         if policy is not None:
             self.names["policy"] = str(getattr(policy, "name", "custom"))
@@ -335,6 +337,9 @@ class FastBacktest:
 
     def _forecast(self, j: int) -> Any:
         window = self.logret[j - self.hist : j]
+        return with_expected_returns(self._covariance(j, window), self.assets, window, self.returns_model)
+
+    def _covariance(self, j: int, window: np.ndarray) -> Any:
         if self.stream is None and self.streamable:
             self.stream = self.forecaster.stream(self.assets, window)
             self.streamable = self.stream is not None
@@ -530,7 +535,7 @@ class FastBacktest:
         self.k += 1
         return Step(k, now, nav, nav_after, costs, traded, w0, w, forecast, b, t, d, d_free)
 
-    def summary(self, risk_free_annual: float = 0.0) -> BacktestSummary:
+    def summary(self, risk_free_annual: float | None = None) -> BacktestSummary:
         """The run so far (every cycle when it is done), by the same formulas as ``bot.backtest.summarize``."""
         m = self.k
         if m < 2:
@@ -558,8 +563,10 @@ class FastBacktest:
             transit_end=float(sum(tr.transfer.amount for tr in self.transit)),
             transfers=self.n_transfers,
             events=self.counted,
+            assets=self.assets,
+            prices=self.close[self.hist : self.hist + m],
         )
-        return summary_of(series, risk_free_annual, periods_per_year=self.ppy)
+        return summary_of(series, risk_free_annual, periods_per_year=self.ppy, report=self.cfg.report)
 
 
 def run_fast_backtest(
@@ -569,7 +576,7 @@ def run_fast_backtest(
     start: datetime | None = None,
     pm: pluggy.PluginManager | None = None,
     research: bool = False,
-    risk_free_annual: float = 0.0,
+    risk_free_annual: float | None = None,
     flush_every: int = 2000,
     on_cycle: Callable[[int], None] | None = None,
     state_dir: Path | None = None,

@@ -67,6 +67,22 @@ def rwabot_register_forecasters(register: Register) -> None:
     """
 
 
+@hookspec
+def rwabot_register_return_models(register: Register) -> None:
+    """Register expected-return models: the μ of the objective's λ·wᵀμ term.
+
+    :param register: as for data sources; the factory returns a ``ReturnModel`` whose
+        ``expected(assets, returns)`` takes the same window of hourly log returns a forecaster gets
+        (T × N, oldest first) and returns μ, the next hour's expected log return per asset (N,).
+        The cycle puts it in ``Forecast.mu`` (replacing the forecaster's own, if any) when the config
+        has a ``[returns]`` section.
+    :returns: None; the return value is ignored.
+    :raises PluginError: from ``register``, as for data sources.
+    ``expected`` raises ``ForecastError`` when it cannot give a finite μ for every asset (the cycle
+    fails with ``cycle_failed``, nothing is traded); a μ that is silently zero is never an answer.
+    """
+
+
 # -- registration: optimize --------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,8 @@ class OptimizeReport:
     dev_rp: float
     expected_return: float | None
     repaired_psd: bool
+    condition_number: float = float("nan")  # of the correlation matrix: scale-free
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -112,6 +114,32 @@ def read_vector(path: str | Path, assets: list[str], what: str) -> np.ndarray:
         raise InputError(f"{path}: {what} has non-numeric entries: {exc}") from exc
 
 
+ILL_CONDITIONED = 1e8
+"""A correlation matrix whose condition number passes this is near-singular: some combination of the
+assets has almost no variance, so the weights among them are barely identified by Σ."""
+
+
+def conditioning(assets: list[str], cov: np.ndarray) -> tuple[float, list[str]]:
+    """The correlation matrix's condition number and, when it is singular or near it, a warning naming
+    the pairs that move as one (|ρ| > 1 − 1e-9), which is the usual cause (a duplicated column)."""
+    c = np.asarray(cov, float)
+    sd = np.sqrt(np.clip(np.diag(c), 0.0, None))
+    if not np.all(sd > 0) or not np.all(np.isfinite(c)):
+        return float("inf"), []
+    corr = 0.5 * (c + c.T) / np.outer(sd, sd)
+    eig = np.linalg.eigvalsh(corr)
+    cond = float(eig[-1] / eig[0]) if eig[0] > 0 else float("inf")
+    if cond <= ILL_CONDITIONED:
+        return cond, []
+    n = len(assets)
+    pairs = [f"{assets[i]}/{assets[j]} (ρ = {corr[i, j]:+.9f})" for i in range(n) for j in range(i + 1, n)
+             if abs(corr[i, j]) > 1 - 1e-9]  # fmt: skip
+    why = f"; assets moving as one: {', '.join(pairs)}" if pairs else ""
+    return cond, [f"covariance is {'singular' if not math.isfinite(cond) else 'near-singular'} (condition number "
+                  f"{cond:.3g} of the correlation matrix): the weights among collinear assets are not identified"
+                  f"{why}"]  # fmt: skip
+
+
 def optimize_arrays(
     assets: list[str],
     cov: np.ndarray,
@@ -160,6 +188,7 @@ def optimize_arrays(
         # no --current: a start from cash (rp_cost is then given no costs, so nothing is paid for it)
         current=np.zeros(n) if current is None else np.asarray(current, float),
     )
+    cond, warns = conditioning(assets, c_arr)
     w = np.asarray(target.weights, float)
     diag = target.diagnostics
     capped = np.asarray(target.capped, bool)
@@ -190,6 +219,8 @@ def optimize_arrays(
         dev_rp=float(dev_rp),
         expected_return=None if mu is None else float(np.asarray(mu, float) @ w),
         repaired_psd=repaired,
+        condition_number=cond,
+        warnings=warns,
     )
 
 
@@ -276,4 +307,5 @@ def summary_lines(report: OptimizeReport) -> list[str]:
         lines.append(f"expected return muᵀw {report.expected_return:.6g}")
     if report.repaired_psd:
         lines.append("covariance was not PSD: repaired to the nearest PSD matrix (eigenvalues clipped at 0)")
+    lines.extend(f"warning: {w}" for w in report.warnings)
     return lines

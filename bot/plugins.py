@@ -22,6 +22,7 @@ from bot.errors import ConfigError, PluginError
 FAMILIES: dict[str, str] = {
     "data": "rwabot_register_data_sources",
     "forecaster": "rwabot_register_forecasters",
+    "returns": "rwabot_register_return_models",
     "optimizer": "rwabot_register_optimizers",
     "policy": "rwabot_register_policies",
     "venue": "rwabot_register_venues",

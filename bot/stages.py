@@ -17,15 +17,15 @@ import hashlib
 import inspect
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
 
-from bot.components import Forecaster, Optimizer, Policy
+from bot.components import Forecaster, Optimizer, Policy, ReturnModel
 from bot.config import FundingSection, RiskSection
 from bot.domain import Decision, Forecast, GroupBound, MarketInfo, Order, Target, Transfer
-from bot.errors import InfeasibleBoundsError, OptimizerError
+from bot.errors import ForecastError, InfeasibleBoundsError, OptimizerError
 from bot.funding import FundingSkip, VenueCash, plan_transfers, transfer_client_id
 from bot.ledger import PlannedLeg
 from bot.riskmath import liquidity_limits, rc_dispersion, risk_contributions
@@ -105,11 +105,26 @@ class Layout:
 # -- forecast ---------------------------------------------------------------------------------------
 
 
-def forecast_stage(forecaster: Forecaster, assets: Sequence[str], returns: np.ndarray) -> Forecast:
-    """Σ(t) (and μ where the forecaster gives one) from the window; a bad forecast raises ForecastError."""
+def forecast_stage(
+    forecaster: Forecaster, assets: Sequence[str], returns: np.ndarray, return_model: ReturnModel | None = None
+) -> Forecast:
+    """Σ(t) from the window, μ from the return model when one is configured (else the forecaster's, if
+    it gives one); a bad forecast or a non-finite μ raises ForecastError."""
     forecast = forecaster.forecast(tuple(assets), returns)
     forecast.validate()
-    return forecast
+    return with_expected_returns(forecast, assets, returns, return_model)
+
+
+def with_expected_returns(
+    forecast: Forecast, assets: Sequence[str], returns: np.ndarray, return_model: ReturnModel | None
+) -> Forecast:
+    """The forecast with the return model's μ (unchanged without a model)."""
+    if return_model is None:
+        return forecast
+    mu = np.asarray(return_model.expected(tuple(assets), returns), dtype=float)
+    if mu.shape != (len(assets),) or not np.isfinite(mu).all():
+        raise ForecastError(f"return model {return_model.name}: μ has shape {mu.shape} or is not finite: {mu}")
+    return replace(forecast, mu=mu)
 
 
 # -- bounds -----------------------------------------------------------------------------------------
@@ -429,6 +444,10 @@ def target_stage(
     the funding legs follow from it, and the optimizer solves again under the budgets the funding leaves
     (what the book can be this cycle). Raises OptimizerError when the optimizer breaks its bounds.
     """
+    lam = float(getattr(getattr(optimizer, "cfg", None), "lam", 0.0) or 0.0)
+    if lam > 0 and forecast.mu is None:
+        raise ForecastError(f"optimizer {getattr(optimizer, 'name', '?')} has lam = {lam:g} but forecast "
+                            f"{forecast.model} carries no μ: configure a [returns] model (or set lam = 0)")  # fmt: skip
     nav = h.nav
     w0 = h.positions * h.prices / nav
     invest = b.invest
@@ -657,5 +676,6 @@ __all__ = [
     "takes_groups",
     "target_stage",
     "venue_budgets",
+    "with_expected_returns",
 ]
 

@@ -1227,6 +1227,7 @@ class CcxtDataSource:
         self.client = CcxtClient("data:ccxt", cfg)
         self._assets = tuple(dict.fromkeys([*ctx.assets, *cfg.symbols]))
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_workers, thread_name_prefix="ccxt-data")
+        self._cache: dict[str, dict[int, tuple[float, float]]] = {}  # asset -> bar open (ms) -> (close, volume)
 
     def assets(self) -> tuple[str, ...]:
         return self._assets
@@ -1235,6 +1236,26 @@ class CcxtDataSource:
         return self.cfg.kinds.get(asset, "traditional")
 
     def _series(self, asset: str, first_open: int, last_open: int) -> dict[int, tuple[float, float]]:
+        """Closed bars opening in [first_open, last_open], from the cache where it has them.
+
+        Every hour the cycle asks for the same window shifted by one bar, and the monitor asks again every
+        few minutes: only the bars after the cache's last one (or from the first one it lacks) are
+        downloaded, so an hour costs one short page per asset instead of the whole window. Only bars that
+        have closed are ever requested (``last_open`` is the open of a bar closed by ``end``), so a cached
+        bar is final; the cache keeps one window of slack behind the oldest bar asked for."""
+        cached = self._cache.setdefault(asset, {})
+        start = first_open
+        if cached and min(cached) <= first_open:
+            start = next((ts for ts in range(first_open, last_open + HOUR_MS, HOUR_MS) if ts not in cached),
+                         last_open + HOUR_MS)  # fmt: skip
+        if start <= last_open:
+            cached.update(self._download(asset, start, last_open))
+        horizon = first_open - (last_open - first_open) - HOUR_MS
+        for ts in [t for t in cached if t < horizon]:
+            del cached[ts]
+        return {ts: cached[ts] for ts in range(first_open, last_open + HOUR_MS, HOUR_MS) if ts in cached}
+
+    def _download(self, asset: str, first_open: int, last_open: int) -> dict[int, tuple[float, float]]:
         symbol = symbol_of(self.cfg, asset)
         try:
             self.client.market(symbol)

@@ -358,5 +358,6 @@ def rwabot_register_forecasters(register) -> None:
     def make_dcc(cfg: DccConfig, ctx: ComponentContext) -> DccForecaster:
         return DccForecaster(cfg, ctx)
 
+    make_dcc.gives_mu = False  # type: ignore[attr-defined]  # Σ only: λ > 0 needs a [returns] model
     register("ledoit_wolf", make_lw, LedoitWolfConfig)
     register("dcc", make_dcc, DccConfig)

@@ -868,4 +868,5 @@ def rwabot_register_forecasters(register) -> None:
     def make(cfg: LstmConfig, ctx: ComponentContext) -> LstmForecaster:
         return LstmForecaster(cfg, ctx)
 
+    make.gives_mu = False  # type: ignore[attr-defined]  # ρ(t) and σ only: λ > 0 needs a [returns] model
     register("lstm", make, LstmConfig)

@@ -41,19 +41,30 @@ How it is solved
    every group bound (to 1e-12), it is the answer: the group constraints are inactive and the problem is
    convex, so it is returned as is (bit for bit erc's weights) at no extra cost.
 2. Otherwise primal-dual active-set rounds, as in erc, now over box bounds *and* groups, started from
-   erc's active set with the violated groups bound: hold capped and floored assets at their bounds and
-   the binding groups at their bounds, solve the free block exactly, then bind every free asset found
-   beyond a box bound and every group found beyond a group bound, and release every bound asset whose
-   KKT sign is wrong and every binding group whose multiplier has the wrong sign (by more than erc's
-   KKT_TOL, relative). When a group binds at U_g, its capped members are released (the budget, not
-   their caps, may now hold them; they are re-capped if they still reach their caps), and likewise its
-   floored members at L_g. A set that reproduces itself is the KKT point of P_G(t*).
+   erc's active set with its most violated group bound (and again from the diagonal-Σ start if that
+   fails; each start has ``max_iter`` Newton steps of its own): hold capped and floored assets at their
+   bounds and the binding groups at their bounds, solve the free block exactly, then bind every free
+   asset found beyond a box bound and the one group furthest beyond its bound (relative to it), and
+   release every bound asset whose KKT sign is wrong and every binding group whose multiplier has the
+   wrong sign (by more than erc's KKT_TOL, relative). Groups are bound one per round: binding every
+   violated group at once can leave the other assets a sliver they can only fill by hedging, a block
+   with no solution. When a group binds at U_g, its capped members are released (the budget, not their
+   caps, may now hold them; they are re-capped if they still reach their caps), and likewise its
+   floored members at L_g. A set that reproduces itself is the KKT point of P_G(t*). When a block has no
+   solution (Newton fails, or its t collapses below T_COLLAPSE of its start: the free assets could only
+   meet the sum by hedging), the box bounds are released once, then the groups bound before the last one
+   are released; a set whose bounds overspend the room releases the capped assets outside the binding
+   groups first. A group whose bound leaves its members no choice (L_g at the sum of their caps, U_g at
+   the sum of their floors) has them fixed there from the start (``_forced``): as free members of a
+   binding group they would also sit on a box bound, and rounding would flip them between the states.
 3. The free block is a smooth system in (x_F, t, η of the binding groups): (Σ_FF x + c)_i + η_g(i) =
    t b_i / x_i, Σ_{i∈g} x_i = (what the group's bound leaves its free members), Σx = room. Newton on all
    of them jointly: one Cholesky factor of Σ_FF + t·diag(b/x²) per step and a (k+1) × (k+1) bordered
    system for dt and dη, damped by Armijo on the scaled residual (x, t stay > 0). If the binding groups
-   alone pin Σx (see "Degenerate budgets"), the group with the smallest multiplier (at the current t) is
-   treated as not binding and the sum fixes t; the release/bind rules then correct a wrong choice.
+   alone pin Σx (see "Degenerate budgets"), box-bound assets outside them absorb a mismatch first; with
+   the room exactly filled, the group at U_g with the smallest multiplier (at the current t) is treated
+   as not binding and the sum fixes t (else the group at L_g with the largest); the release/bind rules
+   then correct a wrong choice.
 4. Fallback if the rounds cycle or a block's Newton stalls: t by bisection on Σx(t) = 1 (the smallest
    root), each P_G(t) solved by scipy's SLSQP from the previous one, and once Σx(t) is within 1e-3 of 1
    the active set read off SLSQP's point is handed to the rounds again, which then settle in a round or
@@ -102,12 +113,14 @@ from plugins.optimizers.erc import (
     solve_risk_budget,
 )
 
-TRACE: list = []
 GROUP_ATOL = 1e-12
 """A group bound counts as met when the group's weight is within this of it (weights sum to 1)."""
 ACTIVE_SET = True
 """Run the active-set rounds (step 2 of the module docstring) before the nested fallback; tests switch it
 off to exercise the fallback on its own."""
+T_COLLAPSE = 1e-6
+"""A block whose t falls below this fraction of its start is abandoned: Newton is heading for t → 0, i.e. the
+free assets outside the binding groups can only meet the sum by hedging, and the active set must change."""
 NESTED_POLISH_GAP = 1e-3
 """The nested fallback hands its point to the active-set rounds once |Σx(t) − 1| is below this."""
 
@@ -267,7 +280,10 @@ def _block(
     abs_s, abs_c = np.abs(s), np.abs(c)
     last = math.inf
     eps = np.finfo(float).eps
+    t_start = t
     while True:
+        if t < T_COLLAPSE * t_start:  # heading for t → 0: this active set has no solution (a hedge)
+            return None
         sx = s @ x + c
         g = sx + e @ eta - t * b / x
         scale = x / (t * b)
@@ -363,8 +379,9 @@ def _rounds(
     floored = floored & ~capped
     side = side.astype(np.int64).copy()
     seen: set[bytes] = set()
-    exact = False
+    exact = reset = False
     t = t_hint
+    order = [int(g) for g in np.flatnonzero(side)]  # binding groups in the order they were bound
     for _ in range(4 * MAX_ROUNDS):
         free = ~(capped | floored)
         w = np.where(capped, hi, np.where(floored, lo, x))
@@ -380,7 +397,6 @@ def _rounds(
                 if (leaves <= 0) if has_free[g] else (leaves < -GROUP_ATOL):
                     release = mine & capped & movable
                     if not release.any():
-                        TRACE.append(("line382", locals().get("side"), locals().get("capped")))
                         return None
                     capped = capped & ~release
                     changed = True
@@ -394,7 +410,6 @@ def _rounds(
                 if not has_free[g] and leaves > GROUP_ATOL:
                     release = mine & floored
                     if not release.any():
-                        TRACE.append(("line395", locals().get("side"), locals().get("capped")))
                         return None
                     floored = floored & ~release
                     changed = True
@@ -403,41 +418,65 @@ def _rounds(
                 side[g] = 0
                 changed = True
         if changed:
+            order = [g for g in order if side[g] != 0]
             continue
         key = capped.tobytes() + floored.tobytes() + side.tobytes() + bytes([exact])
-        TRACE.append(("state", side.copy(), capped.astype(int).copy(), floored.astype(int).copy(), exact))
         if key in seen:
-            TRACE.append(("line406", locals().get("side"), locals().get("capped")))
             return None
         seen.add(key)
         tol_r = tol if exact else max(tol, ROUND_TOL)
         if not free.any():
-            TRACE.append(("line410", locals().get("side"), locals().get("capped")))
             return None
         bind = free & grouped & (side[gsafe] != 0)
         rest = free & ~bind
-        sw = s @ w
-        if not rest.any():  # the binding groups pin Σx: the least bound group does not bind (docstring)
+        blist = np.flatnonzero(has_free & (side != 0))
+        targets = np.array([(up[g] if side[g] > 0 else low[g]) - fixed_sum[g] for g in blist])
+        room = 1.0 - float(w[~free].sum())
+        rest_room = room - float(targets.sum())
+        if not rest.any():
+            # The binding groups hold every free asset, so their bounds alone fix Σx and one of them must not
+            # bind. Assets at a box bound outside them absorb a mismatch first (capped ones give up overspent
+            # room, floored ones take room left over); then room left over goes to the group at its lower
+            # bound closest to release, overspent room comes from the group at its upper bound with the
+            # smallest multiplier, and exactly filled room (pinned, module docstring) releases the latter,
+            # else the group at its lower bound with the largest multiplier.
+            outside = ~(grouped & (side[gsafe] != 0)) & movable
+            if rest_room < -GROUP_ATOL and (capped & outside).any():
+                capped = capped & ~outside
+                continue
+            if rest_room > GROUP_ATOL and (floored & outside).any():
+                floored = floored & ~outside
+                continue
+            sw = s @ w
             t_est = t if t is not None and t > 0 else float(w[free] @ sw[free]) / float(b[free].sum())
             bf = np.bincount(gid[free], weights=b[free], minlength=k)
             xs = np.bincount(gid[free], weights=(w * sw)[free], minlength=k)
             xf = np.bincount(gid[free], weights=w[free], minlength=k)
             with np.errstate(divide="ignore", invalid="ignore"):
                 eta_est = (t_est * bf - xs) / xf
-            cand = np.flatnonzero(has_free & (side > 0))
-            if cand.size:
-                g_star = int(cand[np.argmin(eta_est[cand])])
+            ups, lows = np.flatnonzero(has_free & (side > 0)), np.flatnonzero(has_free & (side < 0))
+            pinned = abs(rest_room) <= GROUP_ATOL
+            if (rest_room < 0 or pinned) and ups.size:
+                g_star = int(ups[np.argmin(eta_est[ups])])
+            elif (rest_room > 0 or pinned) and lows.size:
+                g_star = int(lows[np.argmax(eta_est[lows])])
             else:
-                cand = np.flatnonzero(has_free & (side < 0))
-                g_star = int(cand[np.argmax(eta_est[cand])])
+                return None
             side[g_star] = 0
+            order = [g for g in order if g != g_star]
             continue
-        blist = np.flatnonzero(has_free & (side != 0))
-        targets = np.array([(up[g] if side[g] > 0 else low[g]) - fixed_sum[g] for g in blist])
-        room = 1.0 - float(w[~free].sum())
-        rest_room = room - float(targets.sum())
         if room <= 0 or rest_room <= 0 or np.any(targets <= 0):
-            TRACE.append(("line434", locals().get("side"), locals().get("capped")))
+            # the bounds overspend the room: capped assets outside the binding groups give it up first,
+            # then the group bound last is kept alone (as when a block has no solution, below)
+            outside = ~(grouped & (side[gsafe] != 0)) & movable
+            if rest_room <= 0 and (capped & outside).any():
+                capped = capped & ~outside
+                continue
+            if len(order) > 1:
+                keep = order[-1]
+                side = np.where(np.arange(k) == keep, side, 0)
+                order = [keep]
+                continue
             return None
         idx = np.flatnonzero(free)
         pos = np.full(k, -1)
@@ -459,8 +498,19 @@ def _rounds(
             mem = col == j
             eta0[j] = (t0 * float(b[idx][mem].sum()) - float(start[mem] @ sxc[mem])) / float(start[mem].sum())
         out = _block(block_s, c, b[idx], e, targets, room, start, t0, eta0, tol_r, budget)
+        if out is None and not reset and ((capped & movable) | floored).any():
+            # no solution with these box bounds (or Newton lost its way from this start): once, release them all
+            reset = True
+            capped, floored = ~movable, np.zeros(len(b), bool)
+            continue
+        if out is None and len(order) > 1:
+            # no solution with these groups bound: the group bound last was found beyond its bound with the
+            # earlier ones in place, and binding it can take from them what made them bind; keep it alone
+            keep = order[-1]
+            side = np.where(np.arange(k) == keep, side, 0)
+            order = [keep]
+            continue
         if out is None:
-            TRACE.append(("line456", locals().get("side"), locals().get("capped")))
             return None
         xb, t, eta_b = out
         w[idx] = _rescale(xb, col, targets, rest_room)
@@ -479,10 +529,10 @@ def _rounds(
         new_side[(side > 0) & (eta_rel < -KKT_TOL)] = 0
         new_side[(side < 0) & (eta_rel > KKT_TOL)] = 0
         gtol = GROUP_ATOL if exact else tol_r
-        over = (side == 0) & (sums > up + gtol)
-        under = (side == 0) & (sums < low - gtol)
+        over, under = _most_violated(sums, up, low, new_side, gtol)
         new_side[over] = 1
         new_side[under] = -1
+        order = [g for g in order if new_side[g] != 0] + [int(g) for g in np.flatnonzero(over | under)]
         # a group that starts to bind at its budget releases its capped members (and at its floor the floored)
         new_capped &= ~(np.isin(gid, np.flatnonzero(over)) & movable)
         new_floored &= ~np.isin(gid, np.flatnonzero(under))
@@ -494,12 +544,29 @@ def _rounds(
             if exact:
                 return _Solution(w, t, eta, side, capped, floored)
             exact = True
-        TRACE.append(("after", rel.copy(), sums.copy(), eta_rel.copy(), w.copy()))
         capped, floored, side = new_capped, new_floored, new_side
         x = np.clip(w, lo, hi)
         x = np.where(x > 0, x, np.minimum(1e-12, hi))
-    TRACE.append(("line492", locals().get("side"), locals().get("capped")))
     return None
+
+
+def _most_violated(
+    sums: np.ndarray, up: np.ndarray, low: np.ndarray, side: np.ndarray, atol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one non-binding group furthest beyond a bound (relative to the bound), as (over, under) masks.
+
+    Groups are bound one per round: binding every violated group at once can ask the rest of the
+    portfolio for a state with no solution (the ungrouped assets squeezed into a sliver they can only
+    hedge with), while the most violated group binds in the answer whenever any does."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        excess = np.where((side == 0) & (sums > up + atol), (sums - up) / np.maximum(up, 1e-300), 0.0)
+        short = np.where((side == 0) & (sums < low - atol), (low - sums) / np.maximum(low, 1e-300), 0.0)
+    over, under = np.zeros(len(up), bool), np.zeros(len(up), bool)
+    worst = np.maximum(excess, short)
+    if worst.size and worst.max() > 0:
+        g = int(np.argmax(worst))
+        (over if excess[g] >= short[g] else under)[g] = True
+    return over, under
 
 
 def _rescale(x: np.ndarray, col: np.ndarray, targets: np.ndarray, rest_room: float) -> np.ndarray:
@@ -651,11 +718,12 @@ def solve_group_risk_budget(
     s, labels, zero = _check_cov(cov, names)  # raises what erc raised, if the input was the problem
     _check_zero_variance(zero, hi, labels)
     start = _check_start(w0, n, labels)
-    live = hi > 0
+    lo_s, hi_s = _forced(lay, lo, hi)
+    live = hi_s > 0
     idx = np.flatnonzero(live)
     sub = GroupLayout(lay.names, lay.gid[idx], lay.upper, lay.lower)
-    s_l, b_l, lo_l, hi_l = s[np.ix_(idx, idx)], b[idx] / b[idx].sum(), lo[idx], hi[idx]
-    budget = _Budget(max_iter)
+    s_l, b_l, lo_l, hi_l = s[np.ix_(idx, idx)], b[idx] / b[idx].sum(), lo_s[idx], hi_s[idx]
+    budget = _Budget(0)  # Newton steps of every method, counted; each start gets max_iter of its own
     found: _Solution | None = None
     if ACTIVE_SET:
         starts = []
@@ -665,11 +733,14 @@ def solve_group_risk_budget(
         cold = np.zeros(len(idx), bool)
         starts.append((x0, cold if at_bound is None else at_bound & (x0 >= hi_l), cold))
         for x_s, cap_s, flo_s in starts:
-            side = sub.violated(x_s)
+            over, under = _most_violated(sub.sums(x_s), sub.upper, sub.lower, np.zeros(len(sub.names)), GROUP_ATOL)
+            side = over.astype(np.int64) - under.astype(np.int64)
             cap_s = cap_s & ~(np.isin(sub.gid, np.flatnonzero(side > 0)) & (lo_l < hi_l))
             flo_s = flo_s & ~np.isin(sub.gid, np.flatnonzero(side < 0))
             x_s = np.where(x_s > 0, x_s, np.minimum(1e-12, hi_l))
-            found = _rounds(s_l, b_l, lo_l, hi_l, sub, x_s, cap_s, flo_s, side, None, tol, budget)
+            own = _Budget(max_iter)
+            found = _rounds(s_l, b_l, lo_l, hi_l, sub, x_s, cap_s, flo_s, side, None, tol, own)
+            budget.used += own.used
             if found is not None:
                 break
     if found is None:
@@ -681,6 +752,22 @@ def solve_group_risk_budget(
         why = f" (without the groups: {base_error})" if base_error is not None else ""
         raise OptimizerError(f"erc: no convergence under the group budgets {list(lay.names)}{why}")
     return _finish(found, idx, n, c_full, b, lo, hi, lay, tol, float(np.max(np.diag(c_full))), budget.used)
+
+
+def _forced(lay: GroupLayout, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Box bounds with the members of a group whose bound leaves them no choice fixed there: L_g at the
+    sum of their caps holds them at their caps, U_g at the sum of their floors at their floors. Solved as
+    free members of a binding group they would sit on a box bound too, and rounding would flip them
+    between the two states for ever."""
+    lo, hi = lo.copy(), hi.copy()
+    grouped = lay.gid >= 0
+    caps = np.bincount(lay.gid[grouped], weights=hi[grouped], minlength=len(lay.names))
+    floors = np.bincount(lay.gid[grouped], weights=lo[grouped], minlength=len(lay.names))
+    at_caps = np.isin(lay.gid, np.flatnonzero(lay.lower >= caps - BOUND_ATOL))
+    at_floors = np.isin(lay.gid, np.flatnonzero(lay.upper <= floors + BOUND_ATOL)) & ~at_caps
+    lo[at_caps] = hi[at_caps]
+    hi[at_floors] = lo[at_floors]
+    return lo, hi
 
 
 def _wrap_base(

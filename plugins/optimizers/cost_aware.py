@@ -77,9 +77,27 @@ Inputs go through ``solve_risk_budget`` first, so the checks and their errors ar
 asymmetric or non-PSD Σ, zero variance, bad budgets or bounds; ``InfeasibleBoundsError`` names the
 assets). ``nearest_psd`` is the documented repair for a non-PSD Σ, applied only when asked.
 
+Venue budgets
+-------------
+With ``groups`` (disjoint ``bot.domain.GroupBound``s, L_g ≤ Σ_{i∈g} w_i ≤ U_g: a venue can only hold the value
+it holds now) they are constraints of Q itself, not a rescale afterwards, and ρ* is that of erc's solution
+under the same groups (``plugins/optimizers/_groups.py``), so that λ = c = 0 still gives erc's portfolio
+exactly (its KKT point with ν = 0 and erc's own group multipliers). Stationarity gains one multiplier per
+binding group: RC_i = ρ* b_i + w_i (λμ̃_i − ν − c_i s_i − η_g(i)), η_g ≥ 0 at U_g, ≤ 0 at L_g, 0 when the
+group does not bind. Solved in the dual of the group constraints: for multipliers η, Q without groups and
+the tilt λμ̃ − Eη (the method above, ν included) gives w(η), and D(η) = φ(w) + Σ_g η_g Σ_{i∈g} w_i −
+Σ_g (η_g⁺ U_g − η_g⁻ L_g) is concave; it is maximised by Newton on the groups that bind or are beyond a bound
+(Jacobian of the group sums from the inner solution's Hessian, regularised; a multiplier stops at 0 before
+changing side; a trust radius; Armijo on D), started at erc's multipliers. Where the binding budgets pin
+the book (every asset inside its piece is in a binding group) ν and the η_g are determined only up to a
+common shift; the one erc makes is taken (the least constrained group at U_g reported not binding) when
+the shifted multipliers reproduce the portfolio. ``groups`` in the result names the binding groups,
+``group_multipliers`` gives η_g in σ_p units; ``iterations`` then counts the Cholesky factorisations of
+every inner solve. No groups: the problem, the method and the answer are the ones above, unchanged.
+
 Where costs and μ come from in the cycle
 ----------------------------------------
-``optimize(forecast, upper=, lower=, current=)`` is the unchanged Optimizer protocol: μ is
+``optimize(forecast, upper=, lower=, current=, groups=())`` is the Optimizer protocol: μ is
 ``forecast.mu`` (mean hourly log return of the forecaster's window; taken as 0 when the forecaster
 gives none), w0 is ``current``, and the costs are this plugin's options: ``cost_bps`` for every asset,
 ``costs_bps`` per asset, both one-way in bps of the value traded. σ_p and μ are per hour while a cost is
@@ -93,7 +111,7 @@ import importlib
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
@@ -101,8 +119,8 @@ from pydantic import Field
 from scipy import linalg
 
 from bot.components import ComponentConfig, ComponentContext
-from bot.domain import Forecast, Target
-from bot.errors import DataError, OptimizerError
+from bot.domain import Forecast, GroupBound, Target
+from bot.errors import DataError, InfeasibleBoundsError, OptimizerError
 from bot.hookspecs import hookimpl
 from bot.riskmath import nearest_psd as _nearest_psd
 from bot.riskmath import risk_contributions
@@ -141,6 +159,10 @@ class CostAwareResult:
     rp: RiskBudgetResult
     held_zero: np.ndarray | None = None
     """Assets kept at 0 by ``hold_zero_when_cost_exceeds`` (solved as if capped at 0); all False without it."""
+    groups: dict[str, str] = field(default_factory=dict)
+    """The venue budgets that bind, ``{name: "upper" | "lower"}`` (empty without groups)."""
+    group_multipliers: dict[str, float] = field(default_factory=dict)
+    """η_g per group in σ_p units (0 when it does not bind): RC_i = ρ* b_i + w_i(λμ̃_i − ν − c_i s_i − η_g)."""
 
 
 def nearest_psd(cov: Any) -> np.ndarray:
@@ -316,6 +338,7 @@ def solve_cost_aware(
     max_iter: int = 200,
     names: Sequence[str] | None = None,
     hold_zero_when_cost_exceeds: float | None = None,
+    groups: Sequence[GroupBound] = (),
 ) -> CostAwareResult:
     """Solve Q (module docstring): risk parity under bounds, tilted by λμ, with costs c to move from w0.
 
@@ -335,14 +358,35 @@ def solve_cost_aware(
     :param hold_zero_when_cost_exceeds: h ≥ 0 in the units of ``costs``, or None (off): an asset with
         w0_i = 0 and c_i > h is held at 0 (capped at 0 for this solve). Not applied to an empty book
         (Σw0 = 0: the portfolio has to be bought), nor when the other caps would leave less than a fully
-        invested portfolio; ``held_zero`` in the result says which assets it kept out.
+        invested portfolio or could not meet the group budgets; ``held_zero`` in the result says which
+        assets it kept out.
+    :param groups: venue budgets, L_g ≤ Σ_{i∈g} w_i ≤ U_g on disjoint groups (``bot.domain.GroupBound``),
+        constraints of Q itself (module docstring, "Venue budgets"); ρ* is then that of erc's solution under
+        the same groups (``plugins/optimizers/_groups.py``). None given: exactly the problem without them.
     :raises OptimizerError: unusable input or no convergence; ``InfeasibleBoundsError`` (from erc) for
-        bounds that admit no fully invested portfolio.
+        bounds or group budgets that admit no fully invested portfolio.
     """
     held_zero = None
+    groups = tuple(groups)
     if hold_zero_when_cost_exceeds is not None:
+        upper_kept = upper
         upper, held_zero = _hold_zero(cov, upper, w0, costs, hold_zero_when_cost_exceeds, names)
-    rp = solve_risk_budget(cov, budgets, upper, lower, w0=w0, tol=tol, max_iter=max_iter, names=names)
+    if groups:
+        from plugins.optimizers._groups import solve_group_risk_budget
+
+        try:
+            rp = solve_group_risk_budget(
+                cov, budgets, upper, lower, groups, w0=w0, tol=tol, max_iter=max_iter, names=names
+            )
+        except InfeasibleBoundsError:
+            if held_zero is None:
+                raise
+            upper, held_zero = upper_kept, None  # the budgets need what hold_zero kept out: not applied
+            rp = solve_group_risk_budget(
+                cov, budgets, upper, lower, groups, w0=w0, tol=tol, max_iter=max_iter, names=names
+            )
+    else:
+        rp = solve_risk_budget(cov, budgets, upper, lower, w0=w0, tol=tol, max_iter=max_iter, names=names)
     c_full = 0.5 * (np.asarray(cov, float) + np.asarray(cov, float).T)
     n = c_full.shape[0]
     labels = [f"asset {i}" for i in range(n)] if names is None else [str(x) for x in names]
@@ -361,7 +405,16 @@ def solve_cost_aware(
     # A constant in μ does nothing under Σw = 1 (module doc): centre it, exactly zero when μ is flat.
     tilt = lam * (mu_v - mu_v.mean()) if np.ptp(mu_v) > 0 else np.zeros(n)
 
-    def finish(w: np.ndarray, iterations: int, free: np.ndarray, held: np.ndarray, rho: float, nu: float) -> Any:
+    def finish(
+        w: np.ndarray,
+        iterations: int,
+        free: np.ndarray,
+        held: np.ndarray,
+        rho: float,
+        nu: float,
+        binding: Mapping[str, str] | None = None,
+        mult: Mapping[str, float] | None = None,
+    ) -> Any:
         capped = (w >= hi) & ~free
         floored = (w <= lo) & (lo > 0) & ~free & ~capped
         moved = np.abs(w - start)
@@ -378,6 +431,8 @@ def solve_cost_aware(
             nu,
             rp,
             held_zero,
+            dict(binding or {}),
+            dict(mult or {}),
         )
 
     sig_rp = math.sqrt(max(float(rp.weights @ c_full @ rp.weights), 0.0))
@@ -390,9 +445,16 @@ def solve_cost_aware(
     rc = wl * (c_full[np.ix_(idx, idx)] @ wl) / sig_rp
     fr = rp_free[idx]
     rho = float(rc[fr].sum() / bl[fr].sum()) if fr.any() else sig_rp
+    lay = getattr(rp, "layout", None)  # the checked groups (a GroupRiskBudgetResult), or None
+    if lay is not None:
+        rp_free = rp.free  # type: ignore[attr-defined]
+        rho = rp.rho if rp.groups else rho  # type: ignore[attr-defined]
+        rp_groups, rp_mult = dict(rp.groups), dict(rp.multipliers)  # type: ignore[attr-defined]
+    else:
+        rp_groups, rp_mult = {}, {}
     if not (cost.any() or tilt.any()) or rp.iterations == 0 or live.sum() <= 1:
         # λ = c = 0 (Q's solution is erc's, ν = 0), or the bounds leave a single portfolio.
-        return finish(rp.weights.copy(), rp.iterations, rp_free, np.zeros(n, bool), rho, 0.0)
+        return finish(rp.weights.copy(), rp.iterations, rp_free, np.zeros(n, bool), rho, 0.0, rp_groups, rp_mult)
     scale = float(np.max(np.diag(c_full)))
     root = math.sqrt(scale)
     prob = _Segments(
@@ -409,6 +471,11 @@ def solve_cost_aware(
     )
     x = np.clip(wl, np.minimum(lo[idx], hi[idx]), hi[idx])
     x = np.where(x > 0, x, np.minimum(1e-6, hi[idx]))
+    if lay is not None:
+        return _finish_grouped(
+            _solve_grouped(prob, x, lay, idx, rp_mult, root, tol, max_iter), prob, lay, idx, n, root, finish, rho,
+            rp.iterations,
+        )
     x, nu_s, free, ok = _solve_budget_fast(prob, x, tol, max_iter) or _solve_budget(prob, x, tol, max_iter)
     if not ok:
         raise OptimizerError(f"rp_cost: no convergence within max_iter={max_iter} Newton steps")
@@ -428,6 +495,209 @@ def solve_cost_aware(
     held = np.zeros(n, bool)
     held[idx] = prob.kink & (x == prob.w0)
     return finish(w, rp.iterations + prob.iterations, free_all, held, rho, nu_s * root)
+
+
+# -- venue budgets: the group multipliers by a dual Newton iteration ------------------------------------------
+
+GROUP_TOL = 1e-11
+"""|Σ_{i∈g} w_i − bound| at which a binding group counts as met (weights sum to 1)."""
+MAX_GROUP_STEPS = 60
+
+
+@dataclass
+class _Grouped:
+    """What the group iteration settles on, in the scaled live problem."""
+
+    x: np.ndarray
+    nu: float
+    free: np.ndarray
+    eta: np.ndarray  # per group; 0 where it does not bind
+    side: np.ndarray  # per group: +1 held at U_g, −1 at L_g, 0 not binding
+    iterations: int
+
+
+def _inner(prob: _Segments, a0: np.ndarray, e: np.ndarray, eta: np.ndarray, x: np.ndarray, tol: float,
+           max_iter: int) -> tuple[np.ndarray, float, np.ndarray, int]:  # fmt: skip
+    """Q without the groups for the tilt shifted by the group multipliers (a − Eη): x, ν, free set, steps."""
+    prob.a = a0 - e @ eta
+    prob.iterations = 0
+    x = x.copy()
+    xn, nu, free, ok = _solve_budget_fast(prob, x, tol, max_iter) or _solve_budget(prob, x, tol, max_iter)
+    if not ok:
+        raise OptimizerError(f"rp_cost: no convergence within max_iter={max_iter} Newton steps under group budgets")
+    return xn, nu, free, prob.iterations
+
+
+def _dual(prob: _Segments, x: np.ndarray, eta: np.ndarray, up: np.ndarray, low: np.ndarray) -> tuple[float, float]:
+    """D(η) = min_w φ + Σ_g η_g Σ_{i∈g} w_i − Σ_g (η_g⁺ U_g − η_g⁻ L_g) at the inner solution x (Σx = 1),
+    and its rounding noise: concave in η, maximised by the group multipliers."""
+    val, noise = prob.value(x, prob.s @ x, 0.0)
+    pen = float(np.maximum(eta, 0.0) @ up - np.maximum(-eta, 0.0) @ low)
+    return val - pen, noise + 256.0 * np.finfo(float).eps * float(np.abs(eta) @ np.maximum(up, low))
+
+
+def _jacobian(prob: _Segments, x: np.ndarray, free: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """d(Eᵀx)/dη at the inner solution with Σx = 1 held: −E_Fᵀ (M − M11ᵀM / 1ᵀM1) E_F, M = H_FF⁻¹."""
+    k = e.shape[1]
+    sx = prob.s @ x
+    chol = prob.hessian(x, sx, free)
+    if chol is None:
+        return np.zeros((k, k))
+    ef = e[free]
+    m1 = linalg.cho_solve(chol, np.ones(int(free.sum())), check_finite=False)
+    me = linalg.cho_solve(chol, ef, check_finite=False)
+    u = ef.T @ m1
+    return -(ef.T @ me - np.outer(u, u) / float(m1.sum()))
+
+
+def _solve_grouped(
+    prob: _Segments, x: np.ndarray, lay: Any, idx: np.ndarray, mult: Mapping[str, float], root: float, tol: float,
+    max_iter: int,
+) -> _Grouped:  # fmt: skip
+    """Q with the group bounds (module docstring, "Venue budgets"): maximise the concave dual D(η) over the
+    group multipliers, each D(η) one solve of Q without groups (tilt a − Eη, ν by its own iteration).
+
+    Newton on the groups that bind or are beyond a bound, J_AA dη_A = bound_A − s_A with J = ds/dη from the
+    inner solution's Hessian (regularised: J is singular where the budgets pin the book, or where a shift
+    of the multipliers moves only assets held at w0), a multiplier that would change side stopped at 0,
+    the step cut to a trust radius, damped by Armijo on D. Started at erc's own group multipliers
+    (exact when λ = c = 0)."""
+    gid = lay.gid[idx]
+    k = len(lay.names)
+    e = np.zeros((len(idx), k))
+    e[gid >= 0, gid[gid >= 0]] = 1.0
+    up, low = lay.upper.astype(float), lay.lower.astype(float)
+    a0 = prob.a.copy()
+    eta = np.array([mult.get(nm, 0.0) for nm in lay.names]) / root
+    total = 0
+    x, nu, free, its = _inner(prob, a0, e, eta, x, tol, max_iter)
+    total += its
+    d_val, noise = _dual(prob, x, eta, up, low)
+    best, stalled = math.inf, 0
+    radius = float(np.max(prob.rho * prob.b / x))  # the barrier's gradient: the scale of a multiplier
+    for _ in range(MAX_GROUP_STEPS):
+        s = e.T @ x
+        over, under = (eta == 0) & (s > up + GROUP_TOL), (eta == 0) & (s < low - GROUP_TOL)
+        target = np.where((eta > 0) | over, up, np.where((eta < 0) | under, low, s))
+        resid = s - target
+        err = float(np.max(np.abs(resid), initial=0.0))
+        stalled = stalled + 1 if err > 0.5 * best else 0
+        best = min(best, err)
+        if err <= GROUP_TOL or (err <= 1e-9 and stalled >= 3):
+            break
+        act = (eta != 0) | over | under
+        sign = np.where((eta > 0) | over, 1.0, -1.0)  # the side of each active multiplier: ≥ 0 at U_g, ≤ 0 at L_g
+        jac = _jacobian(prob, x, free, e)
+        total += 1
+        while True:  # a multiplier at 0 that the coupled step would push to the wrong side stays at 0
+            step = np.zeros(k)
+            # Levenberg-Marquardt: (−J + μI) dη = s − bound; in a direction J cannot see (a shift of the
+            # multipliers that ν absorbs while the assets outside sit at w0 or a bound) it is the ascent
+            # direction of D, cut to the trust radius below
+            neg = -jac[np.ix_(act, act)]
+            mu = 1e-10 * max(float(np.trace(neg)) / neg.shape[0], 1e-300)
+            with np.errstate(all="ignore"):
+                step[act] = np.linalg.solve(neg + mu * np.eye(neg.shape[0]), resid[act])
+            if not np.all(np.isfinite(step)):  # J = 0 (no member free to move): the ascent direction itself
+                step = np.where(act, resid, 0.0) * (radius / float(np.max(np.abs(resid[act]))))
+            wrong = act & (eta == 0) & (sign * step < 0)
+            if not wrong.any():
+                break
+            act &= ~wrong
+        if not act.any():
+            raise OptimizerError(f"rp_cost: no convergence under the group budgets {list(lay.names)}")
+        size = float(np.max(np.abs(step)))
+        if size > radius:  # a group whose members barely move (held at w0, at bounds): J ≈ 0 there
+            step *= radius / size
+        alpha = 1.0
+        for _ in range(40):
+            cand = eta + alpha * step
+            cand = np.where(act & (sign * cand < 0), 0.0, cand)  # a multiplier stops at 0 before changing side
+            xn, nun, freen, its = _inner(prob, a0, e, cand, x, tol, max_iter)
+            total += its
+            dn, noise_n = _dual(prob, xn, cand, up, low)
+            gain = float(resid @ (cand - eta))  # ∇D · Δη (∇D = s − bound on the groups moved)
+            if dn >= d_val + ARMIJO * gain - noise - noise_n:
+                break
+            alpha *= 0.5
+        else:
+            raise OptimizerError(f"rp_cost: no convergence under the group budgets {list(lay.names)}")
+        # the trust radius on η grows after a full step that it cut, and shrinks to what a damped one took
+        radius = 2.0 * radius if alpha == 1.0 and size > radius else max(radius if alpha == 1.0 else alpha * min(
+            size, radius), 1e-300)
+        eta, x, nu, free, d_val, noise = cand, xn, nun, freen, dn, noise_n
+    else:
+        raise OptimizerError(f"rp_cost: no convergence under the group budgets {list(lay.names)}")
+    s = e.T @ x
+    side = np.where((eta > 0) & (np.abs(s - up) <= 1e-9), 1, np.where((eta < 0) & (np.abs(s - low) <= 1e-9), -1, 0))
+    eta, x, nu, free, side, total = _normalise(prob, a0, e, eta, x, nu, free, side, tol, max_iter, total)
+    # a multiplier too small to matter (relative to the barrier of its members) does not make a group bind
+    bsum = e.T @ prob.b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        weak = np.abs(eta) * s <= 1e-9 * prob.rho * np.maximum(bsum, 1e-300)
+    side = np.where(weak, 0, side)
+    return _Grouped(x, nu, free, np.where(side != 0, eta, 0.0), side, total)
+
+
+def _normalise(
+    prob: _Segments, a0: np.ndarray, e: np.ndarray, eta: np.ndarray, x: np.ndarray, nu: float, free: np.ndarray,
+    side: np.ndarray, tol: float, max_iter: int, total: int,
+) -> tuple[np.ndarray, np.ndarray, float, np.ndarray, np.ndarray, int]:  # fmt: skip
+    """Where the binding budgets pin the book (every asset inside its piece is in a binding group), ν and the
+    η_g are determined only up to η_g − δ, ν + δ: pick erc's choice (``_groups``, "Degenerate budgets"), the
+    least constrained group at U_g with η = 0 (else the group at L_g with the largest η), if the shifted
+    multipliers reproduce the same portfolio (the bound assets outside the groups accept the shifted ν)."""
+    bind = side != 0
+    inside = free & ~(prob.kink & (x == prob.w0))
+    gid = np.where(e.any(axis=1), e.argmax(axis=1), -1)
+    if not bind.any() or not inside.any() or not np.all(np.isin(gid[inside], np.flatnonzero(bind))):
+        return eta, x, nu, free, side, total
+    ups = np.flatnonzero(side > 0)
+    delta = float(np.min(eta[ups])) if ups.size else float(np.max(eta[side < 0]))
+    shifted = np.where(bind, eta - delta, eta)
+    try:
+        xs, nus, frees, its = _inner(prob, a0, e, shifted, x, tol, max_iter)
+    except OptimizerError:
+        return eta, x, nu, free, side, total
+    total += its
+    if float(np.max(np.abs(xs - x))) > 1e-10:
+        return eta, x, nu, free, side, total
+    return shifted, xs, nus, frees, np.where(np.abs(shifted) > 0, side, 0), total
+
+
+def _finish_grouped(
+    g: _Grouped, prob: _Segments, lay: Any, idx: np.ndarray, n: int, root: float, finish: Callable[..., Any],
+    rho: float, rp_iterations: int,
+) -> CostAwareResult:  # fmt: skip
+    """As the plain path ends: assets within tol of w0 not traded, bound assets on their bounds; then the
+    members inside their piece of each binding group rescaled onto its bound and the rest onto Σw = 1."""
+    x = g.x.copy()
+    tol = prob.tol
+    snap = prob.kink & (np.abs(x - prob.w0) <= tol)
+    x[snap] = prob.w0[snap]
+    inside = g.free & (x > prob.lo) & (x < prob.hi) & ~(prob.kink & (x == prob.w0))
+    gid = lay.gid[idx]
+    bound_of = np.where(g.side > 0, lay.upper, lay.lower)
+    held_by = np.isin(gid, np.flatnonzero(g.side != 0)) & (gid >= 0)
+    for j in np.flatnonzero(g.side != 0):
+        mem = inside & (gid == j)
+        if mem.any():
+            rest = float(x[(gid == j) & ~mem].sum())
+            x[mem] = np.clip(x[mem] * (bound_of[j] - rest) / float(x[mem].sum()), prob.lo[mem], prob.hi[mem])
+    others = inside & ~held_by
+    if others.any():
+        room = 1.0 - float(x[~others].sum())
+        x[others] = np.clip(x[others] * room / float(x[others].sum()), prob.lo[others], prob.hi[others])
+    w = np.zeros(n)
+    w[idx] = x
+    bound = (x >= prob.hi) | ((x <= prob.lo) & (prob.lo > 0)) | ~prob.movable
+    free_all = np.zeros(n, bool)
+    free_all[idx] = ~bound & ~held_by
+    held = np.zeros(n, bool)
+    held[idx] = prob.kink & (x == prob.w0)
+    binding = {nm: ("upper" if sd > 0 else "lower") for nm, sd in zip(lay.names, g.side) if sd != 0}
+    mult = {nm: float(v * root) for nm, v in zip(lay.names, g.eta)}
+    return finish(w, rp_iterations + g.iterations, free_all, held, rho, g.nu * root, binding, mult)  # type: ignore[no-any-return]
 
 
 def _costs(costs: Any, n: int, labels: Sequence[str]) -> np.ndarray:
@@ -617,7 +887,17 @@ class CostAwareOptimizer:
     def __init__(self, cfg: CostAwareConfig | None = None) -> None:
         self.cfg = cfg or CostAwareConfig()
 
-    def optimize(self, forecast: Forecast, *, upper: np.ndarray, lower: np.ndarray, current: np.ndarray) -> Target:
+    def optimize(
+        self,
+        forecast: Forecast,
+        *,
+        upper: np.ndarray,
+        lower: np.ndarray,
+        current: np.ndarray,
+        groups: Sequence[GroupBound] = (),
+    ) -> Target:
+        """``groups``: venue budgets, constraints of Q (module docstring, "Venue budgets"); the binding ones
+        are named in ``diagnostics["groups"]``. Without groups the problem (and the answer) is unchanged."""
         cfg = self.cfg
         assets = tuple(forecast.assets)
         h = math.sqrt(cfg.horizon_hours)
@@ -637,6 +917,7 @@ class CostAwareOptimizer:
             hold_zero_when_cost_exceeds=(
                 None if cfg.hold_zero_when_cost_exceeds_bps is None else cfg.hold_zero_when_cost_exceeds_bps / 1e4 / h
             ),
+            groups=groups,
         )
         rc, sigma_p = risk_contributions(res.weights, forecast.cov)
         fractions = rc / sigma_p if sigma_p > 0 else rc
@@ -650,6 +931,9 @@ class CostAwareOptimizer:
             "held_at_zero": [a for a, f in zip(assets, res.held_zero) if f],
             "floored": [a for a, f in zip(assets, res.floored) if f],
         }
+        if groups:
+            diagnostics["groups"] = dict(res.groups)
+            diagnostics["group_multipliers"] = dict(res.group_multipliers)
         return Target(assets, res.weights, fractions, sigma_p, res.capped, diagnostics)
 
 

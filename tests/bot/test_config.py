@@ -133,3 +133,26 @@ def test_config_is_frozen(paper_config) -> None:
 
     with pytest.raises(ValidationError):
         paper_config.risk.participation = 0.5  # type: ignore[misc]
+
+
+def _resolved_venues(tmp_path: Path, **venue_options: object):
+    from bot.clock import SimulatedClock
+    from bot.components import ComponentContext
+    from bot.cycle import resolve_components
+    from bot.plugins import Registry, make_plugin_manager
+
+    d = paper_dict(tmp_path, venues={
+        "cex": {"plugin": "ccxt", "options": {"exchange": "binance", **venue_options}},
+        "wallet": {"plugin": "paper"},
+    })  # fmt: skip
+    cfg = parse_config(d, "t.toml")
+    ctx = ComponentContext(SimulatedClock(cfg.clock.start), tmp_path, cfg.asset_names, lambda e: None)
+    return resolve_components(cfg, Registry(make_plugin_manager()), ctx).venues
+
+
+def test_mode_is_law_a_paper_bot_trades_every_venue_on_paper(tmp_path: Path) -> None:
+    """A paper config one line short of ``paper = true`` must never reach a live order or ask for keys."""
+    venues = _resolved_venues(tmp_path)
+    assert venues["cex"].options.paper is True  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match=r't\.toml: venues\.cex\.options\.paper: false asks for live trading'):
+        _resolved_venues(tmp_path, paper=False)

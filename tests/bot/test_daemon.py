@@ -23,7 +23,7 @@ from bot.clock import SimulatedClock
 from bot.config import parse_config
 from bot.cycle import Engine
 from bot.daemon import Daemon
-from bot.ledger import Ledger
+from bot.ledger import Ledger, utc
 from tests.conftest import PAPER, START, install_plugin, offline_config_text, paper_dict, squash
 
 
@@ -411,3 +411,58 @@ def test_simulated_clock_start_is_utc() -> None:
     assert c.now().tzinfo is not None
     with pytest.raises(ValueError):
         SimulatedClock(datetime(2026, 1, 1), 0.0)
+
+
+def test_the_embedded_default_shows_a_vol_breach_in_its_first_week(tmp_path: Path) -> None:
+    """The feature a newcomer reads about must be seen working on the embedded defaults: with the
+    threshold as shipped, the monitor's trigger fires and runs a risk cycle within the first week."""
+    from bot.backtest import run_backtest
+    from bot.config import load_config
+
+    cfg = load_config(PAPER).with_overrides(bot={"ledger": str(tmp_path / "bt.sqlite")},
+                                            clock={"kind": "simulated", "start": START, "speed": 0.0})  # fmt: skip
+    assert cfg.risk.vol_threshold_annual < 0.02
+    run_backtest(cfg, 24 * 7)
+    ledger = Ledger(str(tmp_path / "bt.sqlite"))
+    try:
+        breaches = ledger.events("vol_breach")
+        risk_cycles = [c for c in ledger.cycles() if c.trigger == "risk"]
+    finally:
+        ledger.close()
+    assert breaches and risk_cycles
+    assert all(c.status == "done" for c in risk_cycles)
+    first = min(utc(e.time) for e in breaches)
+    assert first < START + timedelta(days=7)
+
+
+def test_each_cycle_is_reported_once_even_when_the_catch_up_shares_its_hour(tmp_path: Path) -> None:
+    """``rwabot run --hours 3`` from a fresh ledger: the catch-up cycle and the hour's own job run the same
+    key; the second finds it done and must not be printed as another cycle."""
+    cfg = parse_config(paper_dict(tmp_path), "test")
+    engine = Engine(cfg, clock=SimulatedClock(START, 0.0))
+    seen: list[str] = []
+    Daemon(engine, until=START + timedelta(hours=3), on_cycle=lambda r: seen.append(r.key)).run()
+    assert seen and len(seen) == len(set(seen)), seen
+    assert seen[0] == START.strftime("%Y-%m-%dT%H:00Z")
+
+
+def test_the_monitor_reads_the_hourly_window_once_per_hour(tmp_path: Path) -> None:
+    cfg = parse_config(paper_dict(tmp_path), "test")
+    clock = SimulatedClock(START, 0.0)
+    engine = Engine(cfg, clock=clock)
+    try:
+        engine.run_cycle(START)
+        real, windows = engine.c.data.bars, []
+
+        def counting(assets, end, hours):  # noqa: ANN001, ANN202
+            if hours == cfg.risk.history_hours + 1:
+                windows.append(end)
+            return real(assets, end, hours)
+
+        engine.c.data.bars = counting  # type: ignore[method-assign]
+        for k in range(1, 24):  # two hours of 5-minute ticks
+            clock.advance_to(START + timedelta(minutes=5 * k))
+            engine.monitor(clock.now())
+    finally:
+        engine.close()
+    assert len(windows) == 2, windows  # one per hour, not one per tick

@@ -107,3 +107,23 @@ def test_vector_without_header_line(tmp_path: Path) -> None:
     p.write_text("SPY,TLT\n0.1,0.2\n")
     with pytest.raises(InputError, match="missing"):
         read_vector(p, ASSETS, "caps")
+
+
+def test_a_singular_covariance_is_solved_with_a_warning_naming_the_collinear_pair(tmp_path: Path) -> None:
+    """Two identical columns (a duplicated asset) make Σ singular: the weights between the pair are not
+    identified, and the user is told so with the condition number, not silently handed a split."""
+    vol = np.array([0.15, 0.08, 0.12, 0.12])
+    rho = np.array([[1.0, 0.2, 0.3, 0.3], [0.2, 1.0, 0.1, 0.1], [0.3, 0.1, 1.0, 1.0], [0.3, 0.1, 1.0, 1.0]])
+    cov = rho * np.outer(vol, vol)
+    path = tmp_path / "cov.csv"
+    pd.DataFrame(cov, index=ASSETS, columns=ASSETS).to_csv(path)
+    res = CliRunner().invoke(app, ["optimize", "--cov", str(path)])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "warning: covariance is" in text and "singular" in text and "GLD/VNQ" in text
+    data = json.loads(CliRunner().invoke(app, ["optimize", "--cov", str(path), "--json"]).output)
+    assert data["condition_number"] > 1e8 and len(data["warnings"]) == 1
+    rho[2, 3] = rho[3, 2] = 0.5
+    pd.DataFrame(rho * np.outer(vol, vol), index=ASSETS, columns=ASSETS).to_csv(path)
+    data = json.loads(CliRunner().invoke(app, ["optimize", "--cov", str(path), "--json"]).output)
+    assert data["warnings"] == [] and data["condition_number"] < 1e3

@@ -133,7 +133,10 @@ def ccxt_config(tmp_path: Path, venues: dict[str, tuple[ExchangeEmulator, dict[s
         name: {"plugin": "ccxt", "options": venue_options(emu, **kw)} for name, (emu, kw) in venues.items()
     }
     data["assets"] = {a: {"venue": name} for name, (emu, _) in venues.items() for a in emu.symbol_of}
+    data.pop("report", None)  # the embedded [report] names the embedded book's assets
     data.pop("funding", None)  # the paper config's routes name its own venues, which these replace
+    if any(not v["options"].get("paper") for v in data["venues"].values()):
+        data["bot"]["mode"] = "live"  # mode is law: a paper bot's venues are all paper
     return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -247,10 +248,34 @@ def test_paging_ends_on_an_empty_page_or_no_progress(emulator: ExchangeEmulator,
     first = last_open - 149 * HOUR_MS
     emulator.kline_gaps.clear()
     emulator.klines = stuck  # type: ignore[method-assign]
+    fresh = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path))
     with pytest.raises(DataError, match=r"SPY: 50 missing hourly bars"):
-        d.bars(["SPY"], NOW, 150)
+        fresh.bars(["SPY"], NOW, 150)
     assert calls["n"] == 2
     d.close()
+    fresh.close()
+
+
+def test_later_windows_download_only_the_new_bars(emulator: ExchangeEmulator, tmp_path: Path) -> None:
+    """The cycle asks for a 721-bar window every hour and the monitor every few minutes: after the first
+    download only the bars after the cached ones go over the wire, and the bars are the same as a fresh
+    source's."""
+    emulator.max_klines = 100
+    d = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path))
+    first = d.bars(["SPY", "GLD"], NOW - timedelta(hours=2), 300)
+    assert emulator.count("GET", "/api/v3/klines") == 2 * 3
+    again = d.bars(["SPY", "GLD"], NOW - timedelta(hours=2), 300)  # a monitor tick in the same hour
+    assert emulator.count("GET", "/api/v3/klines") == 2 * 3 and np.array_equal(again.close, first.close)
+    later = d.bars(["SPY", "GLD"], NOW, 300)  # two hours on: one short page per asset
+    pages = [q for m, p, q in emulator.requests if p == "/api/v3/klines"][6:]
+    assert len(pages) == 2
+    new_open = int((NOW.replace(minute=0) - timedelta(hours=2)).timestamp() * 1000)
+    assert {int(q["startTime"]) for q in pages} == {new_open}
+    fresh = CcxtDataSource(CcxtDataConfig.model_validate({"api_urls": {"*": emulator.base_url}}), ctx(tmp_path))
+    assert np.array_equal(fresh.bars(["SPY", "GLD"], NOW, 300).close, later.close)
+    assert np.array_equal(later.close[:-2], first.close[2:])
+    d.close()
+    fresh.close()
 
 
 def test_gaps_are_reported_never_filled(emulator: ExchangeEmulator, tmp_path: Path) -> None:

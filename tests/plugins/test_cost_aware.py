@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 
 import numpy as np
 import pydantic
@@ -17,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import brentq, minimize, root
 
-from bot.domain import Forecast
+from bot.domain import Forecast, GroupBound
 from bot.errors import InfeasibleBoundsError, OptimizerError
 from bot.plugins import Registry, make_plugin_manager
 from plugins.optimizers import cost_aware, erc
+from plugins.optimizers._groups import solve_group_risk_budget
 from plugins.optimizers.cost_aware import (
     CostAwareConfig,
     CostAwareOptimizer,
@@ -533,3 +535,242 @@ def test_a_cycle_that_did_not_converge_now_does(fast: bool, monkeypatch: pytest.
     assert kkt_residual(w, CYCLE_COV, np.full(n, 1 / n), lo, CYCLE_UPPER, CYCLE_W0, c, zero, 0.0, r.rho) <= 1e-8
     assert r.iterations - r.rp.iterations <= 100
     assert r.turnover > 0 and r.held.any()  # it trades, and leaves some assets alone
+
+
+# -- venue budgets (groups) ---------------------------------------------------------------------------------------
+
+
+def grouped_case(n: int, seed: int, **kw: object) -> tuple[dict, list[GroupBound]]:
+    """``case`` plus 1–3 disjoint groups (some assets in none) with budgets cut from erc's own group weights
+    (so that they bind), one of them with a lower bound above erc's weight when there are three."""
+    k = case(n, seed, **kw)
+    rng = np.random.default_rng(1000 + seed)
+    rp = solve_risk_budget(k["cov"], k["b"], k["hi"], k["lo"]).weights
+    while True:
+        m = int(rng.integers(1, 4))
+        gid = rng.integers(-1, m, n)
+        gid[rng.permutation(n)[:m]] = np.arange(m)
+        groups = []
+        for j in range(m):
+            mem = gid == j
+            share = float(rp[mem].sum())
+            if j == 2:
+                groups.append(GroupBound(f"venue:{j}", mem, 1.0, min(share * 1.3, 0.9 * float(k["hi"][mem].sum()))))
+            else:
+                groups.append(GroupBound(f"venue:{j}", mem, share * rng.uniform(0.5, 0.95)))
+        room = sum(min(g.upper, float(k["hi"][g.members].sum())) for g in groups) + float(k["hi"][gid < 0].sum())
+        floors = sum(max(g.lower, float(k["lo"][g.members].sum())) for g in groups) + float(k["lo"][gid < 0].sum())
+        if room > 1.01 and floors < 0.99:  # feasible with room to spare
+            return k, groups
+
+
+def solve_grouped(k: dict, groups: list[GroupBound], **over: object):
+    k = {**k, **over}
+    return solve_cost_aware(k["cov"], k["b"], k["hi"], k["lo"], w0=k["w0"], costs=k["c"], mu=k["mu"], lam=k["lam"],
+                            groups=groups)
+
+
+def grouped_kkt(w: np.ndarray, k: dict, groups: list[GroupBound], mu: np.ndarray, rho: float,
+                tol: float = 1e-9, zero: tuple[str, ...] = ()) -> tuple[float, np.ndarray]:
+    """Largest violation of Q's KKT conditions with the group bounds, relative to ρ b_i / w_i, and the group
+    multipliers: ν and η_g (one per group on a bound, except those in ``zero``, held at η = 0: where the
+    budgets pin the book only ν + η_g is determined) by least squares from the assets inside a piece, then
+    the signs (η_g ≥ 0 at U_g, ≤ 0 at L_g) and the conditions of the assets at w0, caps and floors."""
+    cov, b, lo, hi, w0, c, lam = k["cov"], k["b"], k["lo"], k["hi"], k["w0"], k["c"], k["lam"]
+    n = len(w)
+    sig = math.sqrt(w @ cov @ w)
+    g = cov @ w / sig - lam * mu - rho * b / w
+    scale = rho * b / w
+    gid = np.full(n, -1)
+    on = []
+    for j, gb in enumerate(groups):
+        gid[gb.members] = j
+        sj = float(w[gb.members].sum())
+        on.append(1 if sj >= gb.upper - 1e-11 else (-1 if gb.lower > 0 and sj <= gb.lower + 1e-11 else 0))
+    at_hi = w >= hi - tol
+    at_lo = (w <= lo + tol) & (lo > 0)
+    at_w0 = (np.abs(w - w0) <= tol) & (c > 0) & ~at_hi & ~at_lo
+    s = np.sign(w - w0)
+    inside = ~at_hi & ~at_lo & ~at_w0
+    cols = [j for j in range(len(groups))
+            if on[j] != 0 and (inside & (gid == j)).any() and groups[j].name not in zero]
+    a = np.column_stack([np.ones(int(inside.sum()))] + [(gid[inside] == j).astype(float) for j in cols])
+    sol = np.linalg.lstsq(a, -(g + c * s)[inside], rcond=None)[0]
+    assert np.linalg.matrix_rank(a) == a.shape[1], "ν and the η_g are not identified on this case"
+    nu, eta = float(sol[0]), np.zeros(len(groups))
+    eta[cols] = sol[1:]
+    shift = nu + np.where(gid >= 0, eta[np.maximum(gid, 0)], 0.0)
+    r = np.zeros(n)
+    r[inside] = np.abs(g + c * s + shift)[inside]
+    r[at_w0] = np.maximum(np.abs(g + shift) - c, 0.0)[at_w0]
+    s_hi = np.where(np.abs(w - w0) <= tol, -1.0, s)
+    r[at_hi] = np.maximum(g + c * s_hi + shift, 0.0)[at_hi]
+    s_lo = np.where(np.abs(w - w0) <= tol, 1.0, s)
+    r[at_lo] = np.maximum(-(g + c * s_lo + shift), 0.0)[at_lo]
+    # a group on a bound with no member inside a piece (all at caps, floors or w0): its η is not identified;
+    # some η of the right sign must satisfy all its members' conditions at once
+    alone = [j for j in range(len(groups)) if on[j] != 0 and j not in cols and groups[j].name not in zero]
+    for j in alone:
+        mem = (gid == j) & (hi - lo > tol)  # (a member with lower = upper has no condition to meet)
+        if not mem.any():
+            continue
+        top = np.full(n, np.inf)
+        bottom = np.full(n, -np.inf)
+        base = g + nu
+        top[at_hi] = -(base + c * s_hi)[at_hi]
+        bottom[at_lo] = -(base + c * s_lo)[at_lo]
+        top[at_w0] = (c - base)[at_w0]
+        bottom[at_w0] = (-c - base)[at_w0]
+        hi_eta, lo_eta = float(np.min(top[mem])), float(np.max(bottom[mem]))
+        hi_eta, lo_eta = (hi_eta, max(lo_eta, 0.0)) if on[j] > 0 else (min(hi_eta, 0.0), lo_eta)
+        r[gid == j] = 0.0
+        worst_j = (lo_eta - hi_eta) / float(np.mean(scale[mem]))
+        r[np.flatnonzero(mem)[0]] = max(worst_j, 0.0) * scale[np.flatnonzero(mem)[0]]
+    r[hi - lo <= tol] = 0.0  # lower = upper: no condition to meet
+    worst = float(np.max(r / scale))
+    for j in range(len(groups)):  # the multiplier's sign, relative to its members' barrier gradient
+        if on[j] != 0:
+            worst = max(worst, -on[j] * eta[j] / float(np.mean(scale[gid == j])))
+    return worst, eta
+
+
+def cvxpy_grouped(k: dict, groups: list[GroupBound], mu: np.ndarray, rho: float) -> np.ndarray:
+    cov, b = k["cov"], k["b"]
+    lam_, vec = np.linalg.eigh(cov)
+    root = vec * np.sqrt(np.clip(lam_, 0, None))
+    w = cp.Variable(len(b))
+    obj = cp.norm(root.T @ w) - k["lam"] * mu @ w + k["c"] @ cp.abs(w - k["w0"]) - rho * (b @ cp.log(w))
+    cons = [cp.sum(w) == 1, w >= k["lo"], w <= k["hi"]]
+    for gb in groups:
+        mem = gb.members.astype(float)
+        cons.append(mem @ w <= gb.upper)
+        if gb.lower > 0:
+            cons.append(mem @ w >= gb.lower)
+    prob = cp.Problem(cp.Minimize(obj), cons)
+    for tol, step in ((1e-11, 0.99), (1e-11, 0.9), (1e-10, 0.8), (1e-9, 0.8)):
+        try:  # Clarabel on exponential cones: shorter steps where the default ones stall
+            with warnings.catch_warnings():  # ("inaccurate": the next, shorter steps)
+                warnings.simplefilter("ignore", UserWarning)
+                prob.solve(solver="CLARABEL", tol_gap_abs=tol, tol_gap_rel=tol, tol_feas=tol, max_step_fraction=step)
+        except cp.error.SolverError:
+            continue
+        if prob.status == "optimal":
+            return np.asarray(w.value)
+    raise AssertionError(f"cvxpy: {prob.status}")
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_group_budgets_hold_inside_q_and_agree_with_cvxpy(seed: int) -> None:
+    """Venue budgets are constraints of Q, not a rescale: Q with the groups solved by cvxpy (ρ* of erc's
+    solution under the same groups, which tests/plugins/test_group_bounds.py checks against its own cvxpy
+    reference) gives our weights; Q's KKT conditions with one multiplier per binding group hold."""
+    n = [5, 7, 8, 10, 12, 15, 20, 9][seed]
+    k, groups = grouped_case(n, 50 + seed, cost=[0.0, 0.005, 0.01, 0.02, 0.05, 0.01, 0.003, 0.03][seed],
+                             lam=[0.3, 0.0, 0.5, 1.0, 0.2, 2.0, 0.0, 0.7][seed], floor=seed % 2 == 0)
+    rp = solve_group_risk_budget(k["cov"], k["b"], k["hi"], k["lo"], groups)
+    res = solve_grouped(k, groups)
+    assert res.rho == pytest.approx(rp.rho, rel=1e-12)
+    w = res.weights
+    assert abs(w.sum() - 1.0) <= 1e-12 and np.all(w <= k["hi"] + 1e-15) and np.all(w >= k["lo"] - 1e-15)
+    for gb in groups:
+        assert gb.lower - 1e-12 <= w[gb.members].sum() <= gb.upper + 1e-12
+        if gb.name in res.groups:
+            assert w[gb.members].sum() == pytest.approx(gb.upper if res.groups[gb.name] == "upper" else gb.lower,
+                                                        abs=1e-14)
+    assert rp.groups  # the budgets bind erc's portfolio (they were cut below its own weights)
+    mu_c = k["mu"] - k["mu"].mean()
+    worst, eta = grouped_kkt(w, k, groups, mu_c, res.rho)
+    assert worst <= 1e-8
+    for j, gb in enumerate(groups):  # the reported multipliers are the ones the KKT conditions need
+        assert res.group_multipliers[gb.name] == pytest.approx(eta[j], rel=1e-6, abs=1e-9 * res.rho)
+    ref = cvxpy_grouped(k, groups, mu_c, res.rho)
+    assert np.max(np.abs(w - ref)) <= 1e-6
+    # a rescale after optimising (the cycle's fallback) is not what this is: it would break Q's KKT conditions
+    plain = solve(k).weights.copy()
+    for gb in groups:
+        over = plain[gb.members].sum() - gb.upper
+        if over > 1e-9:
+            plain[gb.members] *= gb.upper / plain[gb.members].sum()
+    assert np.max(np.abs(plain - w)) > 1e-4
+
+
+def test_group_budgets_with_zero_costs_and_tilt_are_ercs_group_solution() -> None:
+    k, groups = grouped_case(12, 3)
+    rp = solve_group_risk_budget(k["cov"], k["b"], k["hi"], k["lo"], groups, w0=k["w0"])
+    res = solve_grouped(k, groups, c=np.zeros(12), lam=0.0)
+    assert rp.groups and np.array_equal(res.weights, rp.weights) and res.groups == rp.groups
+    # through the dual iteration (a tiny cost) it lands next to it, with erc's binding groups and multipliers
+    res2 = solve_grouped(k, groups, c=np.full(12, 1e-10), lam=1e-10)
+    assert res2.iterations > rp.iterations
+    assert np.max(np.abs(res2.weights - rp.weights)) < 1e-8
+    assert res2.groups == rp.groups
+    for name, m in rp.multipliers.items():
+        assert res2.group_multipliers[name] == pytest.approx(m, rel=1e-5, abs=1e-12)
+
+
+def test_pinned_group_budgets_with_costs_report_the_least_constrained_group_free() -> None:
+    """Every asset on a venue and Σ U_g = 1: the book is pinned, ν and the η_g are determined only up to a
+    common shift; rp_cost picks erc's choice (the least constrained budget reported not binding)."""
+    k = case(8, 21, cap=None, floor=False)
+    rp0 = solve_risk_budget(k["cov"], k["b"]).weights
+    a = np.arange(8) < 4
+    ups = np.array([rp0[a].sum() * 0.7, 0.0])
+    ups[1] = 1.0 - ups[0]
+    groups = [GroupBound("venue:a", a, float(ups[0])), GroupBound("venue:b", ~a, float(ups[1]))]
+    res = solve_grouped(k, groups)
+    assert res.weights[a].sum() == pytest.approx(ups[0], abs=1e-14)
+    assert res.groups == {"venue:a": "upper"} and res.group_multipliers["venue:b"] == 0.0
+    mu_c = k["mu"] - k["mu"].mean()
+    worst, eta = grouped_kkt(res.weights, k, groups, mu_c, res.rho, zero=("venue:b",))
+    assert worst <= 1e-8  # with venue:b's η = 0 every sign holds: the reported split is a valid one
+    assert res.group_multipliers["venue:a"] == pytest.approx(eta[0], rel=1e-6)
+    ref = cvxpy_grouped(k, groups, mu_c, res.rho)
+    assert np.max(np.abs(res.weights - ref)) <= 1e-6
+
+
+def test_no_groups_is_todays_rp_cost_bit_for_bit() -> None:
+    k = case(10, 4)
+    assert np.array_equal(solve(k).weights, solve_cost_aware(
+        k["cov"], k["b"], k["hi"], k["lo"], w0=k["w0"], costs=k["c"], mu=k["mu"], lam=k["lam"], groups=()).weights)
+    # groups that do not bind anywhere on the way change nothing either (to solver precision)
+    loose = [GroupBound("venue:all", np.ones(10, bool), 1.0)]
+    assert np.max(np.abs(solve(k).weights - solve_grouped(k, loose).weights)) <= 1e-12
+
+
+def test_plugin_takes_venue_budgets_and_names_the_binding_ones() -> None:
+    import inspect
+
+    assert "groups" in inspect.signature(CostAwareOptimizer.optimize).parameters  # the cycle's test
+    k, groups = grouped_case(6, 7)
+    fc = Forecast.from_cov(tuple("ABCDEF"), k["cov"] / 8760.0, "test")
+    t = CostAwareOptimizer(CostAwareConfig(cost_bps=10.0)).optimize(
+        fc, upper=k["hi"], lower=k["lo"], current=k["w0"], groups=groups)
+    assert t.diagnostics["groups"] and set(t.diagnostics["groups"]) <= {g.name for g in groups}
+    for name, side in t.diagnostics["groups"].items():
+        gb = next(g for g in groups if g.name == name)
+        assert t.weights[gb.members].sum() == pytest.approx(gb.upper if side == "upper" else gb.lower, abs=1e-12)
+    plain = CostAwareOptimizer(CostAwareConfig(cost_bps=10.0)).optimize(fc, upper=k["hi"], lower=k["lo"],
+                                                                        current=k["w0"])
+    assert "groups" not in plain.diagnostics
+    with pytest.raises(InfeasibleBoundsError, match="venue:0"):
+        CostAwareOptimizer().optimize(fc, upper=k["hi"], lower=k["lo"], current=k["w0"],
+                                      groups=[GroupBound("venue:0", np.ones(6, bool), 0.5)])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(4, 20), st.integers(0, 2**31 - 1), st.sampled_from([0.001, 0.005, 0.02, 0.05]), st.floats(0.0, 2.0),
+       st.sampled_from([None, 1.4, 2.0]), st.booleans())
+def test_group_budgets_satisfy_q_kkt_on_drawn_problems(n: int, seed: int, cost: float, lam: float, cap: float | None,
+                                                        floor: bool) -> None:
+    k, groups = grouped_case(n, seed % 100_000, cost=cost, lam=lam, cap=cap, floor=floor)
+    try:
+        res = solve_grouped(k, groups)
+    except OptimizerError as exc:  # floors that force hedges: no risk parity even before the costs
+        assert "no risk-budgeting portfolio" in str(exc)
+        return
+    w = res.weights
+    assert abs(w.sum() - 1.0) <= 1e-12 and np.all(w <= k["hi"]) and np.all(w >= k["lo"])
+    for gb in groups:
+        assert gb.lower - 1e-12 <= w[gb.members].sum() <= gb.upper + 1e-12
+    worst, _ = grouped_kkt(w, k, groups, k["mu"] - k["mu"].mean(), res.rho)
+    assert worst <= 1e-8

@@ -90,6 +90,9 @@ def evm_config(tmp_path: Path, world: World, url: str, *, upper: dict[str, float
     data["venues"] = {"chain": {"plugin": "evm", "options": venue_options(world, url, **kw)}}
     data.pop("funding", None)  # the paper config's routes name its venues; this book has the chain only
     data["assets"] = {a: {"venue": "chain", "upper": (upper or {}).get(a, 1.0)} for a in world.venue_assets()}
+    data.pop("report", None)  # the embedded [report] names the embedded book's assets
+    if not data["venues"]["chain"]["options"].get("paper"):
+        data["bot"]["mode"] = "live"  # mode is law: a paper bot's venues are all paper
     return data
 
 
