@@ -136,7 +136,7 @@ def to_plotly(fig: Figure) -> Any:
         if p.band is not None:
             pf.add_hrect(y0=p.band[0], y1=p.band[1], fillcolor="#2ca02c", opacity=0.12, line_width=0,
                          annotation_text=p.band[2], row=r, col=1)  # fmt: skip
-        pf.update_yaxes(title_text=p.ylabel, tickformat=".1%" if p.percent else None,
+        pf.update_yaxes(title_text=p.ylabel, tickformat=".3~%" if p.percent else None,
                         type="log" if p.log_y else None, row=r, col=1)  # fmt: skip
         if p.categories is not None:
             pf.update_xaxes(tickvals=list(range(len(p.categories))), ticktext=list(p.categories), row=r, col=1)
@@ -220,7 +220,7 @@ def to_png(fig: Figure, path: Path, dpi: int = 110) -> Path:
         if p.log_y:
             ax.set_yscale("log")
         if p.percent:
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=None))  # as many decimals as the range needs
         if p.categories is not None:
             ax.set_xticks(range(len(p.categories)))
             ax.set_xticklabels(list(p.categories), rotation=20, ha="right")
@@ -343,7 +343,8 @@ def _daily(times: Sequence[datetime], values: Sequence[float]) -> tuple[list[dat
         d = t.replace(hour=0, minute=0, second=0, microsecond=0)
         by[d] = by.get(d, 0.0) + float(v)
     days = sorted(by)
-    return days, np.array([by[d] for d in days])
+    # each bar drawn over its own day (centred at noon), not straddling two
+    return [d + timedelta(hours=12) for d in days], np.array([by[d] for d in days])
 
 
 def ledger_figures(ledger_path: str | Path, *, risk_free_annual: float | None = None,
@@ -431,13 +432,16 @@ def ledger_figures(ledger_path: str | Path, *, risk_free_annual: float | None = 
     for t, v in zip(times, nav):
         nav_day.setdefault(t.replace(hour=0, minute=0, second=0, microsecond=0), []).append(v)
     days, traded = _daily(ftimes, [f.qty * f.price for f in fills])
-    turnover = [traded[i] / float(np.mean(nav_day.get(d, [nav.mean()]))) for i, d in enumerate(days)]
+    noon = timedelta(hours=12)
+    turnover = [traded[i] / float(np.mean(nav_day.get(d - noon, [nav.mean()]))) for i, d in enumerate(days)]
+    # a transfer at its cycle's time: the daemon stamps the row with the wall clock, a backtest's cycle is simulated
+    tr_times = [cyc_time.get(t.cycle_id) or utc(t.created_at) for t in transfers]
     kinds = {
         "fees": (ftimes, [f.fee for f in fills]),
         "slippage": (ftimes, [f.slippage for f in fills]),
         "gas": (ftimes, [f.gas for f in fills]),
-        "transfer fees": ([utc(t.created_at) for t in transfers], [t.fee for t in transfers]),
-        "transfer gas": ([utc(t.created_at) for t in transfers], [t.gas for t in transfers]),
+        "transfer fees": (tr_times, [t.fee for t in transfers]),
+        "transfer gas": (tr_times, [t.gas for t in transfers]),
     }
     cost_traces = []
     for i, (k, (tt, vv)) in enumerate(kinds.items()):
@@ -465,7 +469,7 @@ def ledger_figures(ledger_path: str | Path, *, risk_free_annual: float | None = 
     # 6. events on the time axis: the risk events, transfers and the cycles that traded
     traded_cycles = sorted({cyc_time[o.cycle_id] for o in orders if o.filled_qty > 0 and o.cycle_id in cyc_time})
     lanes: dict[str, list[datetime]] = {"rebalance (orders filled)": traded_cycles,
-                                        "transfer": [utc(t.created_at) for t in transfers]}  # fmt: skip
+                                        "transfer": tr_times}  # fmt: skip
     for e in events:
         lanes.setdefault(e.kind, []).append(utc(e.time))
     lanes = {k: v for k, v in lanes.items() if v}

@@ -165,8 +165,8 @@ def test_the_pages_loader_plots_every_figure_when_run(crash_ledger: Path, tmp_pa
     harness.write_text(
         "const blobs = " + json.dumps([{"target": t, "text": b} for t, b in blobs]) + ";\n"
         "const calls = [];\n"
-        "const document = {querySelectorAll: () => blobs.map(b => ({textContent: b.text, dataset: {target: b.target}})),"
-        " getElementById: id => ({id})};\n"
+        "const document = {querySelectorAll: () => blobs.map(b => ({textContent: b.text,"
+        " dataset: {target: b.target}})), getElementById: id => ({id})};\n"
         "const Plotly = {newPlot: (el, data, layout, cfg) => calls.push([el.id, data.length,"
         " data.every(t => (t.y || []).length > 0), layout.title.text])};\n"
         + loader + "\nconsole.log(JSON.stringify(calls));\n"
