@@ -172,7 +172,7 @@ def _rolling_std(r: np.ndarray, k: int) -> np.ndarray:
 @dataclass(frozen=True)
 class Step:
     """What one cycle of a ``FastBacktest`` did: enough for a caller that steers it (the RL environment,
-    bot/rl_env.py) to compute its reward and its next observation."""
+    plugins/policies/rl_env.py) to compute its reward and its next observation."""
 
     k: int
     time: datetime
