@@ -85,3 +85,13 @@ def test_a_backtest_keeps_its_ledger_and_writes_json_and_an_equity_csv(tmp_path:
     assert len(rows) == 32 and float(rows[-1]["nav"]) == pytest.approx(out["end_nav"], rel=1e-9)
     status = CliRunner().invoke(app, ["status", "--config", str(cfg), "--ledger", str(kept)])
     assert status.exit_code == 0 and "NAV" in status.output
+
+
+def test_progress_is_a_plain_line_per_tenth_when_not_on_a_terminal(tmp_path: Path) -> None:
+    cfg = tmp_path / "offline.toml"
+    cfg.write_text(offline_config_text(tmp_path / "live.sqlite", speed=0.0))
+    res = CliRunner().invoke(app, ["backtest", "--config", str(cfg), "--hours", "20", "--research"])
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("backtest ") and "% (" in line]
+    assert [line.split("%")[0] for line in lines] == [f"backtest {p}" for p in range(10, 101, 10)]
+    assert not (tmp_path / "backtests").exists()  # research mode keeps no ledger
