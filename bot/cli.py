@@ -272,7 +272,12 @@ def backtest(
         elif ledger is None:  # results are kept: var/backtests/<name>-<time>.sqlite beside the config's ledger
             base = load_config(config)
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            ledger = kept = str(Path(base.bot.ledger).parent / "backtests" / f"{base.bot.name}-{stamp}.sqlite")
+            folder = Path(base.bot.ledger).parent / "backtests"
+            n, path = 1, folder / f"{base.bot.name}-{stamp}.sqlite"
+            while path.exists() or Path(str(path) + ".lock").exists():  # two runs in one second never share one
+                n += 1
+                path = folder / f"{base.bot.name}-{stamp}-{n}.sqlite"
+            ledger = kept = str(path)
         elif Path(ledger).exists():
             raise RwabotError(f"{ledger} exists: a backtest needs a fresh ledger")
         cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})

@@ -95,3 +95,13 @@ def test_progress_is_a_plain_line_per_tenth_when_not_on_a_terminal(tmp_path: Pat
     lines = [line for line in res.output.splitlines() if line.startswith("backtest ") and "% (" in line]
     assert [line.split("%")[0] for line in lines] == [f"backtest {p}" for p in range(10, 101, 10)]
     assert not (tmp_path / "backtests").exists()  # research mode keeps no ledger
+
+
+def test_two_backtests_in_the_same_second_keep_two_ledgers(tmp_path: Path) -> None:
+    """A kept ledger is named by the second it started: a second run in that second must not resume the
+    first one's ledger (it would find every cycle done and report nothing new)."""
+    cfg = tmp_path / "offline.toml"
+    cfg.write_text(offline_config_text(tmp_path / "live.sqlite", speed=0.0))
+    args = ["backtest", "--config", str(cfg), "--hours", "3", "--fast", "--json"]
+    outs = [json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1]) for _ in range(2)]
+    assert outs[0]["ledger"] != outs[1]["ledger"] and outs[0]["cycles"] == outs[1]["cycles"] == 4
