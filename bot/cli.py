@@ -282,8 +282,9 @@ def backtest(
             raise RwabotError(f"{ledger} exists: a backtest needs a fresh ledger")
         cfg = _load(config, ledger, clock={"kind": "simulated", "speed": 0.0})
         begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
+        bar = None
         if data is not None:  # the user's bars through the csv data source (docs/data.md)
-            cfg, begin = _with_data_file(cfg, data, hours, begin)
+            cfg, begin, bar = _with_data_file(cfg, data, hours, begin)
         with Progress(
             TextColumn("[bold]backtest"),
             BarColumn(),
@@ -303,7 +304,6 @@ def backtest(
             def on_cycle(report: Any) -> None:
                 advance(1 if not report.key.endswith("/risk") else 0)
 
-            bar = _bar_of(cfg) if data is not None else None
             if bar is not None and bar != timedelta(hours=1) and not (fast or research):
                 hrs = bar.total_seconds() / 3600
                 raise RwabotError(f"--data has {hrs:g}-hour bars: the daemon's backtest steps hourly; add --fast")
@@ -423,22 +423,12 @@ def _write_equity(path: Path, s: Any) -> None:
             w.writerow([t, f"{v:.6f}"])
 
 
-def _bar_of(cfg: Config) -> timedelta | None:
-    """The bar interval of the configured data source (None when it does not say: hourly)."""
-    from bot.clock import SimulatedClock
-    from bot.components import ComponentContext
-    from bot.plugins import Registry, make_plugin_manager
-
-    ctx = ComponentContext(SimulatedClock(datetime.now(UTC)), Path(tempfile.gettempdir()), cfg.asset_names,
-                           lambda e: None)  # fmt: skip
-    src = Registry(make_plugin_manager()).get("data", cfg.data.plugin).build(cfg.data.options, ctx, where="--data")
-    return getattr(src, "bar", None)
-
-
-def _with_data_file(cfg: Config, path: Path, hours: int, start: datetime | None) -> tuple[Config, datetime]:
+def _with_data_file(
+    cfg: Config, path: Path, hours: int, start: datetime | None
+) -> tuple[Config, datetime, timedelta | None]:
     """``backtest --data``: ``cfg`` reading ``path`` with the ``csv`` source (csv options the config sets are
-    kept), and the start: ``start``, or the file's first bar with a full history window; a run that would
-    go past the file's last bar is refused here, not as a failed cycle every hour after it."""
+    kept), the start (``start``, or the file's first bar with a full history window; a run that would go
+    past the file's last bar is refused here, not as a failed cycle every hour after it) and the file's bar."""
     from bot.clock import SimulatedClock
     from bot.components import ComponentContext
     from bot.plugins import Registry, make_plugin_manager
@@ -449,7 +439,7 @@ def _with_data_file(cfg: Config, path: Path, hours: int, start: datetime | None)
         SimulatedClock(start or datetime.now(UTC)), Path(tempfile.gettempdir()), cfg.asset_names, lambda e: None
     )
     src = Registry(make_plugin_manager()).get("data", "csv").build(options, ctx, where="--data")
-    return cfg, src.backtest_start(cfg.risk.history_hours + 1, hours, start)
+    return cfg, src.backtest_start(cfg.risk.history_hours + 1, hours, start), getattr(src, "bar", None)
 
 
 def _bounds_text(bounds: dict[str, dict[str, float]]) -> str:
@@ -742,7 +732,7 @@ def _grid_run(
     cfg = load_config(config)
     begin = datetime.fromisoformat(start).astimezone(UTC) if start else None
     if data is not None:  # the user's bars under the shocks: the csv source, started at its first full window
-        cfg, begin = _with_data_file(cfg, data, hours, begin)
+        cfg, begin, _ = _with_data_file(cfg, data, hours, begin)
     chosen = pick(load_scenarios(scenarios_file), scenarios)
     grid = dict(parse_param(p) for p in params)
     seed_list = list(range(first_seed, first_seed + seeds))

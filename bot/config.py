@@ -265,15 +265,19 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     return cfg
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config; every problem names the file and the key."""
+def read_toml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """A TOML file as a dict; an unreadable or invalid file is a ConfigError naming it."""
     p = Path(path)
     try:
         raw = p.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{p}: cannot read config ({exc.strerror})") from None
+        raise ConfigError(f"{p}: cannot read {what} ({exc.strerror})") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse_config(data, str(p))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config; every problem names the file and the key."""
+    return parse_config(read_toml(path), str(Path(path)))

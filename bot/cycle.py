@@ -59,6 +59,7 @@ from bot.errors import (
     TransferRefused,
     VenueError,
 )
+from bot.funding import transfer_refusal
 from bot.inflight import follow_in_flight, in_flight_count
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow, utc
 from bot.plugins import Registration, Registry, make_plugin_manager
@@ -887,20 +888,10 @@ class Engine:
                                       Severity.CRITICAL, client_id=t.client_id))  # fmt: skip
 
     def _refusal(self, t: TransferRow, address: str) -> str:
-        """Why a transfer must not be sent (empty: it may): the allow-list and the source's limits."""
-        f = self.cfg.funding
-        if not f.allowed(address):
-            return (f"transfer {t.client_id} of {t.amount:,.2f} {t.asset} from {t.source} to {t.destination}: address "
-                    f"{address!r} is not on funding.allow; nothing sent")  # fmt: skip
-        lim = f.limits_of(t.source)
-        if not lim.min_transfer <= t.amount <= lim.max_transfer:
-            return (f"transfer {t.client_id}: {t.amount:,.2f} is outside the limits of {t.source} "
-                    f"[{lim.min_transfer:,.2f}, {lim.max_transfer:,.2f}]")  # fmt: skip
+        """``bot.funding.transfer_refusal`` with what the ledger says the source sent in the last 24 h."""
         sent = self.ledger.sent_since(t.source, self.clock.now() - timedelta(hours=24))
-        if sent + t.amount > lim.daily_cap * (1 + 1e-9):
-            return (f"transfer {t.client_id}: {t.source} sent {sent:,.2f} in 24 h; {t.amount:,.2f} more passes "
-                    f"its daily cap {lim.daily_cap:,.2f}")  # fmt: skip
-        return ""
+        return transfer_refusal(self.cfg.funding, t.client_id, t.source, t.destination, t.asset, t.amount, address,
+                                sent)  # fmt: skip
 
     def _execute(self, row: CycleRow, info: CycleInfo, forecast: Forecast | None) -> CycleReport:
         assert row.id is not None

@@ -45,6 +45,7 @@ from bot.cycle import held_dispersion, resolve_components
 from bot.domain import MarketInfo, Transfer, TransferStatus
 from bot.errors import ConfigError, DataError
 from bot.fills import impact, paper_fill
+from bot.funding import transfer_refusal
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow
 from bot.plugins import Registry, make_plugin_manager
 from bot.riskmath import annualise_sigma, periods_per_year, portfolio_sigma
@@ -427,11 +428,9 @@ class FastBacktest:
             src = self.venues[tr.source]
             address = tr.address or f"paper:{tr.destination}"  # connectors.paper_network's addresses
             fee = src.transfer_fee + tr.amount * src.transfer_fee_bps / 1e4
-            lim = funding.limits_of(tr.source)
             day = sum(a for _, s, a in sent if s == tr.source)
-            within = lim.min_transfer <= tr.amount <= lim.max_transfer
-            capped = day + tr.amount > lim.daily_cap * (1 + 1e-9)
-            refused = not funding.allowed(address) or not within or capped or cash[tr.source] < tr.amount + fee
+            why = transfer_refusal(funding, tr.client_id, tr.source, tr.destination, tr.asset, tr.amount, address, day)
+            refused = bool(why) or cash[tr.source] < tr.amount + fee  # the paper network refuses what it lacks
             row = None
             if rows is not None:
                 self.transfer_id += 1

@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from bot.config import RouteSection, VenueLimitsSection
+from bot.config import FundingSection, RouteSection, VenueLimitsSection
 
 
 def transfer_client_id(cycle_key: str, source: str, destination: str) -> str:
@@ -107,3 +107,28 @@ def plan_transfers(
         if gap > 0 and not sources:
             skips.append(FundingSkip("", dest, f"{dest} is short {gap:,.2f} and no funding route leads to it"))
     return out, skips
+
+
+def transfer_refusal(
+    funding: FundingSection,
+    client_id: str,
+    source: str,
+    destination: str,
+    asset: str,
+    amount: float,
+    address: str,
+    sent_today: float,
+) -> str:
+    """Why a transfer must not be sent (empty: it may): the allow-list, then the source's limits and its
+    rolling 24-hour cap. One rule for the daemon (checked before the source is asked) and the fast backtest."""
+    if not funding.allowed(address):
+        return (f"transfer {client_id} of {amount:,.2f} {asset} from {source} to {destination}: address "
+                f"{address!r} is not on funding.allow; nothing sent")  # fmt: skip
+    lim = funding.limits_of(source)
+    if not lim.min_transfer <= amount <= lim.max_transfer:
+        return (f"transfer {client_id}: {amount:,.2f} is outside the limits of {source} "
+                f"[{lim.min_transfer:,.2f}, {lim.max_transfer:,.2f}]")  # fmt: skip
+    if sent_today + amount > lim.daily_cap * (1 + 1e-9):
+        return (f"transfer {client_id}: {source} sent {sent_today:,.2f} in 24 h; {amount:,.2f} more passes "
+                f"its daily cap {lim.daily_cap:,.2f}")  # fmt: skip
+    return ""

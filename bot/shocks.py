@@ -23,7 +23,6 @@ asks for (the same contract as the simulated market's seed).
 from __future__ import annotations
 
 import math
-import tomllib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from bot.components import ComponentConfig
+from bot.config import read_toml
 from bot.errors import ConfigError
 
 HOUR = timedelta(hours=1)
@@ -232,16 +232,7 @@ def parse_scenarios(data: dict, source: str) -> dict[str, Scenario]:
 
 def load_scenarios(path: str | Path) -> dict[str, Scenario]:
     """Read and validate a scenario file (TOML)."""
-    p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read scenario file ({exc.strerror})") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return parse_scenarios(data, str(p))
+    return parse_scenarios(read_toml(path, "scenario file"), str(Path(path)))
 
 
 def pick(scenarios: dict[str, Scenario], spec: str, *, control: bool = True) -> list[tuple[str, Scenario]]:
