@@ -167,6 +167,9 @@ def run(
         float | None,
         typer.Option(help="simulated clock only: simulated seconds per real second (0 = as fast as possible)"),
     ] = None,
+    live: Annotated[
+        bool, typer.Option("--live", help='trade real money: needed, with bot.mode = "live", for a live config')
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the daemon: a cycle every hour, the risk monitor every few minutes, until SIGINT/SIGTERM."""
@@ -183,6 +186,7 @@ def run(
         cfg = _load(config, ledger, clock=clock_over)
         if hours is not None and cfg.clock.kind != "simulated":
             raise RwabotError('--hours needs a simulated clock (clock.kind = "simulated")')
+        check_live_flag(cfg, config, live)
         # the lock comes before the engine: a refused second daemon must build nothing (no second
         # local chain, no venue session), and it is released on every way out
         lock = DaemonLock(cfg.bot.ledger)
@@ -213,13 +217,81 @@ def run(
                 print_report(report, detail=shown["n"] == 0)
                 shown["n"] += 1
 
-            code = Daemon(engine, until=until, on_cycle=on_cycle, lock=lock).run()  # closes the engine
+            if engine.kill.state != "active":
+                row = engine.kill.row
+                assert row is not None
+                err.print(f"[bold red]kill switch:[/] {row.state} since {row.time.isoformat()} ({row.cause}: "
+                          f"{escape(row.reason)}); no orders until `rwabot resume --reason ...`",
+                          highlight=False)  # fmt: skip
+            ops = None
+            if cfg.ops.port is not None:
+                from bot.ops import OpsServer
+
+                alerts = engine.alerts
+                ops = OpsServer(cfg.bot.ledger, cfg, engine.clock.now, alerts.snapshot if alerts else None)
+                ops.start()
+                console.print(f"ops endpoint: {ops.url}/metrics, {ops.url}/healthz, {ops.url}/status",
+                              highlight=False)  # fmt: skip
+            try:
+                code = Daemon(engine, until=until, on_cycle=on_cycle, lock=lock).run()  # closes the engine
+            finally:
+                if ops is not None:
+                    ops.stop()
         finally:
             lock.release()
     except RwabotError as exc:
         fail(exc)
     console.print("stopped cleanly")
     raise typer.Exit(code)
+
+
+def check_live_flag(cfg: Config, path: Path, live: bool) -> None:
+    """Real money needs two keys turned: ``mode = "live"`` in the config and ``--live`` on the command line,
+    so that neither a copied config nor a recalled command line trades on its own."""
+    if cfg.bot.mode == "live" and not live:
+        raise RwabotError(f'{path}: bot.mode is "live": pass --live as well to trade real money')
+    if live and cfg.bot.mode != "live":
+        raise RwabotError(f'--live given but {path} has bot.mode = "{cfg.bot.mode}"; set mode = "live" too')
+
+
+@app.command()
+def resume(
+    reason: Annotated[str, typer.Option("--reason", help="why trading may start again (recorded in the ledger)")],
+    config: ConfigOpt = Path("config/paper.toml"),
+    ledger: LedgerOpt = None,
+) -> None:
+    """Clear a tripped kill switch: trading starts again at the daemon's next cycle (it need not restart).
+
+    The reason, who resumed and when are written to the ledger beside the trip they clear; the drawdown
+    is measured afresh from the NAV at the resume (the loss that tripped it was looked at and accepted)."""
+    import getpass
+
+    from bot.killswitch import ACTIVE, KillSwitch
+    from bot.ledger import Ledger
+
+    try:
+        cfg = _load(config, ledger)
+        if not Path(cfg.bot.ledger).exists():
+            raise RwabotError(f"no ledger at {cfg.bot.ledger}: nothing to resume")
+        if not reason.strip():
+            raise RwabotError("--reason must say why trading may start again")
+        led = Ledger(cfg.bot.ledger)
+    except RwabotError as exc:
+        fail(exc)
+    try:
+        # a simulated daemon's "now" is its ledger's; the wall clock would put the resume years away
+        at = (led.latest_time() if cfg.clock.kind == "simulated" else None) or datetime.now(UTC)
+        ks = KillSwitch(led, cfg.guard, lambda: at)
+        row = ks.row
+        if ks.state == ACTIVE:
+            console.print("trading is active: nothing to resume", highlight=False)
+            return
+        before, _ = ks.resume(reason, by=f"cli:{getpass.getuser()}", nav=led.last_nav())
+        assert row is not None
+        console.print(f"resumed from {before} (tripped {row.time.isoformat()} by {row.cause}: {row.reason}); "
+                      f"reason recorded: {reason}", highlight=False, markup=False)  # fmt: skip
+    finally:
+        led.close()
 
 
 @app.command()
@@ -451,8 +523,17 @@ def _bounds_text(bounds: dict[str, dict[str, float]]) -> str:
 
 
 @app.command()
-def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = None) -> None:
-    """Print the last cycle, NAV, weights against targets, risk contributions and costs to date."""
+def status(
+    config: ConfigOpt = Path("config/paper.toml"),
+    ledger: LedgerOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON document (bot.ops.ledger_status)")] = False,
+) -> None:
+    """Print the last cycle, NAV, weights against targets, risk contributions and costs to date.
+
+    ``--json`` prints ``bot.ops.ledger_status`` (what the daemon's ``/status`` serves) and nothing else,
+    exit code 0 whatever the health (it is in the document). Health is judged at the config clock's now:
+    the wall clock on a real clock; on a simulated one the ledger's last mark or snapshot time, since
+    simulated time exists only while the daemon runs (``bot.ops.ledger_now``)."""
     from bot.inflight import in_flight_count
     from bot.ledger import Ledger
     from bot.outcome import cycle_failure
@@ -465,6 +546,11 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
     except RwabotError as exc:
         fail(exc)
     try:
+        if as_json:
+            from bot.ops import ledger_now, ledger_status
+
+            typer.echo(json.dumps(ledger_status(led, cfg, ledger_now(led, cfg)), indent=2))
+            return
         last = led.last_cycle()
         if last is None:
             console.print("no cycle has run yet")
@@ -479,6 +565,13 @@ def status(config: ConfigOpt = Path("config/paper.toml"), ledger: LedgerOpt = No
         failure = cycle_failure(last, led, cfg.venues)
         console.print(f"health: {'failing: ' + failure if failure else 'ok'}; orders in flight: "
                       f"{in_flight_count(led)}", highlight=False, markup=False)  # fmt: skip
+        ks = led.trading_state()
+        if ks is not None and ks.state != "active":
+            console.print(f"kill switch: {ks.state} since {ks.time.isoformat()} by {ks.by} ({ks.cause}: {ks.reason}); "
+                          "no orders until `rwabot resume --reason ...`", highlight=False, markup=False)  # fmt: skip
+        elif ks is not None:
+            console.print(f"kill switch: active (resumed {ks.time.isoformat()}: {ks.reason})", highlight=False,
+                          markup=False)  # fmt: skip
         if snap is not None:
             per_venue = ", ".join(f"{v} {c:,.2f}" for v, c in sorted(snap.cash_by_venue.items()))
             console.print(

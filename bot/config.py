@@ -84,9 +84,15 @@ class RiskSection(Section):
 
 
 class AssetSection(Section):
+    """``calendar`` (an ``exchange-calendars`` code such as ``XNYS``) is the market the asset's price comes
+    from: its price may age while that market is closed (a Saturday's SPY is Friday's close), and
+    ``max_age_minutes`` (default ``risk.max_price_age_minutes``) then counts open-market minutes only."""
+
     venue: str = Field(min_length=1)
     lower: float = Field(default=0.0, ge=0, le=1)
     upper: float = Field(default=1.0, ge=0, le=1)
+    calendar: str | None = Field(default=None, min_length=2)
+    max_age_minutes: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> AssetSection:
@@ -172,6 +178,65 @@ class ReportSection(Section):
         return v
 
 
+class GuardSection(Section):
+    """The kill switch: what trips it and what the bot does then (bot/killswitch.py, docs/ops.md).
+
+    Equity is marked from the venues every monitor tick; ``max_drawdown`` is measured from the high-water
+    mark since the last ``rwabot resume`` and ``max_daily_loss`` from the day's first mark (UTC day).
+    ``action``: ``halt`` (no new orders, open ones cancelled), ``reduce_only`` (only orders that shrink a
+    position), ``flatten`` (sell to cash through the normal plan, within its liquidity limits). The state
+    is kept in the ledger and cleared only by ``rwabot resume --reason``. Unset limits do not trip."""
+
+    max_drawdown: float | None = Field(default=None, gt=0, lt=1)
+    max_daily_loss: float | None = Field(default=None, gt=0, lt=1)
+    action: Literal["halt", "reduce_only", "flatten"] = "halt"
+    max_failed_cycles: int | None = Field(default=None, ge=1, le=1000)
+    max_reconcile_mismatch: float | None = Field(
+        default=None, gt=0, lt=1, description="share of NAV a venue's positions may differ from the ledger's"
+    )
+    sigma_ceiling_annual: float | None = Field(default=None, gt=0, le=10)
+
+
+class LimitsSection(Section):
+    """Pre-trade limits checked on every order just before it is sent (bot/guards.py); an order that would
+    break one is refused with an ``order_denied`` event, never clipped. Shares are of NAV; ``"*"`` in the
+    exposure maps is the default for every asset or venue not named. Unset: no limit."""
+
+    max_order_notional: float | None = Field(default=None, gt=0)
+    max_asset_exposure: dict[str, float] = Field(default_factory=dict)
+    max_venue_exposure: dict[str, float] = Field(default_factory=dict)
+    max_daily_turnover: float | None = Field(default=None, gt=0, description="traded value per 24 h / NAV")
+
+    @field_validator("max_asset_exposure", "max_venue_exposure")
+    @classmethod
+    def _shares(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, x in v.items():
+            if not 0 < x <= 1:
+                raise ValueError(f"{k}: {x} is not a share of NAV in (0, 1]")
+        return v
+
+
+class OpsSection(Section):
+    """The operations endpoint of the daemon: Prometheus ``/metrics`` and ``/healthz`` (bot/ops.py).
+    ``port`` unset: not served. Bound to 127.0.0.1 unless ``host`` says otherwise."""
+
+    host: str = "127.0.0.1"
+    port: int | None = Field(default=None, ge=0, le=65535)
+    max_cycle_age_hours: float = Field(default=2.0, gt=0, description="/healthz fails when the last cycle is older")
+
+
+class AlertsSection(Section):
+    """Notifiers (plugin family ``rwabot_register_notifiers``) and how often they may speak (bot/alerts.py).
+
+    ``notifiers`` maps a name to a plugin (``webhook``, ``telegram``) and its options; the same alert (kind
+    and place) is sent once per ``dedup_minutes``, and at most ``max_per_hour`` alerts per notifier."""
+
+    notifiers: dict[str, PluginSection] = Field(default_factory=dict)
+    dedup_minutes: float = Field(default=60.0, ge=0)
+    max_per_hour: int = Field(default=20, ge=1)
+    shortfall_share: float = Field(default=0.02, gt=0, lt=1, description="a cash shortfall above this share of NAV")
+
+
 class Config(Section):
     bot: BotSection = Field(default_factory=BotSection)
     clock: ClockSection = Field(default_factory=ClockSection)
@@ -187,6 +252,10 @@ class Config(Section):
     assets: dict[str, AssetSection]
     funding: FundingSection = Field(default_factory=FundingSection)
     report: ReportSection = Field(default_factory=ReportSection)
+    guard: GuardSection = Field(default_factory=GuardSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    ops: OpsSection = Field(default_factory=OpsSection)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
     _source: str | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -224,6 +293,12 @@ class Config(Section):
             bad = sorted(set(w) - known)
             if bad:
                 raise ValueError(f"report.benchmarks.{name}: unknown assets {bad}")
+        for k in self.limits.max_asset_exposure:
+            if k != "*" and k not in known:
+                raise ValueError(f"limits.max_asset_exposure: unknown asset {k!r}")
+        for k in self.limits.max_venue_exposure:
+            if k != "*" and k not in self.venues:
+                raise ValueError(f"limits.max_venue_exposure: unknown venue {k!r}")
         if sum(a.lower for a in self.assets.values()) > 1:
             raise ValueError("assets: the lower bounds add up to more than 1")
         return self

@@ -22,6 +22,7 @@ import numpy as np
 import pluggy
 from sqlmodel import select
 
+from bot.alerts import Alerts, build_alerts, resolve_notifiers
 from bot.clock import RealClock, SimulatedClock, floor_hour
 from bot.components import (
     ComponentConfig,
@@ -60,7 +61,20 @@ from bot.errors import (
     VenueError,
 )
 from bot.funding import transfer_refusal
-from bot.inflight import follow_in_flight, in_flight_count
+from bot.guards import Exposure, order_denial
+from bot.guards import active as limits_active
+from bot.inflight import follow_in_flight, in_flight_count, in_flight_legs
+from bot.killswitch import (
+    ACTIVE,
+    KillSwitch,
+    Trip,
+    allows,
+    equity_trip,
+    failed_cycles_trip,
+    mismatch_trip,
+    restrict,
+    sigma_trip,
+)
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow, utc
 from bot.plugins import Registration, Registry, make_plugin_manager
 from bot.riskmath import annualise_sigma, log_returns, portfolio_sigma, rc_dispersion, risk_contributions
@@ -86,6 +100,7 @@ from bot.stages import (  # noqa: F401 - the pure planning names stay importable
     takes_groups,
     target_stage,
 )
+from bot.staleness import check_calendar, rules_from_config, stale_assets
 
 log = logging.getLogger("rwabot.cycle")
 
@@ -281,7 +296,14 @@ class Engine:
         # every option is valid before the ledger file exists and before anything is built
         early_ctx = ComponentContext(self.clock, state_dir, self.assets, early.append)
         resolved = resolve_components(cfg, self.registry, early_ctx)
+        notifiers = resolve_notifiers(cfg, self.registry)  # options checked before anything exists
+        for a in {s.calendar for s in cfg.assets.values()} - {None}:
+            check_calendar(a)  # type: ignore[arg-type]
+        self._age_rules = rules_from_config(cfg)
+        self._nav_hint: float | None = None  # the last NAV seen, for the size of an alert's shortfall
+        self.alerts: Alerts | None = None
         self.ledger = Ledger(cfg.bot.ledger)
+        self.kill = KillSwitch(self.ledger, cfg.guard, lambda: self.clock.now())
         if clock is None and isinstance(self.clock, SimulatedClock):
             # a restarted simulated daemon continues where its ledger stopped, not at clock.start
             last = self.ledger.last_cycle()
@@ -303,6 +325,7 @@ class Engine:
             raise
         try:
             self._check_routes()
+            self.alerts = build_alerts(cfg, self.registry, ctx, resolved=notifiers)
         except Exception:
             self.close()
             raise
@@ -320,6 +343,8 @@ class Engine:
         self._monitor_bars: tuple[datetime, Any] | None = None  # (hour, its bars): the monitor's window
 
     def close(self) -> None:
+        if self.alerts is not None:
+            self.alerts.close()  # what is queued is sent (each notifier has its own timeout)
         for v in self.c.venues.values():
             try:
                 v.close()
@@ -334,6 +359,8 @@ class Engine:
         log.log(level, "risk event %s at %s: %s", event.kind, event.where, event.message)
         if store:
             self.ledger.record_event(event)
+        if self.alerts is not None:
+            self.alerts.consider(event, self._nav_hint)
         self._notify("rwabot_risk_event", event=event)
 
     def _event(
@@ -375,11 +402,15 @@ class Engine:
         held: set[str] = set()
         excluded: list[str] = []
         in_flight: dict[str, float] = {}
+        as_of: dict[str, dict[str, Any]] = {}
         for vname, venue in self.c.venues.items():
             idx = [i for i, a in enumerate(self.assets) if self.venue_of[a] == vname]
             try:
                 bal = venue.balances()
-                mids = [venue.quote(self.assets[i]).mid if quotes else prices[i] for i in idx]
+                qs = [venue.quote(self.assets[i]) for i in idx] if quotes else []
+                mids = [q.mid for q in qs] if quotes else [prices[i] for i in idx]
+                for i, q in zip(idx, qs):
+                    as_of[self.assets[i]] = {"quote": q.time, "balance": getattr(bal, "time", None)}
             except VenueError as exc:
                 failed[vname] = str(exc)
                 held.update(self.assets[i] for i in idx)
@@ -416,7 +447,7 @@ class Engine:
             if t.status == TransferStatus.PENDING.value:  # a sending one has not been confirmed by its source
                 incoming[t.destination] = incoming.get(t.destination, 0.0) + t.amount
         return Holdings(prices, positions, cash, spendable, failed, frozenset(held), tuple(excluded), in_flight,
-                        float(sum(incoming.values())), incoming)  # fmt: skip
+                        float(sum(incoming.values())), incoming, as_of)  # fmt: skip
 
     def _last_known(self, vname: str) -> tuple[float, dict[str, float], dict[str, float]] | None:
         """The ledger's view of a venue: cash, positions and prices of the last cycle's snapshot,
@@ -471,12 +502,6 @@ class Engine:
         bars = self.c.data.bars(self.assets, now, self.cfg.risk.history_hours + 1)
         if len(bars.times) < 3:
             raise DataError(f"data {self.names['data']}: only {len(bars.times)} bars before {now.isoformat()}")
-        age = now - bars.times[-1]
-        if age > timedelta(minutes=self.cfg.risk.max_price_age_minutes):
-            raise DataError(
-                f"data {self.names['data']}: last bar closed at {bars.times[-1].isoformat()}, "
-                f"{age} before {now.isoformat()} (max {self.cfg.risk.max_price_age_minutes} min)"
-            )
         bad = [a for a, ok in zip(self.assets, (np.isfinite(bars.close) & (bars.close > 0)).all(axis=0)) if not ok]
         if bad:
             raise DataError(f"data {self.names['data']}: NaN or non-positive prices for {bad}")
@@ -495,6 +520,8 @@ class Engine:
         if existing is not None and existing.status in TERMINAL_CYCLE:
             log.info("cycle %s already %s; nothing to do", key, existing.status)
             return replace(self._report_from_row(existing, "already ran"), repeated=True)
+        if existing is None and self.kill.refresh() == "halt":
+            return self._halted(info)
         self._notify("rwabot_cycle_started", cycle=info)
         if existing is None:
             try:
@@ -516,6 +543,9 @@ class Engine:
                 self.emit(ev, store=False)
                 report = self._report_from_row(self.ledger.get_cycle(key), str(exc))  # type: ignore[arg-type]
                 self._notify("rwabot_cycle_finished", cycle=info, report=report)
+                statuses = [c.status for c in self.ledger.recent_cycles(self.cfg.guard.max_failed_cycles or 0)]
+                if trip := failed_cycles_trip(statuses, self.cfg.guard):
+                    self._trip(trip, "cycle", None, key)
                 return report
         else:
             forecast = None
@@ -527,11 +557,93 @@ class Engine:
         """The cycle up to its durable plan, one stage after the other (bot/stages.py)."""
         obs = self._observe(info.key, now)  # bars and holdings: the I/O at the start
         forecast = forecast_stage(self.c.forecaster, self.assets, obs.returns, self.c.returns)
+        self._guard_plan(obs, forecast)  # the kill switch's rules on what the cycle sees
         bounds = self._bounds(obs)
         targeted = self._target(obs, forecast, bounds)
         decided = decide_stage(self.c.policy, obs.w0, targeted, forecast, bounds.held)
+        targeted, decided = self._restrict(obs, targeted, decided, bounds.held)
         plan = self._plan_legs(obs, targeted, decided)
         return self._book_plan(info, obs, forecast, bounds, targeted, decided, plan), forecast
+
+    # -- the kill switch and the pre-trade limits (bot/killswitch.py, bot/guards.py) -----------------------
+
+    def _trip(self, trip: Trip, by: str, nav: float | None, key: str | None = None) -> bool:
+        """Stop trading (once: a tripped switch keeps its first cause); a halt cancels open orders."""
+        ev = self.kill.trip(trip, by, nav, key)
+        if ev is None:
+            return False
+        self.emit(ev, store=False)  # stored with the state, in one transaction
+        if self.kill.state == "halt":
+            self._cancel_in_flight(key)
+        return True
+
+    def _cancel_in_flight(self, key: str | None) -> None:
+        """Cancel every order a venue holds open for us (an ERC-7540 request it cannot cancel is said)."""
+        for leg in in_flight_legs(self.ledger):
+            venue = self.c.venues.get(leg.venue)
+            if venue is None:
+                continue
+            try:
+                for f in self.ledger.record_order_state(venue.cancel_order(leg.client_id)):
+                    self._notify("rwabot_fill", fill=f)
+            except VenueError as exc:
+                self.emit(self._event("cancel_failed", f"venue:{leg.venue}", f"kill switch: cannot cancel "
+                                      f"{leg.client_id} ({leg.asset}): {exc}", key, Severity.CRITICAL,
+                                      client_id=leg.client_id))  # fmt: skip
+
+    def _guard_plan(self, obs: Observation, forecast: Forecast) -> None:
+        """At planning: the marked book's drawdown and daily loss, and its forecast σ_p against the ceiling."""
+        if self.kill.refresh() != ACTIVE:
+            return
+        g = self.cfg.guard
+        sigma = annualise_sigma(portfolio_sigma(obs.w0, forecast.cov))
+        trip = equity_trip(obs.nav, *self.kill.equity_baselines(obs.now), g) or sigma_trip(sigma, g, "planning")
+        if trip is not None:
+            self._trip(trip, "cycle", obs.nav, obs.key)
+
+    def _restrict(self, obs: Observation, t: Targeted, d: Decided, held: np.ndarray) -> tuple[Targeted, Decided]:
+        """Under a tripped switch the plan only shrinks the book (``reduce_only``) or sells it (``flatten``):
+        no buys and no transfers; held assets stay where they are."""
+        state = self.kill.state
+        if state == ACTIVE:
+            return t, d
+        w = restrict(state, obs.w0, d.weights)
+        w[held] = obs.w0[held]
+        trade = d.decision.trade or state == "flatten"
+        decision = replace(d.decision, weights=w, trade=trade, reason=f"kill switch {state}: {d.decision.reason}")
+        self._stage_events = [e for e in self._stage_events if e.kind != "transfer_planned"]
+        return replace(t, funding=replace(t.funding, transfers=[], planned=[])), Decided(decision, w)
+
+    def _halted(self, info: CycleInfo) -> CycleReport:
+        """A halted bot plans nothing; the hour is said once, and the report carries the reason."""
+        row = self.kill.row
+        why = f"trading halted by the kill switch ({row.cause if row else '?'}): run `rwabot resume --reason ...`"
+        self.emit(self._event("cycle_halted", "guard", why, info.key, Severity.WARNING))
+        last = self.ledger.last_mark()
+        n = len(self.assets)
+        report = CycleReport(info.key, "halted", float(last.nav) if last else 0.0, 0.0, tuple(self.assets),
+                             np.zeros(n), np.zeros(n), np.zeros(n), 0, 0, 0.0, 0.0, why)  # fmt: skip
+        self._notify("rwabot_cycle_finished", cycle=info, report=report)
+        return report
+
+    def _denial(self, venue: Venue, order: Order, qty: float, nav: float) -> str | None:
+        """Why a leg may not be sent now: the kill switch's state, then the pre-trade limits."""
+        state = self.kill.state
+        if not allows(state, order.side):
+            return f"kill switch {state}: no {order.side} orders"
+        limits = self.cfg.limits
+        if not limits_active(limits):
+            return None
+        q = venue.quote(order.asset)
+        price = q.ask if order.side == "buy" else q.bid
+        held = venue.balances().positions
+        on_venue = 0.0
+        if limits.max_venue_exposure:  # the venue's other assets are quoted only when a venue limit is set
+            on_venue = sum(float(held.get(a, 0.0)) * (price if a == order.asset else venue.quote(a).mid)
+                           for a in self.assets if self.venue_of[a] == order.venue)  # fmt: skip
+        e = Exposure(nav, {order.asset: float(held.get(order.asset, 0.0)) * price}, {order.venue: on_venue},
+                     self.ledger.traded_since(self.clock.now() - timedelta(hours=24)))  # fmt: skip
+        return order_denial(limits, order.asset, order.venue, order.side, qty * price, e, exiting=state != ACTIVE)
 
     # -- the stages that need the engine's venues, ledger and memory ------------------------------------
 
@@ -543,7 +655,8 @@ class Engine:
             raise VenueError(", ".join(h.failed), "every venue failed: " + "; ".join(h.failed.values()))
         if h.nav <= 0:
             raise DataError(f"portfolio NAV is {h.nav:.2f}: nothing to allocate")
-        self._pending_events = self._price_holds(h, key)
+        self._nav_hint = h.nav
+        self._pending_events = self._stale_holds(h, key, now, bars.times[-1]) + self._price_holds(h, key)
         risk = self.cfg.risk
         return Observation(key, now, returns, bars.close[-1], bars.traded_value[-risk.liquidity_lookback_hours :],
                            bars.volume[-1], h)  # fmt: skip
@@ -666,6 +779,27 @@ class Engine:
         for e in events:
             self.emit(e, store=False)
         return row
+
+    def _stale_holds(self, h: Holdings, key: str, now: datetime, bar_time: datetime) -> list[RiskEvent]:
+        """The staleness gate (bot/staleness.py): an asset whose last bar, quote or balance is older than its
+        rule allows (open-market minutes for an asset with a calendar) is held, not traded, with a
+        ``stale_price`` event; when every asset is stale the data source itself is, and the cycle fails."""
+        # the last bar is judged at the cycle's time, what the venues said at the moment they were read
+        stale = stale_assets(now, {a: {"data": bar_time} for a in self.assets}, self._age_rules)
+        at = self.clock.now()  # a venue ahead of a simulated clock (a live exchange under a backtest) is not stale
+        read = stale_assets(at, {a: {k: min(t, at) if t is not None else None for k, t in h.as_of.get(a, {}).items()}
+                                 for a in self.assets}, self._age_rules)  # fmt: skip
+        stale |= {a: st for a, st in read.items() if a not in stale}
+        if len(stale) == len(self.assets):
+            worst = next(iter(stale.values()))
+            raise DataError(f"data {self.names['data']}: every asset's price is stale (last bar closed at "
+                            f"{bar_time.isoformat()}, {now - bar_time} before {now.isoformat()}); "
+                            f"{worst.message}")  # fmt: skip
+        if stale:
+            h.held = frozenset({*h.held, *stale})
+        return [self._event("stale_price", f"venue:{self.venue_of[a]}", f"{st.message}; not traded this cycle", key,
+                            asset=a, source=st.source, as_of=st.as_of.isoformat(), open_age_minutes=st.open_age_minutes)
+                for a, st in stale.items()]  # fmt: skip
 
     def _price_holds(self, h: Holdings, key: str) -> list[RiskEvent]:
         """Optional venue hook ``price_holds()`` -> ``{asset: (message, data)}``: assets whose price source
@@ -896,6 +1030,7 @@ class Engine:
     def _execute(self, row: CycleRow, info: CycleInfo, forecast: Forecast | None) -> CycleReport:
         assert row.id is not None
         now = self.clock.now()
+        self.kill.refresh()  # `rwabot resume` (or a trip) may have changed it since the plan was made
         ttl = timedelta(minutes=self.cfg.schedule.plan_ttl_minutes)
         fresh = now - (utc(row.started_at) or now) <= ttl
         failed_venues: dict[str, str] = {
@@ -929,6 +1064,15 @@ class Engine:
                         )
                         continue
                     qty = self._affordable(venue, order) if order.side == "buy" else order.qty
+                    denied = self._denial(venue, order, qty, float(row.nav_before or 0.0)) if qty > 0 else None
+                    if denied is not None:
+                        by_switch = denied.startswith("kill switch")
+                        fate = OrderStatus.CANCELED if by_switch else OrderStatus.REJECTED
+                        self.ledger.close_order(o.client_id, fate, f"not sent: {denied}")
+                        if not by_switch:
+                            self.emit(self._event("order_denied", f"venue:{o.venue}", denied, row.key,
+                                                  Severity.CRITICAL, client_id=o.client_id, asset=o.asset))  # fmt: skip
+                        continue
                     if qty <= 0:
                         self.ledger.close_order(
                             o.client_id, OrderStatus.CANCELED, "not sent: venue lacks cash at execution"
@@ -1098,7 +1242,8 @@ class Engine:
         known = self._last_known(vname)
         if known is None:
             return  # nothing in the ledger yet: whatever the venue holds is the starting point
-        expected = known[1]
+        expected, prices = known[1], known[2]
+        off = 0.0  # value of the differences, at the last snapshot's prices
         bal = venue.balances()
         pend = getattr(bal, "pending", None) or {}  # snapshots count value in flight as a position
         held = {a: float(bal.positions.get(a, 0.0)) + float(pend.get(a, 0.0)) for a in {*bal.positions, *pend}}
@@ -1112,6 +1257,7 @@ class Engine:
                     self.emit(self._event("position_settled", f"venue:{vname}", msg, None, Severity.INFO, asset=a,
                                           venue_qty=have, ledger_qty=want))  # fmt: skip
                     continue
+                off += abs(have - want) * float(prices.get(a, 0.0))
                 self.emit(
                     self._event(
                         "position_mismatch",
@@ -1124,6 +1270,9 @@ class Engine:
                         ledger_qty=want,
                     )
                 )
+        nav = self.ledger.last_nav()
+        if off > 0 and nav is not None and (trip := mismatch_trip(vname, off, nav, self.cfg.guard)):
+            self._trip(trip, "reconcile", nav)
 
     def _affordable(self, venue: Venue, order: Order) -> float:
         """The largest quantity of a buy the venue's free cash pays for now (fee and a margin)."""
@@ -1182,7 +1331,11 @@ class Engine:
 
     def forecast_sigma(self, now: datetime | None = None) -> float:
         """Annualised forecast σ_p of the current holdings, using prices from inside the hour."""
-        now = now or self.clock.now()
+        return self._mark(now or self.clock.now())[0]
+
+    def _mark(self, now: datetime) -> tuple[float, float, datetime]:
+        """The book marked now: (annualised forecast σ_p, NAV from the venues' quotes, the as-of time of the
+        freshest price). A venue that is down counts at its last known holdings and prices."""
         # the hourly window is the same for every tick of an hour: read once per closed bar (the data
         # source itself fetches only the new bar, bot/components.DataSource implementations cache)
         hour = floor_hour(now)
@@ -1197,26 +1350,42 @@ class Engine:
             close = np.vstack([close, snap.prices])
         forecast = self.c.forecaster.forecast(self.assets, log_returns(close))
         forecast.validate()
-        h = self._read_venues(snap.prices, quotes=False)  # a venue that is down counts at its last known holdings
-        nav = float(sum(h.cash.values()) + h.positions @ snap.prices)
-        w = h.positions * snap.prices / nav if nav > 0 else np.zeros(len(self.assets))
-        return annualise_sigma(portfolio_sigma(w, forecast.cov))
+        h = self._read_venues(snap.prices)  # the venues' own quotes: what the book is worth to them
+        if h.excluded:  # a NAV without a whole venue would be a false loss (and a false drawdown)
+            raise DataError(f"no value known for venues {list(h.excluded)}: the book is not marked")
+        nav = h.nav
+        w = h.positions * h.prices / nav if nav > 0 else np.zeros(len(self.assets))
+        return annualise_sigma(portfolio_sigma(w, forecast.cov)), nav, max(snap.times)
 
     def monitor(self, now: datetime | None = None) -> CycleReport | None:
-        """Trigger an immediate rebalance when forecast σ_p crosses the threshold from below.
+        """Every tick: follow orders in flight, mark the book, apply the kill switch's rules, and trigger an
+        immediate rebalance when forecast σ_p crosses the threshold from below.
 
         The trigger re-arms once σ_p falls back under 90% of the threshold, so a volatile
-        afternoon gives one emergency rebalance, not one every few minutes.
+        afternoon gives one emergency rebalance, not one every few minutes. A tripped switch
+        cancels what is open (``halt``) or starts selling at once (``flatten``); while it is tripped
+        no rebalance is triggered.
         """
         now = now or self.clock.now()
         # orders still open at a venue are booked as they fill, not at the next cycle or restart
         follow_in_flight(self.ledger, self.c.venues, on_fill=lambda f: self._notify("rwabot_fill", fill=f),
                          emit=self.emit, now=now)  # fmt: skip
+        if self.alerts is not None:
+            self.alerts.tick()  # a rate-limited notifier's "N suppressed" summary goes out when it may
         threshold = self.cfg.risk.vol_threshold_annual
         try:
-            sigma = self.forecast_sigma(now)
+            sigma, nav, data_time = self._mark(now)
         except (DataError, ForecastError, VenueError) as exc:
             self.emit(self._event("monitor_failed", "monitor", str(exc), None))
+            return None
+        self.ledger.record_mark(now, nav, sigma, data_time)
+        self._nav_hint = nav
+        g = self.cfg.guard
+        if self.kill.refresh() == ACTIVE:
+            trip = equity_trip(nav, *self.kill.equity_baselines(now), g) or sigma_trip(sigma, g, "monitor")
+            if trip is not None and self._trip(trip, "monitor", nav) and self.kill.state == "flatten":
+                return self.run_cycle(now, trigger="risk")
+        if self.kill.state != ACTIVE:
             return None
         if sigma > threshold and not self._above_threshold:
             self._above_threshold = True

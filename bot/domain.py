@@ -207,6 +207,7 @@ class Balances:
     positions: Mapping[str, float]
     reserved: float = 0.0
     pending: Mapping[str, float] = field(default_factory=dict)
+    time: datetime | None = None  # as of when the venue says these are true (a block's time); None: now
 
     @property
     def spendable(self) -> float:

@@ -59,3 +59,7 @@ class LedgerError(RwabotError):
 class TransferRefused(VenueError):
     """A transfer was refused before any money moved: a destination off the allow-list, an amount
     outside the route's limits or the daily cap, or the source's own refusal (funds, address)."""
+
+
+class NotifierError(RwabotError):
+    """A notifier could not deliver an alert (HTTP status, timeout); the message never holds a secret."""

@@ -144,6 +144,25 @@ def rwabot_register_venues(register: Register) -> None:
     """
 
 
+# -- registration: operate -----------------------------------------------------------------------------
+
+
+@hookspec
+def rwabot_register_notifiers(register: Register) -> None:
+    """Register notifiers: where alerts go (a webhook, a Telegram chat, a pager).
+
+    :param register: as above; the factory returns a ``bot.alerts.Notifier``: ``send(alert)`` delivers
+        one ``bot.alerts.Alert`` (kind, severity, where, message, time, data) or raises
+        ``NotifierError`` naming the notifier and why (HTTP status, timeout); secrets such as tokens
+        are read from the environment by the factory and never appear in an error or a log line.
+    :returns: None; the return value is ignored.
+    :raises PluginError: from ``register``, as for data sources.
+    ``bot.alerts.Alerts`` decides what is sent (kill switch, venue failure, stale data, a large cash
+    shortfall, a failed cycle), deduplicates and rate-limits it, and sends from a thread of its own:
+    a notifier that hangs or fails never delays a cycle; its failures are logged and counted.
+    """
+
+
 # -- registration: compose -----------------------------------------------------------------------------
 
 

@@ -25,10 +25,11 @@ from sqlmodel import Field, Session, SQLModel, create_engine, func, select
 from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Transfer, TransferState, TransferStatus
 from bot.errors import LedgerError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """1: the first ledger; 2: adds ``chain_tx``; 3: adds ``async_request``; 4: adds the nullable column
 ``cycle.rc_dispersion_traded``; 5: adds ``transfer`` (funding legs), ``snapshot.transit``, ``target.bound``
-and ``cycle.rc_dispersion_held_bound``/``_all``; 6: adds ``fill.product_fee``. New tables and nullable
+and ``cycle.rc_dispersion_held_bound``/``_all``; 6: adds ``fill.product_fee``; 7: adds ``trading_state``
+(the kill switch) and ``mark`` (equity marked every monitor tick). New tables and nullable
 columns are created on open: older ledgers upgrade in place."""
 
 
@@ -259,6 +260,37 @@ class RiskEventRow(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON))
 
 
+class TradingStateRow(SQLModel, table=True):
+    """One change of the trading state (the kill switch): the last row is the state now; none: active.
+
+    ``state`` is ``active``, ``halt``, ``reduce_only`` or ``flatten``; ``cause`` what tripped it
+    (``drawdown``, ``daily_loss``, ``failed_cycles``, ``reconcile``, ``sigma``) or ``resume``; ``by``
+    who wrote it (``monitor``, ``cycle``, ``cli``). Rows are never updated: the history is the audit."""
+
+    __tablename__ = "trading_state"
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(index=True)
+    state: str
+    cause: str
+    reason: str
+    by: str
+    nav: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+
+
+class MarkRow(SQLModel, table=True):
+    """Equity marked to market from the venues at a monitor tick (or a cycle's closing snapshot is one
+    too): what the kill switch's drawdown and daily loss, and the metrics, are measured on.
+    ``data_time`` is the as-of time of the freshest price the mark used."""
+
+    __tablename__ = "mark"
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(index=True)
+    nav: float
+    sigma_p_annual: float | None = None
+    data_time: datetime | None = None
+
+
 @dataclass(frozen=True)
 class PlannedLeg:
     order: Order
@@ -340,6 +372,23 @@ class Ledger:
             if statuses:
                 q = q.where(CycleRow.status.in_(statuses))  # type: ignore[attr-defined]
             return s.exec(q.order_by(CycleRow.scheduled_for.desc(), CycleRow.id.desc())).first()  # type: ignore[attr-defined, union-attr]
+
+    def recent_cycles(self, n: int) -> list[CycleRow]:
+        """The newest ``n`` finished cycles (done, failed, expired), newest first."""
+        if n <= 0:
+            return []
+        with self.session() as s:
+            q = select(CycleRow).where(CycleRow.status.in_(("done", "failed", "expired")))  # type: ignore[attr-defined]
+            return list(s.exec(q.order_by(CycleRow.id.desc()).limit(n)))  # type: ignore[union-attr]
+
+    def latest_time(self) -> datetime | None:
+        """The newest time the ledger holds (a mark, a snapshot, a cycle): "now" for a ledger written on a
+        simulated clock, read by a command that has no clock of its own (``rwabot resume``, ``status``)."""
+        with self.session() as s:
+            times = [s.exec(select(func.max(MarkRow.time))).one(), s.exec(select(func.max(SnapshotRow.time))).one(),
+                     s.exec(select(func.max(CycleRow.started_at))).one()]  # fmt: skip
+        found = [utc(t) for t in times if t is not None]
+        return max(found) if found else None  # type: ignore[type-var]
 
     def unfinished_cycles(self) -> list[CycleRow]:
         with self.session() as s:
@@ -525,6 +574,14 @@ class Ledger:
                         [TransferStatus.SENDING.value, TransferStatus.PENDING.value, TransferStatus.ARRIVED.value]
                     ),
                 )
+            ).one()
+        return float(total)
+
+    def traded_since(self, since: datetime) -> float:
+        """Value of every fill since ``since`` (both sides): what a daily turnover limit counts."""
+        with self.session() as s:
+            total = s.exec(
+                select(func.coalesce(func.sum(FillRow.qty * FillRow.price), 0.0)).where(FillRow.time >= _naive(since))
             ).one()
         return float(total)
 
@@ -714,6 +771,70 @@ class Ledger:
         with self.session() as s:
             return s.exec(select(AsyncRequestRow).where(AsyncRequestRow.client_id == client_id)).first()
 
+    # -- the kill switch and equity marks ------------------------------------------------------------
+
+    def trading_state(self) -> TradingStateRow | None:
+        """The last change of the trading state; None: never tripped (active)."""
+        with self.session() as s:
+            return s.exec(select(TradingStateRow).order_by(TradingStateRow.id.desc())).first()  # type: ignore[union-attr]
+
+    def set_trading_state(self, row: TradingStateRow, event: RiskEvent | None = None) -> TradingStateRow:
+        """Append a state change (and its risk event) in one transaction."""
+        with self.session() as s:
+            row.time = _naive(row.time)
+            s.add(row)
+            if event is not None:
+                s.add(_event_row(event))
+            s.commit()
+        return row
+
+    def trading_states(self) -> list[TradingStateRow]:
+        with self.session() as s:
+            return list(s.exec(select(TradingStateRow).order_by(TradingStateRow.id)))  # type: ignore[arg-type]
+
+    def record_mark(self, time: datetime, nav: float, sigma_p_annual: float | None = None,
+                    data_time: datetime | None = None) -> None:  # fmt: skip
+        with self.session() as s:
+            s.add(MarkRow(time=_naive(time), nav=nav, sigma_p_annual=sigma_p_annual,
+                          data_time=_naive(data_time) if data_time is not None else None))  # fmt: skip
+            s.commit()
+
+    def last_nav(self) -> float | None:
+        """The newest NAV the ledger knows: the last mark or closing snapshot, whichever is later."""
+        with self.session() as s:
+            m = s.exec(select(MarkRow).order_by(MarkRow.time.desc(), MarkRow.id.desc())).first()  # type: ignore[attr-defined]
+            n = s.exec(
+                select(SnapshotRow).where(SnapshotRow.cycle_id.is_not(None))  # type: ignore[union-attr]
+                .order_by(SnapshotRow.time.desc(), SnapshotRow.id.desc())  # type: ignore[attr-defined]
+            ).first()
+        rows = [r for r in (m, n) if r is not None]
+        return float(max(rows, key=lambda r: utc(r.time)).nav) if rows else None  # type: ignore[arg-type, return-value]
+
+    def last_mark(self) -> MarkRow | None:
+        with self.session() as s:
+            return s.exec(select(MarkRow).order_by(MarkRow.id.desc())).first()  # type: ignore[union-attr]
+
+    def equity_extremes(self, since: datetime | None, day_start: datetime) -> tuple[float | None, float | None]:
+        """(high-water mark of marks and closing snapshots since ``since``, the first mark or snapshot at
+        or after ``max(since, day_start)``): what drawdown and daily loss are measured from."""
+        lo = _naive(since) if since is not None else None
+        day = _naive(max(since, day_start)) if since is not None else _naive(day_start)
+        with self.session() as s:
+            hm = select(func.max(MarkRow.nav))
+            hs = select(func.max(SnapshotRow.nav)).where(SnapshotRow.cycle_id.is_not(None))  # type: ignore[union-attr]
+            if lo is not None:
+                hm = hm.where(MarkRow.time >= lo)
+                hs = hs.where(SnapshotRow.time >= lo)
+            highs = [x for x in (s.exec(hm).one(), s.exec(hs).one()) if x is not None]
+            fm = s.exec(select(MarkRow).where(MarkRow.time >= day).order_by(MarkRow.time, MarkRow.id)).first()  # type: ignore[arg-type]
+            fs = s.exec(
+                select(SnapshotRow)
+                .where(SnapshotRow.cycle_id.is_not(None), SnapshotRow.time >= day)  # type: ignore[union-attr]
+                .order_by(SnapshotRow.time, SnapshotRow.id)  # type: ignore[arg-type]
+            ).first()
+        firsts = sorted((utc(r.time), r.nav) for r in (fm, fs) if r is not None)  # type: ignore[type-var]
+        return (max(highs) if highs else None), (firsts[0][1] if firsts else None)
+
 
 _TABLES = (
     MetaRow,
@@ -726,6 +847,8 @@ _TABLES = (
     ChainTxRow,
     AsyncRequestRow,
     RiskEventRow,
+    TradingStateRow,
+    MarkRow,
 )
 
 

@@ -27,6 +27,8 @@ def cycle_failure(cycle: Any, ledger: Ledger, venues: Collection[str], events: l
     ``venue_failed`` events, when the caller has them already."""
     if cycle.status == "failed":
         return one_line(f"cycle {cycle.key} failed: {cycle.message or 'no reason recorded'}")
+    if cycle.status == "halted":  # the kill switch refused it (a report only: no cycle row is written)
+        return one_line(f"cycle {cycle.key} not run: {cycle.message}")
     failed: dict[str, str] = {}
     for e in ledger.events("venue_failed") if events is None else events:
         if e.cycle_key == cycle.key and e.where.startswith("venue:"):

@@ -27,6 +27,7 @@ FAMILIES: dict[str, str] = {
     "policy": "rwabot_register_policies",
     "venue": "rwabot_register_venues",
     "strategy": "rwabot_register_strategies",
+    "notifier": "rwabot_register_notifiers",
 }
 
 

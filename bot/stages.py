@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +51,7 @@ class Holdings:
     pending: Mapping[str, float] = field(default_factory=dict)  # units in flight, held until settled
     transit: float = 0.0  # quote cash sent by one venue and not yet credited by another: in NAV, spendable nowhere
     incoming: Mapping[str, float] = field(default_factory=dict)  # venue -> cash in transit to it
+    as_of: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # asset -> {"quote"/"balance": time}
 
     @property
     def nav(self) -> float:

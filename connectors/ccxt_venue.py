@@ -358,6 +358,22 @@ def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
+def _balance_time(b: Mapping[str, Any]) -> datetime | None:
+    """As-of of a ccxt balance: its ``timestamp`` (ms) or ``datetime`` (ISO 8601); None when the exchange
+    gives neither (most do not: the balance is then as of now)."""
+    ts = b.get("timestamp")
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and math.isfinite(ts) and ts > 0:
+        return datetime.fromtimestamp(ts / 1000, UTC)
+    iso = b.get("datetime")
+    if isinstance(iso, str) and iso:
+        try:
+            t = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    return None
+
+
 class CcxtVenue:
     """A spot account on a ccxt exchange (or a paper account on its real order book)."""
 
@@ -450,7 +466,7 @@ class CcxtVenue:
             if qty:
                 positions[asset] = qty
         # free cash: what the next buy can pay with (cash locked in an open order is not spendable)
-        return Balances(float(free.get(self.cfg.quote) or 0.0), positions)
+        return Balances(float(free.get(self.cfg.quote) or 0.0), positions, time=_balance_time(b))
 
     # -- orders ----------------------------------------------------------------------------------------
 

@@ -241,6 +241,9 @@ class PaperVenue:
                     "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
                     (order.asset, sign * order.qty),
                 )
+                # a sell of the whole position (accepted to within 1e-12 of it) leaves zero, never -1e-13: a
+                # long-only book's optimizer refuses negative weights, rightly
+                self._db.execute("UPDATE balance SET qty = 0 WHERE asset=? AND qty < 0", (order.asset,))
                 self._db.execute(
                     "INSERT INTO paper_order VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                     (

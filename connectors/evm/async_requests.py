@@ -17,7 +17,8 @@ adapts the ``evm`` venue's own signing, ledger-before-broadcast and receipt mach
 carry the same guarantees as the venue's orders. ``poll()`` (every cycle, and on start) first settles
 transactions in doubt (receipts, byte-identical rebroadcast, dropped), then reads the vault's views
 (``pendingDepositRequest``/``claimableDepositRequest`` and the redeem pair, or the cooldown status),
-claims what is claimable and books each mined claim once as a fill. Everything it decides is read
+claims what is claimable and books each mined claim once as a fill (with the fee the fund kept at
+the fulfilments it takes, measured against their NAV: ``_fulfilment_fee``). Everything it decides is read
 back from the chain and ``chain_tx``, so a crash at any point is resolved by the next poll.
 
 Exposure. ``exposure()`` reads the on-chain pending and claimable amounts of the wallet (not the
@@ -31,6 +32,7 @@ current) so the optimizer neither buys nor sells them until they settle.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +42,7 @@ from eth_utils import function_signature_to_4byte_selector
 from pydantic import Field, model_validator
 from sqlmodel import select
 from web3 import Web3
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.logs import DISCARD
 
 from bot.components import ComponentConfig
@@ -48,12 +50,22 @@ from bot.domain import Fill, Order, OrderState, OrderStatus, RiskEvent, Severity
 from bot.errors import InsufficientFunds, InvalidOrder, VenueError
 from bot.ledger import AsyncRequestRow, ChainTxRow, Ledger, OrderRow
 from connectors.evm.chain import RevertDecoder, abis
-from connectors.evm.fees import fill_dict, fill_from_dict
+from connectors.evm.fees import SCALE, ProductFill, fill_dict, fill_from_dict, product_fee
 
 log = logging.getLogger("rwabot.evm.async")
 
 ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 OPEN = ("requesting", "pending", "claimable", "claiming")
+
+
+# what nodes without a past block's state answer (geth, erigon, reth, nethermind, hosted providers)
+NO_HISTORY = re.compile(r"missing trie node|header not found|state.*(not available|pruned|unavailable)|"
+                        r"pruned|historical state|archive|not found.*state", re.IGNORECASE)  # fmt: skip
+
+
+class _NoHistory(Exception):
+    """The node has no state for a past block (not an archive node)."""
+
 
 # ERC-165 interface ids of ERC-7540 (XOR of the selectors, checked against the EIP in the tests)
 IID_ERC165 = bytes.fromhex("01ffc9a7")
@@ -495,36 +507,170 @@ class AsyncRequests:
         return int(logs[-1]["args"]["requestId"])
 
     def _book_claim(self, row: AsyncRequestRow, tx: ChainTxRow) -> AsyncRequestRow:
-        """A mined claim becomes a fill: shares and the price actually paid (or received) per share."""
+        """A mined claim becomes a fill: the shares, the fund's fee at fulfilment (ERC-7540: measured
+        against the NAV of each fulfilment the claim takes, ``_fulfilment_fee``) and the NAV paid or
+        received per share, so ``qty · price + fee`` is the cash that moved."""
         receipt = self.w3.eth.get_transaction_receipt(tx.tx_hash)  # type: ignore[arg-type]
         unit = self._unit(row.asset)
+        charged = 0.0
         if row.kind == "cooldown":
             assets = self._transfer_to_self(receipt)
             shares = row.qty  # burnt at the request, at the NAV of the request
         else:
-            ev = self.vaults[row.asset].events
-            logs = (ev.Deposit() if row.side == "deposit" else ev.Withdraw()).process_receipt(receipt, errors=DISCARD)
-            if not logs:
-                raise VenueError(self.name, f"claim {tx.tx_hash} of {row.asset} mined without a Deposit/Withdraw")
-            assets = int(logs[-1]["args"]["assets"]) / self.q
-            shares = int(logs[-1]["args"]["shares"]) / unit
+            assets_raw, shares_raw = self._claimed(row, receipt, tx.tx_hash)
+            assets, shares = assets_raw / self.q, shares_raw / unit
+            charged = self._fulfilment_fee(row, tx.tx_hash, receipt, assets_raw, shares_raw) / self.q
         first = not row.claim_txs
         gas = tx.gas_cost_quote
         if first:  # the approval and the request are paid by the first fill
             gas += sum(t.gas_cost_quote for t in self.ledger.txs(venue=self.name, client_id=row.client_id)
                        if t.step in ("approve", "request"))  # fmt: skip
-        price = assets / shares if shares else 0.0
         side = "buy" if row.side == "deposit" else "sell"
         sign = 1.0 if side == "buy" else -1.0
-        fill = Fill(
-            tx.tx_hash, row.client_id, self.name, row.asset, side, shares, price, 0.0,  # type: ignore[arg-type]
-            sign * (price - row.decision_price) * shares, self.now(), gas,
-        )  # fmt: skip
+        price = (assets - sign * charged) / shares if shares else 0.0  # the NAV: the fee is booked apart
+        args = (tx.tx_hash, row.client_id, self.name, row.asset, side, shares, price, charged,
+                sign * (price - row.decision_price) * shares, self.now(), gas)  # fmt: skip
+        fill = Fill(*args) if row.kind == "cooldown" else ProductFill(*args, product_fee=charged)  # type: ignore[arg-type]
         fills = [*row.fills, fill_dict(fill)]
-        self._event("async_claimed", f"{row.asset}: claimed {shares:.6g} shares at {price:.6g} ({tx.tx_hash})")
+        self._event("async_claimed", f"{row.asset}: claimed {shares:.6g} shares at {price:.6g}"
+                    f"{f', fund fee {charged:.6g}' if charged else ''} ({tx.tx_hash})")  # fmt: skip
         return self.ledger.update_async_request(
             row.client_id, claim_txs=[*row.claim_txs, tx.tx_hash], fills=fills, filled_qty=row.filled_qty + shares
         )
+
+    def _claimed(self, row: AsyncRequestRow, receipt: Any, tx_hash: str) -> tuple[int, int]:
+        """(assets, shares) of a mined ERC-7540 claim, raw, from its Deposit/Withdraw event."""
+        ev = self.vaults[row.asset].events
+        logs = (ev.Deposit() if row.side == "deposit" else ev.Withdraw()).process_receipt(receipt, errors=DISCARD)
+        logs = [lg for lg in logs if lg["address"].lower() == self.vaults[row.asset].address.lower()]
+        if not logs:
+            raise VenueError(self.name, f"claim {tx_hash} of {row.asset} mined without a Deposit/Withdraw")
+        return int(logs[-1]["args"]["assets"]), int(logs[-1]["args"]["shares"])
+
+    # -- the fund's fee at fulfilment -------------------------------------------------------------------------
+
+    def _call_at(self, what: str, fn: Any, block: int | str) -> int:
+        """A view at ``block``; a node without that block's state raises ``_NoHistory``."""
+        try:
+            return int(fn.call(block_identifier=block))
+        except ContractLogicError as exc:
+            raise VenueError(self.name, f"{what} at block {block}: {self.decoder.from_exception(exc)}") from None
+        except Web3RPCError as exc:  # a pruned node says so; anything else is retried at the next poll
+            if NO_HISTORY.search(str(exc)):
+                raise _NoHistory(str(exc)[:200]) from None
+            raise VenueError(
+                self.name, f"{what} at block {block}: node error: {str(exc)[:300]}", retryable=True
+            ) from None
+
+    def _convert_micro(self, fn: Any, amount: int, block: int | str, what: str) -> int:
+        """``fn(amount · 10⁶)`` at ``block`` (ERC-4626 conversions are linear: six more digits), or
+        ``fn(amount) · 10⁶`` where the scaled amount overflows the vault's arithmetic."""
+        try:
+            return self._call_at(what, fn(amount * SCALE), block)
+        except VenueError:
+            return SCALE * self._call_at(what, fn(amount), block)
+
+    def _fulfilment_fee(self, row: AsyncRequestRow, tx_hash: str, receipt: Any, assets: int, shares: int) -> int:
+        """Raw quote units the fund kept of what this claim takes, at the fulfilment(s) it takes.
+
+        An ERC-7540 manager fixes the price of a request when it fulfils it (all of it or a part), and
+        a fund that charges a fee then (an exit fee on redemptions, an entry fee on subscriptions) sets
+        aside less stablecoin, or mints fewer shares, than the NAV of that moment gives; the vault says
+        nothing of it in the claim's event. Measured like a synchronous fill's (``fees.py``), against
+        the fund's own valuation *at the block of each fulfilment*: the blocks where the request's
+        pending amount fell are found by bisection of ``pending*Request(requestId, controller)`` over
+        the blocks since the request (historical state, as an archive node keeps it); each part
+        fulfilled is valued there (redemption: ``convertToAssets`` of its shares; subscription:
+        ``convertToShares`` of its assets, the shares the NAV would give). Claims take from what is
+        claimable in proportion (ERC-7540: a claimable request's rate is fixed, partial claims are pro
+        rata), so the claims already mined are replayed first:
+
+            redeem:  fee = value of the shares claimed at their fulfilments' NAV − assets received
+            deposit: fee = assets claimed − value of the shares received at their fulfilments' NAV
+
+        A node without that history: the NAV of the latest block, with a ``product_fee_estimated``
+        warning."""
+        redeem = row.side == "redeem"
+        block = int(receipt["blockNumber"])
+        try:
+            value = self._fulfilled_value(row, tx_hash, receipt, shares if redeem else assets, shares)
+        except _NoHistory as exc:
+            value, why = None, f"the state of past blocks is not available ({exc})"
+        else:
+            why = "its fulfilments could not be told apart in the vault's pending amounts"
+        if value is None:
+            conv = self.vaults[row.asset].functions.convertToAssets
+            value = self._convert_micro(conv, shares, "latest", f"{row.asset} convertToAssets")
+            msg = (f"{row.asset}: claim {tx_hash} of request {row.client_id} (block {block}): {why}; its fund fee "
+                   "is measured at the latest block's NAV")  # fmt: skip
+            self._event("product_fee_estimated", msg, Severity.WARNING, client_id=row.client_id)
+        return product_fee("sell" if redeem else "buy", assets, value)
+
+    def _fulfilled_value(
+        self, row: AsyncRequestRow, tx_hash: str, receipt: Any, claimed: int, shares: int
+    ) -> int | None:
+        """Millionths of a raw quote unit: what the shares of this claim were worth at their
+        fulfilments' NAV (None: the fulfilments and the claims do not add up)."""
+        v, rid, me = self.vaults[row.asset], int(row.request_id or 0), self.address
+        redeem = row.side == "redeem"
+        req = next((t for t in self._txs(row, "request") if t.status == "mined"), None)
+        if req is None:
+            return None
+        start = int(self.w3.eth.get_transaction_receipt(req.tx_hash)["blockNumber"])  # type: ignore[arg-type]
+        end = int(receipt["blockNumber"])
+        amount = int(row.amount_raw)
+        pending = v.functions.pendingRedeemRequest if redeem else v.functions.pendingDepositRequest
+        what = f"{row.asset} {'pendingRedeemRequest' if redeem else 'pendingDepositRequest'}({rid})"
+        fulfilled: dict[int, int] = {start - 1: 0}  # before the request: nothing
+
+        def f(b: int) -> int:  # the part of the request fulfilled by the end of block b
+            if b not in fulfilled:
+                fulfilled[b] = amount - self._call_at(what, pending(rid, me), b)
+            return fulfilled[b]
+
+        steps: list[tuple[int, int]] = []
+
+        def split(lo: int, hi: int) -> None:  # the request's pending amount only falls: bisect where
+            if f(hi) == f(lo):
+                return
+            if hi == lo + 1:
+                if f(hi) > f(lo):
+                    steps.append((hi, f(hi) - f(lo)))
+                return
+            mid = (lo + hi) // 2
+            split(lo, mid)
+            split(mid, hi)
+
+        split(start - 1, end)
+        # (block, 0 = a fulfilment / 1 = a claim, position in the block, amount, is this claim)
+        events: list[tuple[int, int, int, int, bool]] = [(b, 0, 0, d, False) for b, d in steps]
+        for h in row.claim_txs:
+            if h == tx_hash:
+                continue
+            r = self.w3.eth.get_transaction_receipt(h)  # type: ignore[arg-type]
+            a, s = self._claimed(row, r, h)
+            events.append((int(r["blockNumber"]), 1, int(r["transactionIndex"]), s if redeem else a, False))
+        events.append((end, 1, int(receipt["transactionIndex"]), claimed, True))
+        conv = v.functions.convertToAssets if redeem else v.functions.convertToShares
+        conv_what = f"{row.asset} {'convertToAssets' if redeem else 'convertToShares'}"
+        units = worth = 0  # what is claimable: units of the request's side; redeem: its value, deposit: NAV shares
+        for b, kind, _i, amt, this in sorted(events):
+            if kind == 0:
+                units += amt
+                micro = self._convert_micro(conv, amt, b, conv_what)
+                # a redemption's part is worth whole units: the vault sets aside whole units, and what it
+                # rounds away (less than one per fulfilment) is not a fee
+                worth += micro // SCALE * SCALE if redeem else micro
+                continue
+            if amt > units or units == 0:
+                return None
+            part = worth * amt // units
+            units, worth = units - amt, worth - part
+            if this:
+                if redeem:
+                    return part
+                return shares * amt * SCALE * SCALE // part if part > 0 else None
+        return None
 
     def _transfer_to_self(self, receipt: Any) -> float:
         topic = Web3.keccak(text="Transfer(address,address,uint256)")

@@ -10,7 +10,9 @@ was paid and what the shares are worth at the fund's own valuation:
     deposit:  fee = assets paid − convertToAssets(shares received)
     redeem:   fee = convertToAssets(shares given) − assets received
 
-(at the state of the block of the trade; paper: the state the trade is simulated on). The fill then
+(at the state of the block of the trade; paper: the state the trade is simulated on; an ERC-7540
+claim: at the block of each fulfilment it takes, where the manager fixed its price, see
+``AsyncRequests._fulfilment_fee``). The fill then
 carries ``fee`` = that amount and a ``price`` of the NAV per share, so ``qty · price + fee`` is still
 exactly the cash that moved, and ``product_fee`` says which part of ``fee`` the product charged (an
 issuer manager's fee is one too): the ledger books it as a cost kind of its own (``fill.product_fee``,

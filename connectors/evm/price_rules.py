@@ -20,13 +20,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from bot.components import ComponentConfig
+from bot.errors import ConfigError
+from bot.staleness import check_calendar, open_minutes
 
 
 class TradingCalendar(ComponentConfig):
-    """Sessions of the underlying market in its own time zone; ``always_open`` for 24/7 assets."""
+    """Sessions of the underlying market in its own time zone; ``always_open`` for 24/7 assets.
+
+    ``exchange`` (an exchange-calendars code such as ``XNYS``) takes the sessions, holidays and early
+    closes from that library instead: ``tz``, ``open``, ``close``, ``weekdays`` and ``holidays`` are
+    then unused. Without it, the hand-written sessions below apply."""
 
     tz: str = "America/New_York"
     open: time = time(9, 30)
@@ -34,11 +40,25 @@ class TradingCalendar(ComponentConfig):
     weekdays: tuple[int, ...] = Field(default=(0, 1, 2, 3, 4), strict=False)  # Monday = 0; TOML gives lists
     holidays: tuple[date, ...] = Field(default=(), strict=False)
     always_open: bool = False
+    exchange: str | None = Field(default=None, min_length=2, description="exchange-calendars code, e.g. XNYS")
+
+    @model_validator(mode="after")
+    def _known_exchange(self) -> TradingCalendar:
+        if self.exchange is not None:
+            if self.always_open:
+                raise ValueError(f"calendar: exchange {self.exchange!r} and always_open exclude each other")
+            try:
+                check_calendar(self.exchange)
+            except ConfigError as exc:
+                raise ValueError(f"calendar.exchange: {exc}") from None
+        return self
 
     def open_seconds(self, start: datetime, end: datetime) -> float:
         """Seconds of open market between two instants (0 when ``end <= start``)."""
         if end <= start:
             return 0.0
+        if self.exchange is not None:
+            return open_minutes(self.exchange, start, end) * 60.0
         if self.always_open:
             return (end - start).total_seconds()
         tz = ZoneInfo(self.tz)

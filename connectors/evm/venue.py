@@ -46,8 +46,11 @@ id; partial fulfilments claimed as they come, one fill each); it stays OPEN acro
 is claimable) and reports what is still in flight as ``Balances.pending`` (asset units at today's
 NAV): the cycle counts it in NAV and holds the asset fixed until it settles. A side's quote is its
 preview (fees included) when synchronous, the NAV per share (``convertToAssets``) when asynchronous
-(its previews revert). Paper mode simulates requests (fulfilled whole after
-``paper_async_settlement_hours``).
+(its previews revert). A fee the fund keeps at fulfilment is measured on each claim against the NAV
+of the fulfilments it takes (``AsyncRequests._fulfilment_fee``) and booked as ``product_fee``. Paper
+mode simulates requests: fulfilled in ``paper_async_parts`` equal parts (default: whole) at equal
+steps until ``paper_async_settlement_hours``, each a fill at the NAV of its moment less the asset's
+``paper_fulfilment_fee_bps``.
 
 Fund fees (``connectors.evm.fees``). A fund's entry or exit fee hides in the share price; each
 ERC-4626 fill measures it as assets paid − ``convertToAssets(shares)`` (redeem: the mirror) at the
@@ -203,6 +206,11 @@ class EvmAssetConfig(ComponentConfig):
     min_notional: float = Field(default=1.0, ge=0)
     balance_slot: int = Field(default=0, ge=0, description="paper: storage slot of the ERC-20 balances")
     allowance_slot: int = Field(default=1, ge=0, description="paper: storage slot of the ERC-20 allowances")
+    paper_fulfilment_fee_bps: float = Field(
+        default=0.0, ge=0, le=10_000,
+        description="paper: the fee an ERC-7540 fund keeps when its manager fulfils a request (its terms), "
+        "bps of the net amount (bps/(10^4+bps) of the gross); live claims measure the real one",
+    )  # fmt: skip
     price_rule: FeedRule | None = Field(
         default=None, description="NAV oracle checks before planning: a violation holds the asset this cycle"
     )
@@ -282,6 +290,10 @@ class EvmVenueConfig(ComponentConfig):
     paper_async_settlement_hours: float = Field(
         default=24.0, ge=0, le=24 * 60, description="paper: a request is fulfilled this long after it was made"
     )
+    paper_async_parts: int = Field(
+        default=1, ge=1, le=100,
+        description="paper: a request is fulfilled in this many equal parts, at equal steps until it settles",
+    )  # fmt: skip
     paper_transfer_minutes: float = Field(
         default=30.0, ge=0, le=7 * 24 * 60, description="paper: a transfer arrives this long after it is sent"
     )
@@ -411,8 +423,12 @@ class PaperJournal:
                 side TEXT NOT NULL, qty REAL NOT NULL, usd REAL NOT NULL, nav REAL NOT NULL, gas REAL NOT NULL,
                 settle_at TEXT NOT NULL, decision_price REAL NOT NULL);
             CREATE TABLE IF NOT EXISTS paper_transfer_gas (client_id TEXT PRIMARY KEY, gas REAL NOT NULL);
+            CREATE TABLE IF NOT EXISTS paper_request_part (client_id TEXT NOT NULL, part INTEGER NOT NULL,
+                fill TEXT NOT NULL, PRIMARY KEY (client_id, part));
             """
         )
+        if "parts" not in {r[1] for r in self.db.execute("PRAGMA table_info(paper_request)")}:  # an older journal
+            self.db.execute("ALTER TABLE paper_request ADD COLUMN parts INTEGER NOT NULL DEFAULT 1")
         self.db.execute("INSERT OR IGNORE INTO balance VALUES (?, ?)", (CASH, cash))
 
     def balances(self) -> Balances:
@@ -474,6 +490,7 @@ class PaperJournal:
                 self.db.execute("INSERT INTO paper_order VALUES (?, ?)", (state.client_id, json.dumps(d)))
                 if settles:
                     self.db.execute("DELETE FROM paper_request WHERE client_id=?", (state.client_id,))
+                    self.db.execute("DELETE FROM paper_request_part WHERE client_id=?", (state.client_id,))
                 self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
                 self.db.execute(
                     "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
@@ -485,13 +502,15 @@ class PaperJournal:
             self.db.execute("COMMIT")
 
     def request(self, client_id: str, asset: str, side: str, qty: float, usd: float, nav: float, gas: float,
-                settle_at: datetime, decision_price: float) -> None:  # fmt: skip
-        """A simulated async request: what it takes leaves the account now (escrow), in one commit."""
+                settle_at: datetime, decision_price: float, parts: int = 1) -> None:  # fmt: skip
+        """A simulated async request: what it takes leaves the account now (escrow), in one commit;
+        it is fulfilled in ``parts`` equal parts."""
         with self.lock:
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                self.db.execute("INSERT INTO paper_request VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                (client_id, asset, side, qty, usd, nav, gas, settle_at.isoformat(), decision_price))
+                self.db.execute("INSERT INTO paper_request VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                (client_id, asset, side, qty, usd, nav, gas, settle_at.isoformat(), decision_price,
+                                 parts))  # fmt: skip
                 if side == "buy":
                     self.db.execute("UPDATE balance SET qty = qty - ? WHERE asset=?", (usd + gas, CASH))
                 else:
@@ -503,8 +522,37 @@ class PaperJournal:
             self.db.execute("COMMIT")
 
     def requests(self) -> list[tuple[Any, ...]]:
+        """(client_id, asset, side, qty, usd, nav, gas, settle_at, decision_price, parts) of the open ones."""
         with self.lock:
-            return self.db.execute("SELECT * FROM paper_request").fetchall()
+            return self.db.execute(
+                "SELECT client_id, asset, side, qty, usd, nav, gas, settle_at, decision_price, parts FROM paper_request"
+            ).fetchall()
+
+    def parts(self, client_id: str) -> list[Fill]:
+        """The fills of the parts of an open request fulfilled so far, in order."""
+        with self.lock:
+            rows = self.db.execute(
+                "SELECT fill FROM paper_request_part WHERE client_id=? ORDER BY part", (client_id,)
+            ).fetchall()
+        return [fill_from_dict(json.loads(r[0])) for r in rows]
+
+    def book_part(self, client_id: str, part: int, fill: Fill, asset: str, cash_delta: float, qty_delta: float) -> None:
+        """One part of a request fulfilled (not its last) and what it moved, in one commit; once per part."""
+        with self.lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self.db.execute("INSERT OR IGNORE INTO paper_request_part VALUES (?, ?, ?)",
+                                      (client_id, part, json.dumps(fill_dict(fill))))  # fmt: skip
+                if cur.rowcount == 1:
+                    self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
+                    self.db.execute(
+                        "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
+                        (asset, qty_delta),
+                    )
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -786,10 +834,12 @@ class EvmVenue:
                 sides = self._sides(asset)
                 assert sides is not None
                 nav = lambda: self._rpc("convertToAssets", lambda: c.functions.convertToAssets(one).call())  # noqa: E731
-                bid = (nav() if sides.redeem else self._rpc("previewRedeem",
-                                                            lambda: c.functions.previewRedeem(one).call())) / self._q
-                ask = (nav() if sides.deposit else self._rpc("previewMint",
-                                                             lambda: c.functions.previewMint(one).call())) / self._q
+                bid = (
+                    nav() if sides.redeem else self._rpc("previewRedeem", lambda: c.functions.previewRedeem(one).call())
+                ) / self._q
+                ask = (
+                    nav() if sides.deposit else self._rpc("previewMint", lambda: c.functions.previewMint(one).call())
+                ) / self._q
             elif a.kind in ("manager", "univ2"):
                 bid, ask = self._route_quote(asset, self.routes[asset][0], one)
             else:
@@ -847,8 +897,9 @@ class EvmVenue:
                 self._paper_requests()  # settle what is due first, as a real poll claims first
                 bal = self.journal.balances()
                 pending: dict[str, float] = {}
-                for _cid, asset, side, qty, usd, nav0, *_ in self.journal.requests():
-                    pending[asset] = pending.get(asset, 0.0) + (usd / nav0 if side == "buy" else qty)
+                for cid, asset, side, qty, usd, nav0, *_, parts in self.journal.requests():
+                    left = max(parts - len(self.journal.parts(cid)), 0) / parts  # parts fulfilled are held
+                    pending[asset] = pending.get(asset, 0.0) + (usd / nav0 if side == "buy" else qty) * left
                 return Balances(bal.cash, bal.positions, bal.reserved, pending)
         pending: dict[str, float] = {}
         if self.async_ is not None:
@@ -862,6 +913,8 @@ class EvmVenue:
                     # request is still in flight and counted below
                     self._event("async_poll_failed", str(exc), Severity.CRITICAL)
                 pending = {a: e.units for a, e in self._rpc("async exposure", self.async_.exposure).items()}
+        # as of the head before the reads (they see that block or a later one): a conservative age
+        as_of = datetime.fromtimestamp(int(self._latest()["timestamp"]), UTC)
         cash = self._rpc("balanceOf", lambda: self.stable.functions.balanceOf(self.address).call()) / self._q
         reserved = 0.0
         if self.cfg.count_native_as_cash:
@@ -873,7 +926,7 @@ class EvmVenue:
             raw = self._rpc(f"balanceOf {asset}", lambda c=c: c.functions.balanceOf(self.address).call())
             if raw:
                 positions[asset] = raw / self._unit(asset)
-        return Balances(cash, positions, reserved, pending)
+        return Balances(cash, positions, reserved, pending, time=as_of)
 
     def price_holds(self) -> dict[str, tuple[str, dict[str, Any]]]:
         """Optional venue hook, before planning: the assets whose ``price_rule`` is violated (stale NAV
@@ -966,8 +1019,9 @@ class EvmVenue:
         base = int(self._latest().get("baseFeePerGas") or 0)
         gas_units = GAS_ESTIMATE[r.kind] + (GAS_ESTIMATE["approve"] if prep.approve_token is not None else 0)
         gas = gas_units * (base + int(self.cfg.gas.priority_fee_gwei * 1e9)) / 1e18 * self.native_price()
-        return RouteCost(r.index, r.kind, units, quote, gas, delay_cost(quote, r.settlement_hours,
-                                                                          self.cfg.carry_bps_per_day))
+        return RouteCost(
+            r.index, r.kind, units, quote, gas, delay_cost(quote, r.settlement_hours, self.cfg.carry_bps_per_day)
+        )
 
     def _prepare_route(self, order: Order, r: Route, deadline: int) -> Prepared:
         a = self._asset(order.asset)
@@ -1046,8 +1100,10 @@ class EvmVenue:
                             f"manager's remaining limit {room / self._q:.2f}", client_id=cid)  # fmt: skip
                 usd_in = room
             if usd_in < minimum:
-                msg = f"order {cid}: {usd_in / self._q:.2f} is below the manager's minimum subscription of " \
-                      f"{minimum / self._q:.2f}"
+                msg = (
+                    f"order {cid}: {usd_in / self._q:.2f} is below the manager's minimum subscription of "
+                    f"{minimum / self._q:.2f}"
+                )
                 raise InvalidOrder(self.name, msg)
             out = int(self._rpc("previewSubscribe", lambda: self._mfn(r, spec.preview_subscribe)(usd_in).call()))
             self._eligible(order, "manager", m.address, out)
@@ -1080,8 +1136,10 @@ class EvmVenue:
             self._event("manager_limit", f"order {cid}: redemption cut to {qty_raw / unit:.6g} {order.asset} "
                         f"by the manager's {why}", client_id=cid)  # fmt: skip
         if gross < minimum:
-            msg = f"order {cid}: {gross / self._q:.2f} is below the manager's minimum redemption of " \
-                  f"{minimum / self._q:.2f}"
+            msg = (
+                f"order {cid}: {gross / self._q:.2f} is below the manager's minimum redemption of "
+                f"{minimum / self._q:.2f}"
+            )
             raise InvalidOrder(self.name, msg)
         self._eligible(order, "manager", m.address, qty_raw)
         call = self._mfn(r, spec.redeem)(qty_raw)
@@ -1943,26 +2001,51 @@ class EvmVenue:
     # -- paper -------------------------------------------------------------------------------------------
 
     def _paper_requests(self) -> dict[str, OrderState]:
-        """Simulated async requests: those due are fulfilled and claimed at today's NAV (booked), the
-        rest reported OPEN. A real fund's manager decides when; the paper one takes
-        ``paper_async_settlement_hours``."""
+        """Simulated async requests: the parts due are fulfilled and claimed at today's NAV (booked, one
+        fill each, less the fund's ``paper_fulfilment_fee_bps``), the rest reported OPEN with the fills
+        so far. A real fund's manager decides when and how much; the paper one fulfils
+        ``paper_async_parts`` equal parts at equal steps until ``paper_async_settlement_hours``."""
         assert self.journal is not None
         now = self.clock.now()
         out: dict[str, OrderState] = {}
-        for cid, asset, side, qty, usd, _nav0, gas, settle_at, dp in self.journal.requests():
-            if datetime.fromisoformat(settle_at) > now:
-                out[cid] = OrderState(cid, OrderStatus.OPEN, 0.0, (), f"paper-{cid}",
-                                      f"paper {side} request pending until {settle_at}")  # fmt: skip
-                continue
-            assert self.async_ is not None
-            nav = self._rpc("convertToAssets", lambda a=asset: self.async_.nav_per_share(a))  # type: ignore[union-attr]
-            units = usd / nav if side == "buy" else qty
-            slippage = (nav - dp) * units if side == "buy" else (dp - nav) * units
-            fill = Fill(f"paper:{cid}", cid, self.name, asset, side, units, nav, 0.0, slippage, now, gas)
-            state = OrderState(cid, OrderStatus.FILLED, units, (fill,), f"paper-{cid}",
-                               f"paper {side} request fulfilled and claimed at NAV {nav:.6g}")  # fmt: skip
-            self.journal.book(state, asset, units * nav if side == "sell" else 0.0, units if side == "buy" else 0.0,
-                              settles=True)  # fmt: skip
+        for cid, asset, side, qty, usd, _nav0, gas, settle_at, dp, parts in self.journal.requests():
+            settle = datetime.fromisoformat(settle_at)
+            step = timedelta(hours=self.cfg.paper_async_settlement_hours) / parts
+            fills = self.journal.parts(cid)
+            state: OrderState | None = None
+            while len(fills) < parts:
+                k = len(fills) + 1
+                if settle - (parts - k) * step > now:
+                    break
+                assert self.async_ is not None
+                nav = self._rpc("convertToAssets", lambda a=asset: self.async_.nav_per_share(a))  # type: ignore[union-attr]
+                bps = self._asset(asset).paper_fulfilment_fee_bps
+                last = k == parts
+                if side == "buy":
+                    paid = usd - sum(f.qty * f.price + f.fee for f in fills) if last else usd / parts
+                    fee = paid * bps / (1e4 + bps)
+                    units = (paid - fee) / nav
+                    cash_delta, qty_delta = 0.0, units  # the cash left at the request
+                else:
+                    units = qty - sum(f.qty for f in fills) if last else qty / parts
+                    fee = units * nav * bps / (1e4 + bps)
+                    cash_delta, qty_delta = units * nav - fee, 0.0  # the shares left at the request
+                slippage = (nav - dp) * units if side == "buy" else (dp - nav) * units
+                fid = f"paper:{cid}" if parts == 1 else f"paper:{cid}:{k}"
+                fill = ProductFill(fid, cid, self.name, asset, side, units, nav, fee, slippage, now,  # type: ignore[arg-type]
+                                   gas if k == 1 else 0.0, product_fee=fee)  # fmt: skip
+                fills.append(fill)
+                done = sum(f.qty for f in fills)
+                if last:
+                    state = OrderState(cid, OrderStatus.FILLED, done, tuple(fills), f"paper-{cid}",
+                                       f"paper {side} request fulfilled and claimed at NAV {nav:.6g}")  # fmt: skip
+                    self.journal.book(state, asset, cash_delta, qty_delta, settles=True)
+                else:
+                    self.journal.book_part(cid, k, fill, asset, cash_delta, qty_delta)
+            if state is None:
+                msg = (f"paper {side} request: {len(fills)} of {parts} parts fulfilled, settles at {settle_at}"
+                       if fills else f"paper {side} request pending until {settle_at}")  # fmt: skip
+                state = OrderState(cid, OrderStatus.OPEN, sum(f.qty for f in fills), tuple(fills), f"paper-{cid}", msg)
             out[cid] = state
         return out
 
@@ -2007,7 +2090,7 @@ class EvmVenue:
         gas_quote = gas * min(max_fee, int(block.get("baseFeePerGas") or 0) + prio) / 1e18 * self.native_price()
         settle_at = self.clock.now() + timedelta(hours=self.cfg.paper_async_settlement_hours)
         self.journal.request(order.client_id, order.asset, order.side, order.qty, usd, nav, gas_quote, settle_at,
-                             order.decision_price)  # fmt: skip
+                             order.decision_price, self.cfg.paper_async_parts)  # fmt: skip
         self._event("async_requested", f"{order.asset}: paper {order.side} request of {order.qty:.6g} pending "
                     f"until {settle_at.isoformat()}", Severity.INFO, client_id=order.client_id)  # fmt: skip
         return OrderState(order.client_id, OrderStatus.OPEN, 0.0, (), f"paper-{order.client_id}", "request pending")

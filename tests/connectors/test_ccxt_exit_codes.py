@@ -67,7 +67,7 @@ def emu():  # noqa: ANN201
 
 def test_a_cycle_that_traded_exits_0_and_status_says_ok(tmp_path: Path, creds: None, emu: ExchangeEmulator):
     path = config(tmp_path, emu, BY_ID["okx"])
-    res = runner.invoke(app, ["run", "--once", "--config", str(path)])
+    res = runner.invoke(app, ["run", "--once", "--live", "--config", str(path)])
     assert res.exit_code == 0, res.output
     assert "done" in res.output and not error_lines(res.output) and len(emu.orders) == 4
     st = runner.invoke(app, ["status", "--config", str(path)])
@@ -78,7 +78,7 @@ def test_a_wrong_passphrase_fails_the_cycle_and_exits_1(tmp_path: Path, creds: N
                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     monkeypatch.setenv("RWABOT_TEST_WRONG_PASSPHRASE", "not-it")
     path = config(tmp_path, emu, BY_ID["okx"], password_env="RWABOT_TEST_WRONG_PASSPHRASE")
-    res = runner.invoke(app, ["run", "--once", "--config", str(path)])
+    res = runner.invoke(app, ["run", "--once", "--live", "--config", str(path)])
     assert res.exit_code == 1, res.output
     [line] = error_lines(res.output)  # the reason, on one line
     assert line.startswith("error: cycle 2026-04-15T00:00Z failed:") and "AuthenticationError" in line, line
@@ -89,7 +89,7 @@ def test_a_wrong_passphrase_fails_the_cycle_and_exits_1(tmp_path: Path, creds: N
 
 def test_a_passphrase_no_option_names_is_a_config_error(tmp_path: Path, creds: None, emu: ExchangeEmulator) -> None:
     path = config(tmp_path, emu, BY_ID["binance"], exchange="okx")
-    res = runner.invoke(app, ["run", "--once", "--config", str(path)])
+    res = runner.invoke(app, ["run", "--once", "--live", "--config", str(path)])
     assert res.exit_code == 2 and "set password_env" in " ".join(res.output.split()), res.output
     assert not emu.requests
 
@@ -99,7 +99,7 @@ def test_every_venue_failing_while_executing_exits_1(tmp_path: Path, creds: None
     meant to trade was traded: exit 1."""
     emu.faults.append(Fault("503", "POST", "/api/v3/order", times=10**6))
     path = config(tmp_path, emu, BY_ID["binance"])
-    res = runner.invoke(app, ["run", "--once", "--config", str(path)])
+    res = runner.invoke(app, ["run", "--once", "--live", "--config", str(path)])
     assert res.exit_code == 1, res.output
     [line] = error_lines(res.output)
     assert line.startswith("error: cycle 2026-04-15T00:00Z: every venue failed (cex: "), line
@@ -123,7 +123,7 @@ def test_one_venue_of_two_failing_exits_0(tmp_path: Path, creds: None, emu: Exch
     data["assets"] = {a: {"venue": "okx" if a in ("SPY", "TLT") else "bin"} for a in ("SPY", "TLT", "GLD", "VNQ")}
     data.pop("report", None)  # the embedded [report] names the embedded book's assets
     path = write_config(tmp_path, data)
-    res = runner.invoke(app, ["run", "--once", "--config", str(path)])
+    res = runner.invoke(app, ["run", "--once", "--live", "--config", str(path)])
     assert res.exit_code == 0, res.output
     assert {x.symbol for x in emu.orders.values()} == {"GLDUSDT", "VNQUSDT"}
     led = Ledger(tmp_path / "ledger.sqlite")

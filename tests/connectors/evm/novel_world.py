@@ -6,9 +6,10 @@ like the project's own) and the real Uniswap V2 from its npm artifacts, with an 
 * ``fee_fund``: ``FeeFund``, OpenZeppelin's ERC4626Fees pattern: 10 bps entry, 5 bps exit, paid to
   ``recipient`` in the same transaction; 6-decimal shares (no decimals offset).
 * ``hybrid``: ``HybridFund``, synchronous subscriptions with a 20 bps entry fee, ERC-7540 asynchronous
-  redemptions with request ids 1, 2, … fulfilled in parts by the manager; 18-decimal shares.
+  redemptions with request ids 1, 2, … fulfilled in parts by the manager, 15 bps of exit fee charged at
+  each fulfilment (paid to ``recipient`` in the manager's transaction); 18-decimal shares.
 * ``queued``: ``QueuedDepositFund``, the mirror: ERC-7540 asynchronous subscriptions (ids from 100)
-  and synchronous redemptions.
+  with 25 bps of entry fee charged at each fulfilment, and synchronous redemptions.
 * ``pair``: the Uniswap V2 pair of gold and usd (Router02), 0.3 % fee.
 * ``oracle``: ``IssuerOracle`` (``getPriceData()``, 18 decimals, reverts ``StalePrice`` when old),
   ``feed``: an AggregatorV3 gold feed (8 decimals).
@@ -40,6 +41,7 @@ HOURS = 27
 NOW1 = datetime.fromtimestamp(T1 + (HOURS - 1) * 3600 + 300, UTC)  # five minutes into the last hour
 USD6, GOLD8, SHARE18 = 10**6, 10**8, 10**18
 ENTRY_BPS, EXIT_BPS, HYBRID_ENTRY_BPS = 10, 5, 20
+HYBRID_FULFIL_BPS, QUEUED_FULFIL_BPS = 15, 25  # fees charged when the manager fulfils a request
 GOLD_USD = 2650.0
 
 
@@ -143,6 +145,8 @@ def deploy_novel(w3: Web3) -> Novel:
         if v is queued:
             send(w3, v.functions.fulfillDeposit(100, seed * USD6), owner)
             send(w3, v.functions.deposit(seed * USD6, owner, owner), owner)
+    send(w3, hybrid.functions.setFulfilmentFee(HYBRID_FULFIL_BPS), owner)  # after the seeds: they pay none
+    send(w3, queued.functions.setFulfilmentFee(QUEUED_FULFIL_BPS, recipient), owner)
     uni = deploy_uniswap(w3, owner)
     pair = create_pool(uni, gold, usd, 20_000 * GOLD8, int(20_000 * GOLD_USD * USD6), owner)
     send(w3, usd.functions.approve(uni.router.address, MAX), market)

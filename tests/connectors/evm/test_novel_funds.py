@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from web3.exceptions import ContractLogicError
+from web3.exceptions import ContractLogicError, Web3RPCError
 from web3.logs import DISCARD
 
 from bot.clock import SimulatedClock
@@ -37,7 +37,9 @@ from tests.connectors.evm.novel_world import (
     EXIT_BPS,
     GOLD8,
     HYBRID_ENTRY_BPS,
+    HYBRID_FULFIL_BPS,
     NOW1,
+    QUEUED_FULFIL_BPS,
     SHARE18,
     T1,
     USD6,
@@ -113,9 +115,7 @@ def fee_on_total(assets: int, bps: int) -> int:
 # -- which side is a request: ERC-165, per side ------------------------------------------------------------
 
 
-def test_each_side_of_a_fund_is_synchronous_or_a_request_as_erc165_says(
-    tmp_path: Path, novel: Novel, url: str
-) -> None:
+def test_each_side_of_a_fund_is_synchronous_or_a_request_as_erc165_says(tmp_path: Path, novel: Novel, url: str) -> None:
     n = novel
     full = deploy(n.w3, compile_contracts()["AsyncVault"], n.usd.address, "Fully async", "FA", n.owner, sender=n.owner)
     assets = {"HYB": {"kind": "vault", "address": n.hybrid.address},
@@ -143,6 +143,12 @@ def test_each_side_of_a_fund_is_synchronous_or_a_request_as_erc165_says(
     v.close()
 
 
+def fee_paid(n: Novel, receipt: Any) -> int:
+    """Raw dollars a transaction sent to the fee recipient (the funds' fees, and nothing else, go there)."""
+    return sum(lg["args"]["value"] for lg in n.usd.events.Transfer().process_receipt(receipt, errors=DISCARD)
+               if lg["address"] == n.usd.address and lg["args"]["to"] == n.recipient)  # fmt: skip
+
+
 def test_sync_in_async_out_request_ids_and_partial_fulfilment(tmp_path: Path, novel: Novel, url: str) -> None:
     n = novel
     v = make_venue(tmp_path, n, url, {"HYB": {"kind": "vault", "address": n.hybrid.address}})
@@ -167,24 +173,37 @@ def test_sync_in_async_out_request_ids_and_partial_fulfilment(tmp_path: Path, no
     assert n.hybrid.functions.pendingRedeemRequest(0, n.trader).call() == 0
     bal = v.balances()
     assert bal.pending["HYB"] == pytest.approx(600.0) and bal.positions["HYB"] == pytest.approx(f.qty - 600.0)
-    # the manager fulfils 250 shares now, the rest later at another NAV
-    send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 250 * SHARE18), n.owner)
+    # the manager fulfils 250 shares now, keeping its exit fee (paid to the recipient in its own transaction)
+    fee1 = fee_paid(n, send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 250 * SHARE18), n.owner))
+    assert fee1 == fee_on_total(n.hybrid.functions.convertToAssets(250 * SHARE18).call(), HYBRID_FULFIL_BPS) > 0
     before = usd(n, n.trader)
+    n.set_nav(n.hybrid, nav * 1.02)  # the NAV moves before the claim: the fee is the fulfilment's, not the claim's
     bal = v.balances()  # polls: claims what is claimable
     st = v.fetch_order(sell.client_id)
     assert st is not None and st.status is OrderStatus.OPEN and st.filled_qty == pytest.approx(250.0)
-    assert bal.pending["HYB"] == pytest.approx(350.0)
+    assert bal.pending["HYB"] == pytest.approx(350.0) and "HYB" in v.async_.held_fixed()  # type: ignore[union-attr]
     first = st.fills[0]
-    assert (usd(n, n.trader) - before) / USD6 == pytest.approx(first.qty * first.price, abs=1e-6)
+    assert first.product_fee == first.fee == pytest.approx(fee1 / USD6, abs=1e-6)
+    assert first.price == pytest.approx(nav, rel=1e-6)  # the NAV of the fulfilment, the fee apart
+    assert (usd(n, n.trader) - before) / USD6 == pytest.approx(first.qty * first.price - first.fee, abs=1e-6)
+    # two fulfilments at two NAVs before the next poll: one claim takes both, each part at its own NAV
+    fee2 = fee_paid(n, send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 100 * SHARE18), n.owner))
     n.set_nav(n.hybrid, nav * 1.01)
-    send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 350 * SHARE18), n.owner)
+    fee3 = fee_paid(n, send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 250 * SHARE18), n.owner))
+    mid = usd(n, n.trader)
     v.balances()
     st = v.fetch_order(sell.client_id)
     assert st is not None and st.status is OrderStatus.FILLED and len(st.fills) == 2
-    assert st.filled_qty == pytest.approx(600.0) and st.fills[1].price == pytest.approx(nav * 1.01, rel=1e-6)
-    assert (usd(n, n.trader) - before) / USD6 == pytest.approx(sum(x.qty * x.price for x in st.fills), abs=2e-6)
+    second = st.fills[1]
+    assert st.filled_qty == pytest.approx(600.0) and second.qty == pytest.approx(350.0)
+    assert second.product_fee == second.fee == pytest.approx((fee2 + fee3) / USD6, abs=1e-6)
+    assert second.price == pytest.approx((100 * nav * 1.02 + 250 * nav * 1.01) / 350, rel=1e-6)
+    assert (usd(n, n.trader) - mid) / USD6 == pytest.approx(second.qty * second.price - second.fee, abs=1e-6)
+    assert usd(n, n.recipient) - fees0 == round(f.fee * USD6) + fee1 + fee2 + fee3
     assert not v.balances().pending and [t.step for t in v.ledger.txs(client_id=sell.client_id)] == [
         "request", "claim", "claim"]  # fmt: skip
+    assert "HYB" not in v.async_.held_fixed()  # type: ignore[union-attr]
+    assert not [e for e in v.events if e.kind == "product_fee_estimated"]  # type: ignore[attr-defined]
     v.close()
 
 
@@ -192,29 +211,105 @@ def test_async_in_sync_out(tmp_path: Path, novel: Novel, url: str) -> None:
     n = novel
     v = make_venue(tmp_path, n, url, {"QUE": {"kind": "vault", "address": n.queued.address}})
     nav = n.nav(n.queued)
+    cash0 = usd(n, n.trader)
     st = v.place_order(order("QUE", "buy", 500.0, nav))
     assert st.status is OrderStatus.OPEN
     req = v.ledger.get_async_request(st.client_id)
     assert req is not None and req.request_id == "101"  # the seed's request was 100
     paid = int(req.amount_raw)
-    assert n.queued.functions.pendingDepositRequest(101, n.trader).call() == paid
+    assert n.queued.functions.pendingDepositRequest(101, n.trader).call() == paid == cash0 - usd(n, n.trader)
     assert v.balances().pending["QUE"] == pytest.approx(500.0, rel=1e-6)
     part = paid * 2 // 5
-    send(n.w3, n.queued.functions.fulfillDeposit(101, part), n.owner)
+    fee1 = fee_paid(n, send(n.w3, n.queued.functions.fulfillDeposit(101, part), n.owner))
+    assert fee1 == fee_on_total(part, QUEUED_FULFIL_BPS) > 0
+    n.set_nav(n.queued, nav * 1.03)  # moved before the claim: the shares are valued at the fulfilment's NAV
     v.balances()
     mid = v.fetch_order(st.client_id)
-    assert mid is not None and mid.status is OrderStatus.OPEN and mid.filled_qty == pytest.approx(200.0, rel=1e-6)
-    send(n.w3, n.queued.functions.fulfillDeposit(101, paid - part), n.owner)
+    assert mid is not None and mid.status is OrderStatus.OPEN and len(mid.fills) == 1
+    assert mid.filled_qty == pytest.approx((part - fee1) / USD6 / nav, rel=1e-6)
+    f1 = mid.fills[0]
+    assert f1.product_fee == f1.fee == pytest.approx(fee1 / USD6, abs=1e-6) and f1.price == pytest.approx(nav, rel=1e-6)
+    assert f1.qty * f1.price + f1.fee == pytest.approx(part / USD6, abs=1e-6)
+    assert v.balances().pending["QUE"] == pytest.approx((paid - part) / USD6 / (nav * 1.03), rel=1e-6)
+    fee2 = fee_paid(n, send(n.w3, n.queued.functions.fulfillDeposit(101, paid - part), n.owner))
     v.balances()
     done = v.fetch_order(st.client_id)
     assert done is not None and done.status is OrderStatus.FILLED and len(done.fills) == 2
+    f2 = done.fills[1]
+    assert f2.product_fee == f2.fee == pytest.approx(fee2 / USD6, abs=1e-6)
+    assert f2.price == pytest.approx(nav * 1.03, rel=1e-6)
+    assert sum(f.qty * f.price + f.fee for f in done.fills) == pytest.approx(paid / USD6, abs=1e-6)
     held = n.queued.functions.balanceOf(n.trader).call() / SHARE18
-    assert held == pytest.approx(sum(f.qty for f in done.fills), rel=1e-12) and held == pytest.approx(500, rel=1e-6)
+    assert held == pytest.approx(sum(f.qty for f in done.fills), rel=1e-12)
     cash = usd(n, n.trader)
-    sell = v.place_order(order("QUE", "sell", 200.0, nav, 1))  # a redemption at once
+    sell = v.place_order(order("QUE", "sell", 200.0, nav, 1))  # a redemption at once, without a fee
     assert sell.status is OrderStatus.FILLED and sell.fills[0].fee == 0 and sell.fills[0].product_fee == 0
     assert (usd(n, n.trader) - cash) / USD6 == pytest.approx(sell.fills[0].qty * sell.fills[0].price, abs=1e-9)
     v.close()
+
+
+def test_a_node_without_history_estimates_the_fee_at_fulfilment_at_the_latest_nav(
+    tmp_path: Path, novel: Novel, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not an archive node: the fulfilments cannot be found in past blocks; the claim's shares are valued
+    at the latest NAV instead, with a warning, and the cash still adds up."""
+    from connectors.evm import async_requests as ar
+
+    n = novel
+    v = make_venue(tmp_path, n, url, {"HYB": {"kind": "vault", "address": n.hybrid.address}})
+    nav = n.nav(n.hybrid)
+    v.place_order(order("HYB", "buy", 100.0, nav))
+    sell = v.place_order(order("HYB", "sell", 50.0, nav, 1))
+    rid = int(v.ledger.get_async_request(sell.client_id).request_id)  # type: ignore[union-attr,arg-type]
+    fee = fee_paid(n, send(n.w3, n.hybrid.functions.fulfillRedeem(rid, 50 * SHARE18), n.owner))
+    real = ar.AsyncRequests._call_at
+    answer = "rate limited"
+
+    class PastBlocks:  # the node's answer to a view at a past block
+        def __init__(self, fn: Any) -> None:
+            self.fn = fn
+
+        def call(self, block_identifier: Any) -> Any:
+            if block_identifier != "latest":
+                raise Web3RPCError(answer)
+            return self.fn.call(block_identifier=block_identifier)
+
+    monkeypatch.setattr(ar.AsyncRequests, "_call_at", lambda s, what, fn, b: real(s, what, PastBlocks(fn), b))
+    before = usd(n, n.trader)
+    with pytest.raises(VenueError, match="rate limited") as exc:  # another node error: the mined claim is booked later
+        v.balances()
+    assert exc.value.retryable
+    st = v.fetch_order(sell.client_id)
+    assert st is not None and st.status is OrderStatus.OPEN and not st.fills
+    answer = "missing trie node 5f2e1c (path ) state 0x9a… is not available"  # a pruned node
+    v.balances()
+    st = v.fetch_order(sell.client_id)
+    assert st is not None and st.status is OrderStatus.FILLED
+    (f,) = st.fills
+    assert f.product_fee == f.fee == pytest.approx(fee / USD6, abs=1e-6)  # the NAV has not moved since
+    assert (usd(n, n.trader) - before) / USD6 == pytest.approx(f.qty * f.price - f.fee, abs=1e-6)
+    (w,) = [e for e in v.events if e.kind == "product_fee_estimated"]  # type: ignore[attr-defined]
+    assert "the state of past blocks is not available (missing trie node 5f2e1c" in w.message
+    assert [t.step for t in v.ledger.txs(client_id=sell.client_id)] == ["request", "claim"]  # claimed once
+    v.close()
+
+
+def test_an_old_paper_journal_gains_the_parts_of_its_requests(tmp_path: Path) -> None:
+    import sqlite3
+
+    from connectors.evm.venue import PaperJournal
+
+    con = sqlite3.connect(tmp_path / "j.sqlite")  # a journal from before partial fulfilment, one request open
+    con.execute("CREATE TABLE paper_request (client_id TEXT PRIMARY KEY, asset TEXT NOT NULL, side TEXT NOT NULL, "
+                "qty REAL NOT NULL, usd REAL NOT NULL, nav REAL NOT NULL, gas REAL NOT NULL, settle_at TEXT NOT NULL, "
+                "decision_price REAL NOT NULL)")  # fmt: skip
+    con.execute("INSERT INTO paper_request VALUES ('c1', 'HYB', 'sell', 5, 0, 10, 0.1, '2026-03-03T00:00:00', 10)")
+    con.commit()
+    con.close()
+    j = PaperJournal(tmp_path / "j.sqlite", 100.0)
+    assert j.requests() == [("c1", "HYB", "sell", 5.0, 0.0, 10.0, 0.1, "2026-03-03T00:00:00", 10.0, 1)]
+    assert j.parts("c1") == []
+    j.close()
 
 
 # -- revert decoding --------------------------------------------------------------------------------------
@@ -306,16 +401,26 @@ def test_bad_sources_name_the_contract_and_the_call(novel: Novel, url: str) -> N
     n = novel
     cases = [
         # a Uniswap V2 pair configured as the project's pool: it has no base()
-        ({"source": "pool", "address": n.gold.address, "pool": n.pair.address},
-         rf"{n.pair.address}\.base\(\) .*for a Uniswap V2 pair use source = 'univ2'"),
-        ({"source": "vault", "address": n.fee_fund.address, "decimals": 18},
-         rf"vault {n.fee_fund.address}'s shares has 6 decimals, the config says 18"),
-        ({"source": "univ2", "address": n.hybrid.address, "pair": n.pair.address},
-         rf"pair {n.pair.address} holds .* not the token {n.hybrid.address}"),
-        ({"source": "vault", "address": n.trader},  # no contract there
-         rf"{n.trader}\.decimals\(\) returned no valid answer"),
-        ({"source": "feed", "address": n.hybrid.address},  # not a feed: its latestRoundData does not exist
-         rf"{n.hybrid.address}\.latestRoundData\(\)"),
+        (
+            {"source": "pool", "address": n.gold.address, "pool": n.pair.address},
+            rf"{n.pair.address}\.base\(\) .*for a Uniswap V2 pair use source = 'univ2'",
+        ),
+        (
+            {"source": "vault", "address": n.fee_fund.address, "decimals": 18},
+            rf"vault {n.fee_fund.address}'s shares has 6 decimals, the config says 18",
+        ),
+        (
+            {"source": "univ2", "address": n.hybrid.address, "pair": n.pair.address},
+            rf"pair {n.pair.address} holds .* not the token {n.hybrid.address}",
+        ),
+        (
+            {"source": "vault", "address": n.trader},  # no contract there
+            rf"{n.trader}\.decimals\(\) returned no valid answer",
+        ),
+        (
+            {"source": "feed", "address": n.hybrid.address},  # not a feed: its latestRoundData does not exist
+            rf"{n.hybrid.address}\.latestRoundData\(\)",
+        ),
     ]
     for cfg, why in cases:
         with pytest.raises(DataError, match=why):
@@ -343,9 +448,10 @@ def test_bad_sources_name_the_contract_and_the_call(novel: Novel, url: str) -> N
 
 def write_config(path: Path, n: Novel, url: str, mode: str, upper: float, abis: dict[str, str]) -> Path:
     venue = venue_opts(n, url, venue_assets(n, abis))
-    if mode == "paper":
+    if mode == "paper":  # the fund's fee at fulfilment from its terms; fulfilled in two parts, an hour apart
         venue.update(paper=True, account=n.trader, key_env=None, paper_cash=1_000_000.0,
-                     paper_async_settlement_hours=1.0)  # fmt: skip
+                     paper_async_settlement_hours=2.0, paper_async_parts=2)  # fmt: skip
+        venue["assets"]["HYB"]["paper_fulfilment_fee_bps"] = HYBRID_FULFIL_BPS
     lines = [
         "[bot]", 'name = "novel"', f'mode = "{mode}"', f'ledger = "{path.parent / "ledger.sqlite"}"', 'quote = "USD"',
         "[clock]", 'kind = "simulated"', f"start = {_toml(NOW1)}", "speed = 0.0",
@@ -373,7 +479,8 @@ def engine(path: Path, clock: SimulatedClock) -> Engine:
 
 def run_book(tmp_path: Path, n: Novel, url: str, mode: str) -> dict[str, Any]:
     """Buy the three (upper 0.3), then sell them down (upper 0.001): FEE redeems at once with its exit fee,
-    HYB's redemption is a request the manager fulfils in two parts, XAU8 swaps back."""
+    HYB's redemption is a request the manager fulfils in two parts (paper: the venue's two parts), each
+    less its fee at fulfilment, the asset held until the whole request settles; XAU8 swaps back."""
     abis = n.write_abis(tmp_path / "abis")
     clock = SimulatedClock(NOW1, 0.0)
     buy_cfg = write_config(tmp_path / "buy.toml", n, url, mode, 0.3, abis)
@@ -393,26 +500,30 @@ def run_book(tmp_path: Path, n: Novel, url: str, mode: str) -> dict[str, Any]:
     assert set(sells) == {"FEE", "HYB", "XAU8"}
     assert sells["FEE"].status == "filled" and sells["XAU8"].status == "filled" and sells["HYB"].status == "open"
     hyb = sells["HYB"].client_id
+    fulfil: list[Any] = []  # the manager's fulfilment receipts (live): its fee at fulfilment is paid there
     if mode == "live":
         rid = int(e.ledger.get_async_request(hyb).request_id)  # type: ignore[union-attr,arg-type]
         assert rid == 2
         pending = n.hybrid.functions.pendingRedeemRequest(rid, n.trader).call()
-        send(n.w3, n.hybrid.functions.fulfillRedeem(rid, pending // 3), n.owner)
+        fulfil.append(send(n.w3, n.hybrid.functions.fulfillRedeem(rid, pending // 3), n.owner))
     t = next_hour(n, clock, t)
-    r = e.run_cycle(t)  # claims what was fulfilled; the rest stays in flight, the asset held fixed
+    r = e.run_cycle(t)  # claims what was fulfilled (paper: the first of two parts); the rest stays in flight
     assert r.status == "done", r.message
+    o = next(o for o in e.ledger.all_orders() if o.client_id == hyb)
+    assert o.status == "open" and 0 < o.filled_qty < sells["HYB"].qty
+    assert len([f for f in e.ledger.fills() if f.client_id == hyb]) == 1
+    assert [x.side for x in e.ledger.all_orders() if x.asset == "HYB"] == ["buy", "sell"]  # held: nothing new
     if mode == "live":
-        o = next(o for o in e.ledger.all_orders() if o.client_id == hyb)
-        assert o.status == "open" and 0 < o.filled_qty < sells["HYB"].qty
-        send(n.w3, n.hybrid.functions.fulfillRedeem(rid, n.hybrid.functions.pendingRedeemRequest(
-            rid, n.trader).call()), n.owner)  # fmt: skip
-        t = next_hour(n, clock, t)
-        r = e.run_cycle(t)
-        assert r.status == "done", r.message
+        fulfil.append(send(n.w3, n.hybrid.functions.fulfillRedeem(rid, n.hybrid.functions.pendingRedeemRequest(
+            rid, n.trader).call()), n.owner))  # fmt: skip
+    t = next_hour(n, clock, t)
+    r = e.run_cycle(t)
+    assert r.status == "done", r.message
     o = next(o for o in e.ledger.all_orders() if o.client_id == hyb)
     assert o.status == "filled" and o.filled_qty == pytest.approx(sells["HYB"].qty, rel=1e-9)
+    assert len([f for f in e.ledger.fills() if f.client_id == hyb]) == 2
     out = {"fills": e.ledger.fills(), "costs": e.ledger.cost_totals(), "txs": e.ledger.txs(), "hyb": hyb,
-           "orders": e.ledger.all_orders(), "config": tmp_path / "sell.toml"}  # fmt: skip
+           "fulfil": fulfil, "orders": e.ledger.all_orders(), "config": tmp_path / "sell.toml"}  # fmt: skip
     e.close()
     return out
 
@@ -427,18 +538,21 @@ def test_the_daemon_trades_funds_it_has_never_seen_from_a_config_file(
     got = run_book(tmp_path, n, url, mode)
     fills, costs = got["fills"], got["costs"]
     by = {(f.asset, f.side): [x for x in fills if (x.asset, x.side) == (f.asset, f.side)] for f in fills}
-    vault_fills = by[("FEE", "buy")] + by[("FEE", "sell")] + by[("HYB", "buy")]
+    claims = sorted(by[("HYB", "sell")], key=lambda f: f.time)  # the async redemption, claimed in two parts
+    assert len(claims) == 2
+    vault_fills = by[("FEE", "buy")] + by[("FEE", "sell")] + by[("HYB", "buy")] + claims
     assert all(f.product_fee is not None and f.product_fee > 0 for f in vault_fills)
     assert all(f.product_fee == pytest.approx(f.fee, abs=1e-12) for f in vault_fills)  # the funds' only fee
     assert all(f.product_fee is None for f in by[("XAU8", "buy")] + by[("XAU8", "sell")])  # a swap fee is not
-    assert all(f.fee == 0 for f in by[("HYB", "sell")])  # the async claims: priced at the fulfilment's NAV
     assert costs["product_fees"] == pytest.approx(sum(f.product_fee for f in vault_fills), abs=1e-9)
     if mode == "live":
         # the fees the ledger books are what the fee recipient received on chain, fill by fill
         received = (usd(n, n.recipient) - fees0) / USD6
         assert costs["product_fees"] == pytest.approx(received, abs=1e-6)
         assert received > 0
-        for f in vault_fills:
+        for f, receipt in zip(claims, got["fulfil"], strict=True):  # each claim's fee: its fulfilment's
+            assert f.product_fee == pytest.approx(fee_paid(n, receipt) / USD6, abs=1e-6)
+        for f in by[("FEE", "buy")] + by[("FEE", "sell")] + by[("HYB", "buy")]:
             tx = next(t for t in got["txs"] if f"tx:{t.tx_hash}" == f.fill_id)
             receipt = n.w3.eth.get_transaction_receipt(tx.tx_hash)
             paid = sum(int(lg["data"].hex(), 16) for lg in receipt["logs"] if lg["address"] == n.usd.address
@@ -472,6 +586,9 @@ def test_the_daemon_trades_funds_it_has_never_seen_from_a_config_file(
         for f in by[("FEE", "sell")]:
             gross = round((f.qty * f.price) * USD6)
             assert f.product_fee == pytest.approx(fee_on_total(gross, EXIT_BPS) / USD6, abs=1e-6)
+        for f in claims:  # two equal parts, each less the fund's fee at fulfilment, at the NAV of its hour
+            assert f.qty == pytest.approx(claims[0].qty, rel=1e-12) and f.fee == f.product_fee
+            assert f.product_fee == pytest.approx(f.qty * f.price * HYBRID_FULFIL_BPS / (1e4 + HYBRID_FULFIL_BPS))
     assert n.w3.eth.block_number > head0
     # `rwabot status` shows the funds' fees as a cost kind of their own
     assert 0 < costs["product_fees"] < costs["fees"]
@@ -503,7 +620,6 @@ def test_an_old_ledger_gains_the_product_fee_column(tmp_path: Path) -> None:
     assert "product_fee" in {r[1] for r in con.execute("PRAGMA table_info(fill)")}
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
-
 
 
 def test_abi_json_is_the_compiled_contracts_and_openzeppelins_errors() -> None:

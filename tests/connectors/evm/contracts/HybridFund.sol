@@ -38,6 +38,9 @@ interface IHybridRedeem {
 /// fulfils any part of a request at the NAV of that moment; a controller's claims are served from
 /// its requests in the order they were made. `previewRedeem`/`previewWithdraw` revert with
 /// `AsyncRedeemOnly()`; claims are by shares (`redeem`), `withdraw` reverts with `ClaimBySharesOnly()`.
+/// An exit fee is charged at fulfilment (`fulfilFeeBps`, OpenZeppelin's fee-on-total of the shares'
+/// value at that moment, paid to the fee recipient in the fulfilment's transaction): the stablecoin set
+/// aside for the claim is the rest, and the claim's Withdraw event shows no fee.
 contract HybridFund is ERC4626Fees, Ownable, IHybridOperator, IHybridRedeem {
     using Math for uint256;
 
@@ -49,6 +52,7 @@ contract HybridFund is ERC4626Fees, Ownable, IHybridOperator, IHybridRedeem {
     }
 
     uint256 public entryFeeBps;
+    uint256 public fulfilFeeBps;
     address public feeRecipient;
     uint256 public nextRequestId = 1;
     uint256 public totalReserved; // stablecoin set aside for fulfilled redemptions
@@ -97,6 +101,10 @@ contract HybridFund is ERC4626Fees, Ownable, IHybridOperator, IHybridRedeem {
         }
     }
 
+    function setFulfilmentFee(uint256 bps) external onlyOwner {
+        fulfilFeeBps = bps;
+    }
+
     function setOperator(address operator, bool approved) external returns (bool) {
         isOperator[msg.sender][operator] = approved;
         emit OperatorSet(msg.sender, operator, approved);
@@ -125,13 +133,15 @@ contract HybridFund is ERC4626Fees, Ownable, IHybridOperator, IHybridRedeem {
         return r.controller == controller ? r.claimableShares : 0;
     }
 
-    /// @notice The manager redeems `shares` of request `requestId` at today's NAV.
+    /// @notice The manager redeems `shares` of request `requestId` at today's NAV, less the fee at fulfilment.
     function fulfillRedeem(uint256 requestId, uint256 shares) external onlyOwner returns (uint256 assets) {
         Request storage r = requests[requestId];
         if (r.controller == address(0)) revert UnknownRequest(requestId);
         if (shares == 0) revert ZeroAmount();
         if (shares > r.pendingShares) revert ExceedsPending(requestId, shares, r.pendingShares);
-        assets = _convertToAssets(shares, Math.Rounding.Floor);
+        uint256 gross = _convertToAssets(shares, Math.Rounding.Floor);
+        uint256 fee = _feeOnTotal(gross, fulfilFeeBps);
+        assets = gross - fee;
         r.pendingShares -= shares;
         r.claimableShares += shares;
         r.claimableAssets += assets;
@@ -139,6 +149,7 @@ contract HybridFund is ERC4626Fees, Ownable, IHybridOperator, IHybridRedeem {
         _claimableAssets[r.controller] += assets;
         totalReserved += assets;
         _burn(address(this), shares);
+        if (fee > 0) SafeERC20.safeTransfer(IERC20(asset()), feeRecipient, fee);
     }
 
     function maxRedeem(address controller) public view override returns (uint256) {

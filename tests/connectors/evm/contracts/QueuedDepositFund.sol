@@ -37,7 +37,10 @@ interface IQueuedDeposit {
 
 /// @notice The mirror shape of ERC-7540: asynchronous subscriptions (queued, every request with its own
 /// id from 100 on, fulfilled in any parts at the NAV of the moment, claimed by assets) and synchronous
-/// ERC-4626 redemptions. ERC-165 declares async deposit and operators, not async redeem.
+/// ERC-4626 redemptions. ERC-165 declares async deposit and operators, not async redeem. An entry fee is
+/// charged at fulfilment (`fulfilFeeBps`, fee-on-total of the assets accepted, paid to `feeRecipient` in
+/// the fulfilment's transaction): the shares set aside for the claim are those of the rest, and the
+/// claim's Deposit event shows the whole amount accepted.
 contract QueuedDepositFund is ERC4626, Ownable, IQueuedOperator, IQueuedDeposit {
     using Math for uint256;
 
@@ -49,6 +52,8 @@ contract QueuedDepositFund is ERC4626, Ownable, IQueuedOperator, IQueuedDeposit 
     }
 
     uint256 public nextRequestId = 100;
+    uint256 public fulfilFeeBps;
+    address public feeRecipient;
     uint256 public totalPending; // stablecoin waiting: not the fund's yet
     mapping(uint256 => Request) public requests;
     mapping(address => uint256[]) private _requestsOf;
@@ -91,6 +96,11 @@ contract QueuedDepositFund is ERC4626, Ownable, IQueuedOperator, IQueuedDeposit 
         }
     }
 
+    function setFulfilmentFee(uint256 bps, address recipient) external onlyOwner {
+        fulfilFeeBps = bps;
+        feeRecipient = recipient;
+    }
+
     function setOperator(address operator, bool approved) external returns (bool) {
         isOperator[msg.sender][operator] = approved;
         emit OperatorSet(msg.sender, operator, approved);
@@ -118,13 +128,14 @@ contract QueuedDepositFund is ERC4626, Ownable, IQueuedOperator, IQueuedDeposit 
         return r.controller == controller ? r.claimableAssets : 0;
     }
 
-    /// @notice The manager accepts `assets` of request `requestId` at today's NAV.
+    /// @notice The manager accepts `assets` of request `requestId` at today's NAV, less the fee at fulfilment.
     function fulfillDeposit(uint256 requestId, uint256 assets) external onlyOwner returns (uint256 shares) {
         Request storage r = requests[requestId];
         if (r.controller == address(0)) revert UnknownRequest(requestId);
         if (assets == 0) revert ZeroAmount();
         if (assets > r.pendingAssets) revert ExceedsPending(requestId, assets, r.pendingAssets);
-        shares = _convertToShares(assets, Math.Rounding.Floor); // the NAV before these assets join
+        uint256 fee = assets.mulDiv(fulfilFeeBps, fulfilFeeBps + 1e4, Math.Rounding.Ceil);
+        shares = _convertToShares(assets - fee, Math.Rounding.Floor); // the NAV before these assets join
         r.pendingAssets -= assets;
         totalPending -= assets;
         r.claimableAssets += assets;
@@ -132,6 +143,7 @@ contract QueuedDepositFund is ERC4626, Ownable, IQueuedOperator, IQueuedDeposit 
         _claimableAssets[r.controller] += assets;
         _claimableShares[r.controller] += shares;
         _mint(address(this), shares);
+        if (fee > 0) SafeERC20.safeTransfer(IERC20(asset()), feeRecipient, fee);
     }
 
     function maxDeposit(address controller) public view override returns (uint256) {
