@@ -84,8 +84,11 @@ class ReturnModel(Protocol):
 class ForecastStream(Protocol):
     """A forecast kept current one return at a time (optional: ``Forecaster.stream(assets, window)``
     returns one, or None when the model cannot be updated in one step). The fast backtest uses it so an
-    hour costs an update, not a refit on the whole window; ``update`` must give what ``forecast`` gives
-    on the window slid by one return."""
+    hour costs an update, not a refit on the whole window. ``update`` gives what ``forecast`` gives on the
+    window slid by one return (``ewma``, ``ledoit_wolf``: exactly), or, for a recursive model, what its
+    recursion gives carried forward from its last refit: ``dcc`` filters on from its last fit where the
+    daemon re-runs the filter over each rolled window, a difference of order max(b, β)^window that closes
+    at every refit (docs/forecasting.md)."""
 
     def update(self, new_return: np.ndarray) -> Forecast: ...
 

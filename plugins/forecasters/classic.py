@@ -28,6 +28,18 @@
 
 Both volatility-model options ``deseasonalise`` (hour-of-day scale, ``plugins.forecasters.seasonal``)
 apply to ``dcc``: the scale is estimated on the fit window only.
+
+Streams (``stream(assets, window)``, ``bot.components.ForecastStream``: the fast backtest updates them
+by one return an hour instead of calling ``forecast`` on the rolled window):
+
+* ``LedoitWolfStream`` keeps the window's running moments (Σy, Σyyᵀ, Σ‖y‖²y, Σ‖y‖⁴), from which
+  sklearn's shrunk Σ and intensity follow exactly (``ledoit_wolf_from_moments``): O(N²) an hour, the
+  batch forecast to rounding, re-anchored on the window every 1000 updates;
+* ``DccStream`` keeps the recursions' state (h, Q) and steps it (``dcc_step``) with the current
+  parameters, refitting them on the window every ``refit_every_hours`` updates as ``forecast`` does
+  and then rebuilding the state over the window (``dcc_filter_state``). At a refit it is the batch
+  forecast; in between it continues the filter instead of restarting it at the rolled window's first
+  row, a difference of order max(b, β)^W (see ``DccStream``).
 """
 
 from __future__ import annotations
@@ -83,6 +95,112 @@ class LedoitWolfForecaster:
             mu=est.location_,
             diagnostics={"observations": r.shape[0], "shrinkage": float(est.shrinkage_)},
         )
+
+    def stream(self, assets: Sequence[str], returns: np.ndarray) -> LedoitWolfStream | None:
+        """The forecast of a sliding window of this length (the last ``window_hours`` of it), updated one
+        return at a time; None when the window is too short for ``forecast`` (which then says why)."""
+        if np.ndim(returns) == 2 and np.shape(returns)[0] < 2:
+            return None
+        return LedoitWolfStream(self, assets, returns)
+
+
+def ledoit_wolf_from_moments(
+    t: int, mean: np.ndarray, gram: np.ndarray, fourth: float, demean: bool
+) -> tuple[np.ndarray, float]:
+    """scikit-learn's ``ledoit_wolf`` (shrunk Σ, shrinkage) from the window's moments instead of its rows.
+
+    With X the window's rows (centred when ``demean``), S = XᵀX/T and the three sums sklearn takes over
+    the rows are, term by term, functions of S and of Σ_t ‖x_t‖⁴ (``fourth``):
+    β_ = Σ_ij (X²ᵀX²)_ij = Σ_t ‖x_t‖⁴, δ_ = ‖S‖²_F, tr S, so an update that keeps them costs O(N²).
+    ``gram`` is Σ y yᵀ and ``mean`` the mean of the rows y, which may be shifted by any constant when
+    ``demean`` (S does not depend on it); ``fourth`` is Σ_t ‖x_t‖⁴ of the rows sklearn uses (centred when
+    ``demean``).
+    """
+    n = gram.shape[0]
+    s = gram / t - np.outer(mean, mean) if demean else gram / t
+    if n == 1:  # sklearn: one feature, no shrinkage
+        return s.copy(), 0.0
+    tr = float(np.trace(s))
+    mu = tr / n
+    delta_ = float(np.sum(s * s))
+    beta = 1.0 / (n * t) * (fourth / t - delta_)
+    delta = (delta_ - 2.0 * mu * tr + n * mu**2) / n
+    beta = min(beta, delta)
+    shrinkage = 0.0 if beta == 0 or delta <= 0 else beta / delta  # δ = 0: S = μI, nothing to shrink
+    shrunk = (1.0 - shrinkage) * s
+    shrunk.flat[:: n + 1] += shrinkage * mu
+    return shrunk, float(shrinkage)
+
+
+class LedoitWolfStream:
+    """The ``ledoit_wolf`` forecast of a sliding window of fixed length W, updated by one return at a time.
+
+    It keeps the window's running sums of y = x − c (c: the window mean at the last re-anchoring, 0
+    without ``demean``, so the sums stay well conditioned when the mean is not small): Σy, Σyyᵀ,
+    Σ‖y‖²y and Σ‖y‖⁴. The centred fourth moment sklearn's shrinkage intensity needs expands in them,
+    with m = Σy/W:  Σ‖y − m‖⁴ = Σ‖y‖⁴ − 4 mᵀΣ‖y‖²y + 4 mᵀ(Σyyᵀ)m + 2‖m‖² tr Σyyᵀ − 3W‖m‖⁴,
+    so an hour costs O(N²) instead of the O(W N²) refit and gives ``LedoitWolfForecaster.forecast``'s
+    Σ on the same window to rounding (~1e-13; the sums are recomputed from the window every
+    ``REANCHOR`` updates so that rounding cannot accumulate). The fast backtest uses it.
+    """
+
+    REANCHOR = 1000
+
+    def __init__(self, owner: LedoitWolfForecaster, assets: Sequence[str], returns: np.ndarray) -> None:
+        self.owner = owner
+        self.assets = tuple(assets)
+        r = _check_returns(self.assets, returns, owner.name, 2)
+        if owner.cfg.window_hours:
+            r = r[-owner.cfg.window_hours :]
+        self.window = np.array(r, dtype=float, copy=True)  # a ring buffer: row ``head`` is the oldest
+        self.head = 0
+        self._anchor()
+
+    def _anchor(self) -> None:
+        y = self.window
+        self.shift = y.mean(axis=0) if self.owner.cfg.demean else np.zeros(y.shape[1])
+        y = y - self.shift
+        sq = np.einsum("ti,ti->t", y, y)
+        self.s1 = y.sum(axis=0)
+        self.s2 = y.T @ y
+        self.s3 = sq @ y
+        self.s4 = float(sq @ sq)
+        self.updates = 0
+
+    def update(self, new_return: np.ndarray) -> Forecast:
+        r = np.asarray(new_return, dtype=float)
+        if r.shape != (len(self.assets),) or not np.isfinite(r).all():
+            bad = [a for a, ok in zip(self.assets, np.isfinite(r)) if not ok] if r.shape == (len(self.assets),) else []
+            raise ForecastError(f"{self.owner.name}: new return has shape {r.shape} or NaN/inf for {bad}")
+        yo = self.window[self.head] - self.shift
+        self.window[self.head] = r
+        self.head = (self.head + 1) % self.window.shape[0]
+        self.updates += 1
+        if self.updates >= self.REANCHOR:
+            self._anchor()
+        else:
+            yn = r - self.shift
+            qn, qo = float(yn @ yn), float(yo @ yo)
+            self.s1 += yn - yo
+            self.s2 += np.outer(yn, yn) - np.outer(yo, yo)
+            self.s3 += qn * yn - qo * yo
+            self.s4 += qn * qn - qo * qo
+        return self.forecast()
+
+    def forecast(self) -> Forecast:
+        t = self.window.shape[0]
+        m = self.s1 / t
+        if self.owner.cfg.demean:
+            mm = float(m @ m)
+            fourth = self.s4 - 4.0 * float(m @ self.s3) + 4.0 * float(m @ self.s2 @ m)
+            fourth += 2.0 * mm * float(np.trace(self.s2)) - 3.0 * t * mm * mm
+            loc = self.shift + m
+        else:
+            fourth = self.s4
+            loc = np.zeros(len(self.assets))
+        cov, shrinkage = ledoit_wolf_from_moments(t, m, self.s2, fourth, self.owner.cfg.demean)
+        return Forecast.from_cov(self.assets, cov, self.owner.name, mu=loc, diagnostics={
+            "observations": t, "shrinkage": shrinkage, "incremental": True})  # fmt: skip
 
 
 # -- GARCH(1,1) margins --------------------------------------------------------------------------------
@@ -232,18 +350,45 @@ def fit_dcc(returns: np.ndarray) -> DccParams:
     return DccParams(g, a, b, qbar, nll, returns.shape[0])
 
 
-def dcc_forecast_cov(returns: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.ndarray]:
-    """One-step Σ_{T+1} and R_{T+1} after filtering ``returns`` with fitted parameters."""
+def dcc_filter_state(returns: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.ndarray]:
+    """(h_{T+1}, Q_{T+1}): the GARCH variances and the DCC Q for the row after ``returns``, filtered over
+    them from the fit's starting values (h_0 = the backcast, Q_0 = Q̄) with fixed parameters."""
     h = garch_filter(returns, p.garch)
     z = returns / np.sqrt(h[:-1])
-    q = dcc_q_tail(z, p.a, p.b, p.qbar, 0)[0]
+    return h[-1].copy(), dcc_q_tail(z, p.a, p.b, p.qbar, 0)[0]
+
+
+def dcc_step(p: DccParams, h: np.ndarray, q: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One step of both recursions: the state for row t+1 from the state for row t and its return e_t.
+
+    z_t = e_t/√h_t,  Q_{t+1} = (1 − a − b) Q̄ + a z_t z_tᵀ + b Q_t,  h_{t+1} = ω + α e_t² + β h_t.
+    Stepping ``dcc_filter_state``'s state through more rows gives ``dcc_filter_state`` of the longer
+    array (to rounding): the filters are the same recursion, one vectorised over the rows.
+    """
+    z = e / np.sqrt(h)
+    q = (1.0 - p.a - p.b) * p.qbar + p.a * np.outer(z, z) + p.b * q
+    g = p.garch
+    h = np.maximum(g.omega + g.alpha * e * e + g.beta * h, 1e-300)
+    return h, q
+
+
+def dcc_state_cov(h: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Σ = D R D and R = diag(Q)^−½ Q diag(Q)^−½ from a state (D = diag(√h))."""
     r = q_to_r(q)
-    sd = np.sqrt(h[-1])
+    sd = np.sqrt(h)
     return r * np.outer(sd, sd), r
 
 
+def dcc_forecast_cov(returns: np.ndarray, p: DccParams) -> tuple[np.ndarray, np.ndarray]:
+    """One-step Σ_{T+1} and R_{T+1} after filtering ``returns`` with fitted parameters (the batch
+    recursion with the parameters held fixed: ``DccForecaster.predict`` and ``DccStream`` give this)."""
+    return dcc_state_cov(*dcc_filter_state(returns, p))
+
+
 class DccConfig(ComponentConfig):
-    refit_every_hours: int = Field(default=168, ge=1, description="refit the parameters every N forecasts")
+    refit_every_hours: int = Field(
+        default=168, ge=1, description="refit the parameters every N forecasts (or stream updates)"
+    )
     window_hours: int | None = Field(default=None, ge=50, description="use only the last N returns")
     min_observations: int = Field(default=200, ge=50)
     deseasonalise: bool = Field(default=False, description="divide returns by an hour-of-day scale (fit window)")
@@ -273,19 +418,36 @@ class DccForecaster:
         r = _check_returns(assets, returns, self.name, self.cfg.min_observations)
         return r[-self.cfg.window_hours :] if self.cfg.window_hours else r
 
-    def fit(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> DccParams:
-        r = self._prepare(assets, returns)
+    def _fit_params(self, r: np.ndarray, hour: int | None, season: Deseasonaliser) -> DccParams:
+        """Parameters fitted on the (prepared) window ``r``; with ``deseasonalise`` the hour-of-day scale
+        is fitted into ``season`` first (``hour``: the close hour of the window's last row)."""
         scale = None
         if self.cfg.deseasonalise:
-            hour = self._hour(last_hour)
-            self._season.fit(r, hour)
-            r = self._season.transform(r, hour)
-            scale = self._season.scale
+            assert hour is not None
+            season.fit(r, hour)
+            r = season.transform(r, hour)
+            scale = season.scale
         try:
             p = fit_dcc(r)
         except (np.linalg.LinAlgError, ValueError) as exc:
             raise ForecastError(f"dcc: fit failed: {exc}") from exc
-        self.params = DccParams(p.garch, p.a, p.b, p.qbar, p.neg_loglik, p.observations, scale)
+        return DccParams(p.garch, p.a, p.b, p.qbar, p.neg_loglik, p.observations, scale)
+
+    def _diagnostics(self, p: DccParams, since_fit: int, deseasonalised: bool) -> dict[str, Any]:
+        return {
+            "a": p.a,
+            "b": p.b,
+            "neg_loglik": p.neg_loglik,
+            "fit_observations": p.observations,
+            "hours_since_fit": since_fit,
+            "garch_persistence": (p.garch.alpha + p.garch.beta).tolist(),
+            "deseasonalised": deseasonalised,
+        }
+
+    def fit(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> DccParams:
+        r = self._prepare(assets, returns)
+        hour = self._hour(last_hour) if self.cfg.deseasonalise else None
+        self.params = self._fit_params(r, hour, self._season)
         self._assets = tuple(assets)
         self._since_fit = 0
         return self.params
@@ -303,15 +465,7 @@ class DccForecaster:
         cov, corr = self._filtered(r, p)
         if nxt is not None:
             cov = cov * np.outer(nxt, nxt)
-        diag: dict[str, Any] = {
-            "a": p.a,
-            "b": p.b,
-            "neg_loglik": p.neg_loglik,
-            "fit_observations": p.observations,
-            "hours_since_fit": self._since_fit,
-            "garch_persistence": (p.garch.alpha + p.garch.beta).tolist(),
-            "deseasonalised": nxt is not None,
-        }
+        diag = self._diagnostics(p, self._since_fit, nxt is not None)
         self._since_fit += 1  # counted here, not in forecast(): the walk-forward calls fit/predict directly
         return Forecast.from_cov(assets, cov, self.name, diagnostics=diag)
 
@@ -326,20 +480,12 @@ class DccForecaster:
         c = self._cache
         if c is not None and c[0] is p and r.shape[0] >= c[1].shape[0] and np.array_equal(r[: c[1].shape[0]], c[1]):
             _, old, h, q = c
-            g = p.garch
             for e in r[old.shape[0] :]:
-                z = e / np.sqrt(h)
-                q = (1.0 - p.a - p.b) * p.qbar + p.a * np.outer(z, z) + p.b * q
-                h = g.omega + g.alpha * e * e + g.beta * h
+                h, q = dcc_step(p, h, q, e)
         else:
-            hs = garch_filter(r, p.garch)
-            z = r / np.sqrt(hs[:-1])
-            q = dcc_q_tail(z, p.a, p.b, p.qbar, 0)[0]
-            h = hs[-1]
+            h, q = dcc_filter_state(r, p)
         self._cache = (p, r.copy(), h, q)
-        rr = q_to_r(q)
-        sd = np.sqrt(h)
-        return rr * np.outer(sd, sd), rr
+        return dcc_state_cov(h, q)
 
     def forecast(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> Forecast:
         """Refit when there are no parameters, the assets changed or ``refit_every_hours`` forecasts passed."""
@@ -348,6 +494,87 @@ class DccForecaster:
             self.fit(assets, returns, last_hour=last_hour)
             log.info("dcc: refitted in %.2f s (a=%.4f, b=%.4f)", time.perf_counter() - t0, self.params.a, self.params.b)  # type: ignore[union-attr]
         return self.predict(assets, returns, last_hour=last_hour)
+
+    def stream(self, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None) -> DccStream | None:
+        """A forecast kept current one return at a time on a sliding window of this length (its last
+        ``window_hours``): the parameters are fitted now and refitted every ``refit_every_hours`` updates,
+        as ``forecast`` refits them; None when the window is shorter than ``min_observations`` (``forecast``
+        then says why). With ``deseasonalise`` the close hour of the last row is ``last_hour`` (then one
+        hour later per update) or, without it, the clock's at each update, as ``forecast`` reads it."""
+        if np.ndim(returns) == 2 and np.shape(returns)[0] < self.cfg.min_observations:
+            return None
+        return DccStream(self, assets, returns, last_hour=last_hour)
+
+
+class DccStream:
+    """The ``dcc`` forecast of a sliding window, kept by its recursions instead of refiltering the window.
+
+    State: the fitted parameters, each asset's next GARCH variance h, DCC's next Q (Q̄ is a parameter)
+    and the window's rows (a ring buffer, for the refits). An update with the parameters unchanged is
+    one ``dcc_step``, O(N²) (the batch ``predict`` refilters the whole rolled window, O(W N²)); every
+    ``refit_every_hours`` updates the parameters are refitted on the current window with the batch's
+    ``fit`` and the state is rebuilt over the window with them (``dcc_filter_state``), exactly as
+    ``DccForecaster.forecast`` does on the same schedule (fit at the first forecast, refit at the
+    ``refit_every_hours``-th after it).
+
+    Exactness: at a refit the forecast *is* the batch one (same fit, same filter). Between refits it
+    is the batch recursion with the parameters fixed run over every row since the refit's window began
+    (``dcc_forecast_cov(rows, params)``, to ~1e-12), i.e. the filter is continued rather than restarted
+    at the rolled window's first row from h_0 = backcast and Q_0 = Q̄ as the batch ``predict`` restarts
+    it. The two differ by the start's weight in the window's last state, of order max(b, β_i)^W
+    (W = 720, b = 0.95: 1e-16; b = 0.98: 5e-7; b = 0.99: 7e-4, relative), and the gap closes at
+    every refit.
+    """
+
+    def __init__(
+        self, owner: DccForecaster, assets: Sequence[str], returns: np.ndarray, *, last_hour: int | None = None
+    ) -> None:
+        self.owner = owner
+        self.assets = tuple(assets)
+        r = owner._prepare(self.assets, returns)
+        self.window = np.array(r, dtype=float, copy=True)  # a ring buffer: row ``head`` is the oldest
+        self.head = 0
+        self._hour_given = last_hour is not None
+        self.hour = owner._hour(last_hour) if owner.cfg.deseasonalise else None
+        self.season = Deseasonaliser()
+        self._refit()
+
+    def _refit(self) -> None:
+        r = np.roll(self.window, -self.head, axis=0)
+        self.params = self.owner._fit_params(r, self.hour, self.season)
+        if self.params.seasonal_scale is not None:
+            r = self.season.transform(r, self.hour)  # type: ignore[arg-type]
+        self.h, self.q = dcc_filter_state(r, self.params)
+        self.since_fit = 0
+
+    def update(self, new_return: np.ndarray) -> Forecast:
+        e = np.asarray(new_return, dtype=float)
+        if e.shape != (len(self.assets),) or not np.isfinite(e).all():
+            bad = [a for a, ok in zip(self.assets, np.isfinite(e)) if not ok] if e.shape == (len(self.assets),) else []
+            raise ForecastError(f"{self.owner.name}: new return has shape {e.shape} or NaN/inf for {bad}")
+        self.window[self.head] = e
+        self.head = (self.head + 1) % self.window.shape[0]
+        if self.hour is not None:
+            self.hour = (self.hour + 1) % 24 if self._hour_given else self.owner._hour(None)
+        self.since_fit += 1
+        if self.since_fit >= self.owner.cfg.refit_every_hours:
+            self._refit()
+        else:
+            if self.params.seasonal_scale is not None:
+                e = e / self.params.seasonal_scale[self.hour]
+            self.h, self.q = dcc_step(self.params, self.h, self.q, e)
+        return self.forecast()
+
+    def forecast(self) -> Forecast:
+        p = self.params
+        cov, _ = dcc_state_cov(self.h, self.q)
+        seasonal = p.seasonal_scale is not None
+        if seasonal:
+            nxt = p.seasonal_scale[(self.hour + 1) % 24]  # type: ignore[index, operator]
+            cov = cov * np.outer(nxt, nxt)
+        diag = self.owner._diagnostics(p, self.since_fit, seasonal)
+        diag["incremental"] = True
+        return Forecast.from_cov(self.assets, cov, self.owner.name, diagnostics=diag)
 
 
 @hookimpl
