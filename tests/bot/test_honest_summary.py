@@ -105,3 +105,32 @@ def test_two_backtests_in_the_same_second_keep_two_ledgers(tmp_path: Path) -> No
     args = ["backtest", "--config", str(cfg), "--hours", "3", "--fast", "--json"]
     outs = [json.loads(CliRunner().invoke(app, args).stdout.strip().splitlines()[-1]) for _ in range(2)]
     assert outs[0]["ledger"] != outs[1]["ledger"] and outs[0]["cycles"] == outs[1]["cycles"] == 4
+
+
+def test_the_summary_shows_the_fees_funds_and_issuers_charged(tmp_path: Path) -> None:
+    """What an evm venue books as ``fill.product_fee`` (an ERC-4626 entry fee, a fee at an ERC-7540
+    fulfilment; tests/connectors/evm/test_novel_funds.py measures them on chain) is a cost kind of the
+    backtest summary, read from the ledger like status reads it."""
+    from sqlmodel import select
+
+    from bot.backtest import summarize
+    from bot.ledger import FillRow, Ledger
+
+    cfg = tmp_path / "offline.toml"
+    cfg.write_text(offline_config_text(tmp_path / "live.sqlite", speed=0.0))
+    res = CliRunner().invoke(app, ["backtest", "--config", str(cfg), "--hours", "6", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["product_fees"] == 0.0  # paper venues charge none
+    led = Ledger(out["ledger"])
+    with led.session() as s:
+        rows = [f for f in s.exec(select(FillRow)) if f.asset == "USTB"]
+        assert rows
+        for f in rows:  # as if USTB were a fee-charging fund: 10 bp of each fill's notional, inside its fee
+            f.product_fee = min(f.fee, 0.001 * f.qty * f.price)
+            s.add(f)
+        s.commit()
+        want = sum(f.product_fee for f in rows)
+    s2 = summarize(led)
+    assert want > 0 and s2.product_fees == pytest.approx(want) and s2.product_fees < s2.fees
+    led.close()

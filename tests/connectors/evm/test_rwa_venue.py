@@ -198,8 +198,12 @@ def test_a_rebasing_token_with_few_decimals(tmp_path: Path, world: World, anvil:
     buy = v.place_order(order("USDM", "buy", 1000.0, 1.0))
     assert buy.filled_qty == 1000.0
     rebase(world, token, 1.01)  # a month of yield
-    held = v.balances().positions["USDM"]
+    bal = v.balances()
+    held = bal.positions["USDM"]
     assert held == pytest.approx(1010.0, abs=step)  # the balance is read, never derived from fills
+    # ... as of the head block it was read at: what the staleness gate judges a balance's age by
+    head = world.w3.eth.get_block("latest")["timestamp"]
+    assert bal.time is not None and bal.time.timestamp() == head
     sell = v.place_order(order("USDM", "sell", held, 1.0, 1))
     assert sell.filled_qty == pytest.approx(held)
     assert v.balances().positions.get("USDM", 0.0) <= step
