@@ -229,7 +229,12 @@ def run(
 
                 alerts = engine.alerts
                 ops = OpsServer(cfg.bot.ledger, cfg, engine.clock.now, alerts.snapshot if alerts else None)
-                ops.start()
+                try:
+                    ops.start()
+                except OSError as exc:  # the port is taken, or the host is not this machine's
+                    engine.close()
+                    raise RwabotError(f"ops endpoint: cannot listen on {cfg.ops.host}:{cfg.ops.port}: "
+                                      f"{exc.strerror or exc}") from None  # fmt: skip
                 console.print(f"ops endpoint: {ops.url}/metrics, {ops.url}/healthz, {ops.url}/status",
                               highlight=False)  # fmt: skip
             try:

@@ -217,3 +217,16 @@ def test_live_needs_the_flag_and_the_flag_needs_live(tmp_path: Path) -> None:
     live.write_text(text.replace('plugin = "paper"', 'plugin = "ccxt"'))
     res = runner.invoke(app, ["run", "--once", "--config", str(live)])
     assert res.exit_code == 2 and "pass --live as well" in " ".join(res.output.split()), res.output
+
+
+def test_a_taken_ops_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "ops.toml"
+        cfg.write_text(offline_config_text(tmp_path / "o.sqlite", speed=0.0) + f"\n[ops]\nport = {port}\n")
+        res = CliRunner().invoke(app, ["run", "--config", str(cfg), "--hours", "1"])
+    assert res.exit_code == 2 and f"cannot listen on 127.0.0.1:{port}" in " ".join(res.output.split())
