@@ -2,10 +2,12 @@
 
 The job (issue 17): 20 assets, hourly bars, an EWMA covariance (half-life 72 h) and a long-only equal-risk
 (ERC) target with caps, rebalanced every hour (the ``full`` policy), orders planned, filled by the paper
-fill model and booked. rwabot runs it three ways: the daemon path (the Engine under the scheduler,
-``rwabot backtest``) on a short prefix, the fast path (``rwabot backtest --fast``: the same stages on
-arrays, every row written to SQLite in batches) and the research mode (``--research``: no rows, the
-summary only). The peers, in the same process on the same close prices:
+fill model and booked. rwabot runs it: the daemon path (the Engine under the scheduler, ``rwabot
+backtest``) on a short prefix; the fast path (``rwabot backtest --fast``: every row written to SQLite in
+batches) and the research mode (``--research``: no rows, the summary only), each two ways: the compiled
+loop (bot/fast_kernel.py, what both use for this configuration) and the Python stages (bot/fast.py's
+``step()``, ``compiled=False``: what any configuration the loop declines runs). The peers, in the same
+process on the same close prices:
 
 * bt 1.x: ``RunAlways → SelectAll → WeighERC(lookback 720 h) → Rebalance`` (bt's own covariance and ERC);
 * vectorbt: ``Portfolio.from_order_func`` with Python callbacks (``use_numba=False``) that keep the same
@@ -13,8 +15,10 @@ summary only). The peers, in the same process on the same close prices:
   frameworks' per-step overhead, not of two ERC solvers).
 
 The peers are slow, so by default they run on a prefix (``--peer-hours``) and are compared per cycle;
-``--peer-hours 0`` runs them on the whole horizon. Printed: ms/cycle, ratios, ERC dev at every step of the
-fast path (max over the run), the fast path's profile by stage, and peak RSS at cycles 1,000 and 10,000.
+``--peer-hours 0`` runs them on the whole horizon. Printed: the machine and its load, ms/cycle and ratios,
+the compiled research run split into setup / loop / summary, the RC dispersion of the ERC solution at every
+step of the compiled loop (max over the run), the Python path's profile by stage and the compiled fast
+path's (loop, row building, SQLite), and the RSS of the Python --fast run at cycles 1,000 and 10,000.
 
     python bench/backtest.py                      # 20 assets × 43,800 h
     python bench/backtest.py --hours 4380 --peer-hours 720
@@ -59,9 +63,15 @@ def config(n: int, ledger: str, cap: float):
     data = {
         "bot": {"name": "bench", "mode": "paper", "ledger": ledger, "quote": "USD"},
         "clock": {"kind": "simulated", "start": DATA_START + timedelta(hours=HIST + 24), "speed": 0.0},
-        "risk": {"history_hours": HIST, "participation": 0.10, "liquidity_lookback_hours": 168,
-                 "liquidity_horizon_hours": 24, "cash_buffer": 0.01, "min_trade_weight": 0.0005,
-                 "vol_threshold_annual": 5.0},  # fmt: skip
+        "risk": {
+            "history_hours": HIST,
+            "participation": 0.10,
+            "liquidity_lookback_hours": 168,
+            "liquidity_horizon_hours": 24,
+            "cash_buffer": 0.01,
+            "min_trade_weight": 0.0005,
+            "vol_threshold_annual": 5.0,
+        },  # fmt: skip
         "forecaster": {"plugin": "ewma", "options": {"half_life_hours": 72.0}},
         "optimizer": {"plugin": "erc"},
         "policy": {"plugin": "full"},
@@ -159,6 +169,16 @@ def run_vbt(close, hours: int) -> float:
     return time.perf_counter() - t
 
 
+def _stage_time(st: pstats.Stats, funcs: tuple[str, ...], file_part: str = "", caller: str = "") -> float:
+    """Cumulative seconds of the functions named ``funcs`` (in files containing ``file_part``); with ``caller``,
+    only the time spent in them when called from a function of that name."""
+    total = 0.0
+    for k, v in st.stats.items():  # type: ignore[attr-defined]
+        if k[2] in funcs and file_part in k[0]:
+            total += sum(c[3] for ck, c in v[4].items() if ck[2] == caller) if caller else v[3]
+    return total
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--assets", type=int, default=20)
@@ -167,35 +187,65 @@ def main() -> None:
     ap.add_argument("--daemon-hours", type=int, default=200, help="hours of the daemon path (0: skip)")
     ap.add_argument("--cap", type=float, default=0.15)
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-python", action="store_true", help="skip the Python-stage runs of --research and --fast")
     a = ap.parse_args()
     from bot.backtest import run_backtest
-    from bot.fast import run_fast_backtest
+    from bot.fast import FastBacktest, run_fast_backtest
+    from bot.fast_kernel import D_TARGET, ERC_DEV
 
+    load = os.getloadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"python {platform.python_version()}, {platform.system()} {platform.release()}")  # fmt: skip
+          f"python {platform.python_version()}, {platform.system()} {platform.release()}; load average "
+          f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) at the start")  # fmt: skip
     print(f"job: {a.assets} assets × {a.hours:,} hourly cycles, EWMA(72 h) + ERC (caps {a.cap:.0%}), full rebalance")
     tmp = Path(tempfile.mkdtemp(prefix="rwabot-bench-"))
     cfg = config(a.assets, str(tmp / "warm.sqlite"), a.cap)
-    run_fast_backtest(cfg, 48, research=True)  # compile the ERC kernel, import everything
+    run_fast_backtest(cfg, 48, research=True)  # compile (or load) the kernels, import everything
+    run_fast_backtest(cfg, 48, research=True, compiled=False)
     results: dict[str, float] = {}
 
-    # research mode
+    # research mode, compiled loop (bot/fast_kernel.py): setup, the loop, the summary
     cfg = config(a.assets, str(tmp / "research.sqlite"), a.cap)
     t = time.perf_counter()
-    s_res = run_fast_backtest(cfg, a.hours, research=True)
+    run = FastBacktest(cfg, a.hours, research=True)
+    t_setup = time.perf_counter()
+    why = run.run_compiled()
+    t_loop = time.perf_counter()
+    if why is not None:
+        raise SystemExit(f"the compiled loop declined: {why}")
+    s_res = run.summary()
     results["research"] = time.perf_counter() - t
+    split = (t_setup - t, t_loop - t_setup, time.perf_counter() - t_loop)
+    out = run.compiled.out
+    dev_rc, dev_erc = out[:, D_TARGET], out[:, ERC_DEV]
 
-    # fast path with the ledger, memory sampled along the way
-    cfg = config(a.assets, str(tmp / "fast.sqlite"), a.cap)
+    # research mode, the Python stages
+    if not a.no_python:
+        cfg = config(a.assets, str(tmp / "research-py.sqlite"), a.cap)
+        t = time.perf_counter()
+        s_res_py = run_fast_backtest(cfg, a.hours, research=True, compiled=False)
+        results["research_py"] = time.perf_counter() - t
+
+    # fast path with the ledger, the Python stages; memory sampled along the way
     mem: dict[int, float] = {}
+    if not a.no_python:
+        cfg = config(a.assets, str(tmp / "fast-py.sqlite"), a.cap)
 
-    def on_cycle(k: int) -> None:
-        if k + 1 in (1_000, 10_000):
-            mem[k + 1] = current_rss_mb()
+        def on_cycle(k: int) -> None:
+            if k + 1 in (1_000, 10_000):
+                mem[k + 1] = current_rss_mb()
 
+        t = time.perf_counter()
+        s_fast_py = run_fast_backtest(cfg, a.hours, on_cycle=on_cycle, compiled=False)
+        results["fast_py"] = time.perf_counter() - t
+
+    # fast path with the ledger, compiled loop
+    cfg = config(a.assets, str(tmp / "fast.sqlite"), a.cap)
+    rss_before = current_rss_mb()
     t = time.perf_counter()
-    s_fast = run_fast_backtest(cfg, a.hours, on_cycle=on_cycle)
+    s_fast = run_fast_backtest(cfg, a.hours, compiled=True)
     results["fast"] = time.perf_counter() - t
+    rss_compiled = current_rss_mb()
     from bot.ledger import Ledger
 
     led = Ledger(cfg.bot.ledger)
@@ -221,38 +271,71 @@ def main() -> None:
         print(f"vectorbt failed: {type(exc).__name__}: {exc}")
 
     per = {k: v / a.hours * 1e3 for k, v in results.items()}
-    print(f"\n{'path':<34}{'whole run (s)':>14}{'ms/cycle':>10}{'bt / this':>11}{'vbt / this':>11}")
-    label = {"research": "rwabot --research (no rows)", "fast": "rwabot --fast (ledger, batched)",
+    print(f"\n{'path':<44}{'whole run (s)':>14}{'ms/cycle':>10}{'bt / this':>11}{'vbt / this':>11}")
+    label = {"research": "rwabot --research, compiled loop", "research_py": "rwabot --research, Python stages",
+             "fast": "rwabot --fast (ledger), compiled loop", "fast_py": "rwabot --fast (ledger), Python stages",
              "daemon": f"rwabot daemon path (from {a.daemon_hours} h)", "bt": f"bt WeighERC (from {ph:,} h)",
              "vectorbt": f"vectorbt from_order_func (from {ph:,} h)"}  # fmt: skip
-    for k in ("research", "fast", "daemon", "bt", "vectorbt"):
+    for k in ("research", "research_py", "fast", "fast_py", "daemon", "bt", "vectorbt"):
         if k in results:
             rb = results.get("bt", float("nan")) / results[k]
             rv = results.get("vectorbt", float("nan")) / results[k]
-            print(f"{label[k]:<34}{results[k]:>14.2f}{per[k]:>10.3f}{rb:>11.1f}{rv:>11.1f}")
-    print(f"\nfast path: {nrows:,} cycles booked; ERC dev (RC dispersion of the optimizer's weights on free assets) "
-          f"max {max(devs):.2e}, median {np.median(devs):.2e}")  # fmt: skip
-    print(f"research vs fast summary: end NAV {s_res.end_nav:,.2f} vs {s_fast.end_nav:,.2f}; "
-          f"Sharpe {s_res.sharpe:.3f} vs {s_fast.sharpe:.3f}; traded {s_res.traded:,.0f} vs {s_fast.traded:,.0f}")
+            print(f"{label[k]:<44}{results[k]:>14.2f}{per[k]:>10.3f}{rb:>11.1f}{rv:>11.1f}")
+    print(f"\ncompiled research run: setup (bars, arrays) {split[0]:.2f} s, loop {split[1]:.2f} s "
+          f"({split[1] / a.hours * 1e6:.1f} µs/cycle), summary {split[2]:.2f} s")  # fmt: skip
+    print(f"ERC at every step of the compiled loop ({np.isfinite(dev_rc).sum():,} solves): RC dispersion on the free "
+          f"assets max {np.nanmax(dev_rc):.2e}, median {np.nanmedian(dev_rc):.2e}; erc's own dev max "
+          f"{np.nanmax(dev_erc):.2e}")  # fmt: skip
+    print(f"fast path (compiled): {nrows:,} cycles booked; ERC dev (RC dispersion of the optimizer's weights on free "
+          f"assets) max {max(devs):.2e}, median {np.median(devs):.2e}; RSS {rss_before:.1f} MB before it, "
+          f"{rss_compiled:.1f} MB after")  # fmt: skip
+    print(
+        f"research vs fast summary: end NAV {s_res.end_nav:,.2f} vs {s_fast.end_nav:,.2f}; "
+        f"Sharpe {s_res.sharpe:.3f} vs {s_fast.sharpe:.3f}; traded {s_res.traded:,.0f} vs {s_fast.traded:,.0f}"
+    )
+    if not a.no_python:
+        same = repr(s_res) == repr(s_res_py) and repr(s_fast) == repr(s_fast_py)
+        print(f"compiled vs Python stages: end NAV {s_res.end_nav:,.6f} vs {s_res_py.end_nav:,.6f} "
+              f"({'identical summaries' if same else 'summaries differ'})")  # fmt: skip
     if mem:
         m1, m2 = mem.get(1_000, float("nan")), mem.get(10_000, float("nan"))
-        print(f"RSS at cycle 1,000: {m1:.1f} MB; at 10,000: {m2:.1f} MB ({(m2 / m1 - 1):+.1%}); peak {rss_mb():.1f} MB")
+        print(f"RSS of the Python --fast run at cycle 1,000: {m1:.1f} MB; at 10,000: {m2:.1f} MB "
+              f"({(m2 / m1 - 1):+.1%}); peak {rss_mb():.1f} MB")  # fmt: skip
     if not a.no_profile:
+        hours = min(a.hours, 4_380)
         cfg = config(a.assets, str(tmp / "prof.sqlite"), a.cap)
         pr = cProfile.Profile()
-        hours = min(a.hours, 4_380)
         pr.enable()
-        run_fast_backtest(cfg, hours, research=True)
+        run_fast_backtest(cfg, hours, research=True, compiled=False)
         pr.disable()
         st = pstats.Stats(pr)
         stages = {"forecast (EwmaStream.update + validate)": ("update", "validate"),
                   "bounds_stage": ("bounds_stage",), "target_stage (erc)": ("target_stage",),
                   "decide_stage": ("decide_stage",), "plan_orders": ("plan_orders",),
                   "held_dispersion (book)": ("held_dispersion",)}  # fmt: skip
-        total = max(v[3] for k, v in st.stats.items() if k[2] == "run_fast_backtest")  # type: ignore[attr-defined]
-        print(f"\nprofile of --research on {hours:,} h (cProfile, {total:.2f} s):")
+        total = _stage_time(st, ("run_fast_backtest",))
+        print(f"\nprofile of --research, Python stages, on {hours:,} h (cProfile, {total:.2f} s):")
         for name, funcs in stages.items():
-            cum = sum(v[3] for k, v in st.stats.items() if k[2] in funcs)  # type: ignore[attr-defined]
+            cum = _stage_time(st, funcs)
+            print(f"  {name:<42}{cum:>7.2f} s  {cum / total:>6.1%}")
+        cfg = config(a.assets, str(tmp / "prof-fast.sqlite"), a.cap)
+        pr = cProfile.Profile()
+        pr.enable()
+        run_fast_backtest(cfg, hours, compiled=True)
+        pr.disable()
+        st = pstats.Stats(pr)
+        total = _stage_time(st, ("run_fast_backtest",))
+        setup = _stage_time(st, ("__init__",), "bot/fast.py", "run_fast_backtest")
+        loop = _stage_time(st, ("run_cycles",))
+        book = _stage_time(st, ("_book_compiled",))
+        flush = _stage_time(st, ("flush",), "bot/fast.py")
+        flush_in_book = _stage_time(st, ("flush",), "bot/fast.py", "_book_compiled")
+        rest = total - setup - loop - book + flush_in_book - flush
+        print(f"profile of --fast, compiled loop, on {hours:,} h (cProfile, {total:.2f} s):")
+        for name, cum in (("setup (bars, volatilities, components)", setup), ("compiled loop (every stage)", loop),
+                          ("rows built from its arrays", book - flush_in_book),
+                          ("rows inserted (SQLite executemany)", flush),
+                          ("rest (summary, ledger close)", rest)):  # fmt: skip
             print(f"  {name:<42}{cum:>7.2f} s  {cum / total:>6.1%}")
 
 

@@ -1334,7 +1334,7 @@ class Engine:
         return self._mark(now or self.clock.now())[0]
 
     def _mark(self, now: datetime) -> tuple[float, float, datetime]:
-        """The book marked now: (annualised forecast σ_p, NAV from the venues' quotes, the as-of time of the
+        """The book marked now: (annualised forecast σ_p, NAV of the venues' balances, the as-of time of the
         freshest price). A venue that is down counts at its last known holdings and prices."""
         # the hourly window is the same for every tick of an hour: read once per closed bar (the data
         # source itself fetches only the new bar, bot/components.DataSource implementations cache)
@@ -1350,7 +1350,9 @@ class Engine:
             close = np.vstack([close, snap.prices])
         forecast = self.c.forecaster.forecast(self.assets, log_returns(close))
         forecast.validate()
-        h = self._read_venues(snap.prices)  # the venues' own quotes: what the book is worth to them
+        # the venues' balances at the market's latest prices (the data source's, every few minutes): a quote
+        # per asset per tick would double the cost of a tick for nothing the kill switch needs
+        h = self._read_venues(snap.prices, quotes=False)
         if h.excluded:  # a NAV without a whole venue would be a false loss (and a false drawdown)
             raise DataError(f"no value known for venues {list(h.excluded)}: the book is not marked")
         nav = h.nav

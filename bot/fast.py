@@ -19,6 +19,11 @@ ORM — about 17 ms an hour for 8 assets. Here the same stage functions run on a
   cycles, into the same tables ``rwabot status`` reads. ``research=True`` writes no rows at all and keeps
   only the series the summary needs.
 
+``run_fast_backtest`` runs the whole loop compiled instead (bot/fast_kernel.py, ``FastBacktest.run_compiled``)
+when the configuration is one the kernel implements exactly (ewma, erc, full or band, one paper venue: see
+``bot.fast_kernel.decline_reason``), to the same results and the same rows; any other runs the stages above,
+and the reason is logged at INFO. ``step()`` is always the stages.
+
 What differs from the daemon, by design: venues must be ``paper`` (the chain and exchange venues need the
 daemon); there is no five-minute risk monitor (no vol-triggered cycles: the trigger needs intra-hour
 prices); a venue never fails; events are counted, not stored one by one (the summary's ``risk_events``
@@ -28,6 +33,9 @@ cash_shortfall).
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +73,7 @@ from bot.stages import (
 )
 
 HOUR = timedelta(hours=1)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -318,6 +327,159 @@ class FastBacktest:
         self.order_id = self.transfer_id = 0
         self.k = 0
         self.held = np.zeros(n, bool)  # assets not traded this cycle (a stress scenario may set it)
+        self.engine = "python"  # or "compiled": run_compiled ran every cycle (bot/fast_kernel.py)
+        self.engine_note = ""  # why the compiled loop declined
+        self.compiled: Any = None  # its per-cycle arrays (bot.fast_kernel.Compiled)
+
+    def run_compiled(self) -> str | None:
+        """Every cycle at once in compiled code (bot/fast_kernel.py), when the configuration is one the
+        kernel implements exactly; returns why it did not (None: the run is done, ``summary()`` reports it).
+        A run it declines, up front or at the cycle that needs Python, is left untouched for ``step()``."""
+        why: str | None
+        try:
+            from bot import fast_kernel
+        except Exception as exc:  # noqa: BLE001 - numba missing or broken: the Python stages answer
+            why = f"the compiled loop is unavailable ({type(exc).__name__}: {exc})"
+        else:
+            why = fast_kernel.decline_reason(self)
+            if why is None:
+                try:
+                    res = fast_kernel.run_compiled(self, record=self.rows is not None)
+                except (fast_kernel.NumbaError, ArithmeticError) as exc:  # a bug of the kernel: Python answers
+                    res = f"the compiled loop failed ({type(exc).__name__}: {exc})"
+                if isinstance(res, str):
+                    why = res
+                else:
+                    self._take_compiled(res)
+                    if self.rows is not None:
+                        self._book_compiled(res)
+        self.engine_note = why or ""
+        return why
+
+    def _reasons(self, out: np.ndarray) -> list[str]:
+        """Each cycle's ``Decision.reason``, as the configured policy words it (plugins/policies/basic.py)."""
+        from bot import fast_kernel as fk
+
+        drift, traded = out[:, fk.DRIFT].tolist(), (out[:, fk.TRADED] > 0).tolist()
+        c = getattr(self.policy, "cfg", None)
+        if c is None:  # full
+            return [f"full rebalance (max drift {d:.4f})" for d in drift]
+        edge = ", moved to band edge" if c.to == "edge" else ""
+        return [f"band breached (max {c.measure} drift {d:.4f}){edge}" if x else
+                f"inside band (max {c.measure} drift {d:.4f} <= {c.band})" for d, x in zip(drift, traded)]  # fmt: skip
+
+    def _book_compiled(self, res: Any) -> None:
+        """The rows ``step()`` would have written for the compiled run, flushed every ``flush_every`` cycles."""
+        from itertools import repeat
+
+        from bot import fast_kernel as fk
+        from bot.stages import client_order_id
+
+        rows, out, rec, assets = self.rows, res.out, res.rec, self.assets
+        assert rows is not None and rec is not None
+        (vname,) = self.vnames
+        venues = [self.venue_of[a] for a in assets]
+        fc, op, po = self.names["forecaster"], self.names["optimizer"], self.names["policy"]
+
+        def opt(x: float) -> float | None:
+            return None if x != x else x
+
+        sigma = (out[:, fk.SIGMA_DECIDED] * np.sqrt(self.ppy)).tolist()
+        reasons = self._reasons(out)
+        cols = {c: out[:, c].tolist() for c in (fk.NAV_BEFORE, fk.NAV_AFTER, fk.D_TARGET, fk.D_TRADED, fk.D_HELD,
+                                                fk.D_HELD_BOUND, fk.D_HELD_ALL, fk.CASH)}  # fmt: skip
+        oi, of = rec["orders_i"][: res.n_orders], rec["orders_f"][: res.n_orders]
+        starts = np.searchsorted(oi[:, fk.O_CYCLE], np.arange(self.cycles + 1)).tolist()
+        oi_l, of_l = oi.tolist(), of.tolist()
+        bound_names = [fk.BOUND_NAMES[c] for c in range(len(fk.BOUND_NAMES))]
+        lacks = "not sent: venue lacks cash at execution"
+        # the JSON columns as json.dumps writes them (the column type's serializer), keys escaped once
+        keys = [json.dumps(a) + ": " for a in assets]
+        probe = {a: 0.5 for a in assets}
+        fast_json = rows.json(probe) == "{" + ", ".join(f"{k}{0.5!r}" for k in keys) + "}"
+
+        def floats(values: list[float]) -> Any:
+            if fast_json and all(math.isfinite(x) for x in values):
+                return "{" + ", ".join([k + repr(x) for k, x in zip(keys, values)]) + "}"
+            return rows.json(dict(zip(assets, values)))
+
+        for k in range(self.cycles):
+            now = self.first + k * self.step_length
+            cid, key, ts = k + 1, now.strftime("%Y-%m-%dT%H:00Z"), rows.time(now)
+            if isinstance(ts, datetime):  # the text sqlite3's adapter stores, made once per cycle, not per row
+                ts = ts.isoformat(" ")
+            rows.cycles.append((cid, key, "scheduled", ts, ts, ts, "done", cols[fk.NAV_BEFORE][k],
+                                cols[fk.NAV_AFTER][k], sigma[k], opt(cols[fk.D_TARGET][k]), opt(cols[fk.D_TRADED][k]),
+                                opt(cols[fk.D_HELD][k]), opt(cols[fk.D_HELD_BOUND][k]), opt(cols[fk.D_HELD_ALL][k]),
+                                fc, op, po, reasons[k], "fast backtest"))  # fmt: skip
+            j = self.hist + k
+            px = self.close[j].tolist()
+            bound = [bound_names[c] for c in res.labels[k].tolist()]
+            rows.targets.extend(zip(repeat(cid), assets, venues, px, rec["upper"][k].tolist(), rec["w0"][k].tolist(),
+                                    res.target_w[k].tolist(), rec["decided"][k].tolist(), rec["frac"][k].tolist(),
+                                    rec["capped"][k].astype(int).tolist(), bound))  # fmt: skip
+            for (_, i, side, leg), (qty, filled, price, fee, slip, decision) in zip(
+                oi_l[starts[k] : starts[k + 1]], of_l[starts[k] : starts[k + 1]]
+            ):
+                a = assets[i]
+                client = client_order_id(key, a)
+                s = "buy" if side > 0 else "sell"
+                if filled > 0:
+                    rows.fills.append((f"{client}-1", vname, client, a, s, filled, price, fee, slip, 0.0, ts))
+                self.order_id += 1
+                rows.orders.append((self.order_id, client, cid, leg, vname, a, s, filled or qty, decision,
+                                    "filled" if filled > 0 else "canceled", filled, f"paper-{client}",
+                                    "" if filled > 0 else lacks, ts, ts))  # fmt: skip
+            cash = rec["cash"][k].tolist()
+            rows.snapshots.append((cid, ts, cols[fk.NAV_AFTER][k], cols[fk.CASH][k], rows.json({vname: cash[0]}),
+                                   floats(rec["pos"][k].tolist()), floats(px), 0.0))  # fmt: skip
+            if len(rows.cycles) >= self.flush_every:
+                rows.flush()
+
+    def _take_compiled(self, res: Any) -> None:
+        """The compiled run's results, into the fields ``summary()`` reads, as ``step()`` would have left them."""
+        from bot import fast_kernel as fk
+
+        out, m = res.out, self.cycles
+        self.nav_before_first = float(out[0, fk.NAV_BEFORE])
+        self.nav_series[:] = out[:, fk.NAV_AFTER]
+        self.cycle_notional[:] = out[:, fk.NOTIONAL]
+        self.cycle_cost[:] = out[:, fk.FILL_COST]
+        filled = bool(res.totals[2] > 0)  # the Python loop's sums turn numpy scalars with the first fill
+        for name, x in zip(("fees", "slippage", "traded"), res.totals):
+            self.totals[name] += x if filled else float(x)
+        steady = np.array([t >= self.buildup_end for t in self.snap_times[:m]], bool)
+        if not steady.any():
+            steady[-1] = True
+        self.steady_cycles += int(steady.sum())
+        for key_, col in (("target", fk.D_TARGET), ("traded", fk.D_TRADED), ("held", fk.D_HELD),
+                          ("held_bound", fk.D_HELD_BOUND), ("held_all", fk.D_HELD_ALL)):  # fmt: skip
+            vals = out[steady, col]
+            self.disp[key_].extend(vals[~np.isnan(vals)].tolist())
+        lab = res.labels[steady]
+        first: list[tuple[int, str, str, int]] = []  # (first seen, asset, label, count)
+        for i, a in enumerate(self.assets):
+            for name in ("cap", "floor"):
+                hit = np.isin(lab[:, i], [c for c, x in fk.BOOK_NAMES.items() if x == name])
+                if hit.any():
+                    first.append((int(np.argmax(hit)) * self.n + i, a, name, int(hit.sum())))
+        for _, a, name, c in sorted(first, key=lambda x: (min(f[0] for f in first if f[1] == x[1]), x[0])):
+            per = self.bounds_count.setdefault(a, {})
+            per[name] = per.get(name, 0) + c
+        nav_after, cash = out[steady, fk.NAV_AFTER], out[steady, fk.CASH]
+        ok = nav_after > 0
+        self.cash_share.extend((cash[ok] / nav_after[ok]).tolist())
+        self.transit_share.extend([0.0] * int(ok.sum()))
+        for e in np.argsort(res.counts[:, 1], kind="stable"):
+            if res.counts[e, 0]:
+                kind = ("liquidity_cap", "order_skipped", "cash_shortfall")[e]
+                self.counted[kind] = self.counted.get(kind, 0) + int(res.counts[e, 0])
+        self.cash.update({v: (np.float64(c) if filled else c) for v, c in res.cash.items()})
+        self.pos[:] = res.pos
+        self.compiled = res
+        self.engine = "compiled"
+        self.k = m
+        self.clock.advance_to(self.first + (m - 1) * self.step_length)
 
     def _emit(self, e: Any) -> None:
         self._count(e.kind)
@@ -402,7 +564,8 @@ class FastBacktest:
         b = bounds_stage(risk, self.caps, self.floors, self.traded_value[j - lb + 1 : j + 1], nav, w0,
                          self.held.copy())  # fmt: skip
         inputs = FundingInputs(
-            self.fee_of, {v: sum(a for _, s, a in sent if s == v) for v in self.vnames} if funding.routes else {},
+            self.fee_of,
+            {v: sum(a for _, s, a in sent if s == v) for v in self.vnames} if funding.routes else {},
             cfg.bot.quote,
         )
         t = target_stage(self.optimizer, self.groups_ok, self.layout, risk, funding, key, forecast, b, h,
@@ -579,13 +742,29 @@ def run_fast_backtest(
     flush_every: int = 2000,
     on_cycle: Callable[[int], None] | None = None,
     state_dir: Path | None = None,
+    compiled: bool | None = None,
 ) -> BacktestSummary:
     """The cycles of ``cfg`` from ``start`` (default: the config's clock start) to ``hours`` later, both
     ends included as the daemon's backtest runs them. The ledger at ``cfg.bot.ledger`` must be fresh,
-    and is not touched in research mode."""
+    and is not touched in research mode.
+
+    ``compiled``: None runs the whole loop compiled (bot/fast_kernel.py) when the configuration is one
+    it implements exactly, else the Python stages (the reason is logged at INFO: ``-v``); False always
+    runs the Python stages; True raises ``ConfigError`` with the reason instead of falling back."""
     run = FastBacktest(cfg, hours, start=start, pm=pm, research=research, flush_every=flush_every,
                        state_dir=state_dir)  # fmt: skip
     try:
+        if compiled is not False:
+            why = run.run_compiled()
+            if why is None:
+                log.info("fast backtest: %d cycles in the compiled loop (bot/fast_kernel.py)", run.cycles)
+                if on_cycle is not None:
+                    for k in range(run.cycles):
+                        on_cycle(k)
+            elif compiled:
+                raise ConfigError(f"the compiled backtest loop declines: {why}")
+            else:
+                log.info("fast backtest: the compiled loop declines (%s); the stages run in Python", why)
         while not run.done:
             run.step()
             if on_cycle is not None:
@@ -593,4 +772,3 @@ def run_fast_backtest(
     finally:
         run.close_ledger()
     return run.summary(risk_free_annual)
-

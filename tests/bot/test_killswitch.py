@@ -211,7 +211,7 @@ def test_a_sigma_above_the_ceiling_trips_at_the_monitor_and_at_planning(tmp_path
 def test_resume_from_the_command_line_records_who_and_why(tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.sqlite"
     cfg_path = tmp_path / "bot.toml"
-    cfg_path.write_text(offline_config_text(ledger, speed=0.0) + '\n[guard]\nmax_drawdown = 0.2\naction = "halt"\n')
+    cfg_path.write_text(offline_config_text(ledger, speed=0.0))  # its kill switch: halt on a 20% drawdown
     runner = CliRunner()
     assert runner.invoke(app, ["resume", "--config", str(cfg_path), "--reason", "x"]).exit_code == 2  # no ledger
     cfg = load_config(cfg_path)
