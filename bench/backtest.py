@@ -5,7 +5,7 @@ The job (issue 17): 20 assets, hourly bars, an EWMA covariance (half-life 72 h) 
 fill model and booked. rwabot runs it: the daemon path (the Engine under the scheduler, ``rwabot
 backtest``) on a short prefix; the fast path (``rwabot backtest --fast``: every row written to SQLite in
 batches) and the research mode (``--research``: no rows, the summary only), each two ways: the compiled
-loop (bot/fast_kernel.py, what both use for this configuration) and the Python stages (bot/fast.py's
+loop (plugins/optimizers/fast_loop.py, what both use for this configuration) and the Python stages (bot/fast.py's
 ``step()``, ``compiled=False``: what any configuration the loop declines runs). The peers, in the same
 process on the same close prices:
 
@@ -191,7 +191,7 @@ def main() -> None:
     a = ap.parse_args()
     from bot.backtest import run_backtest
     from bot.fast import FastBacktest, run_fast_backtest
-    from bot.fast_kernel import D_TARGET, ERC_DEV
+    from plugins.optimizers.fast_loop import D_TARGET, ERC_DEV
 
     load = os.getloadavg()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -204,7 +204,7 @@ def main() -> None:
     run_fast_backtest(cfg, 48, research=True, compiled=False)
     results: dict[str, float] = {}
 
-    # research mode, compiled loop (bot/fast_kernel.py): setup, the loop, the summary
+    # research mode, compiled loop (plugins/optimizers/fast_loop.py): setup, the loop, the summary
     cfg = config(a.assets, str(tmp / "research.sqlite"), a.cap)
     t = time.perf_counter()
     run = FastBacktest(cfg, a.hours, research=True)

@@ -19,10 +19,10 @@ ORM — about 17 ms an hour for 8 assets. Here the same stage functions run on a
   cycles, into the same tables ``rwabot status`` reads. ``research=True`` writes no rows at all and keeps
   only the series the summary needs.
 
-``run_fast_backtest`` runs the whole loop compiled instead (bot/fast_kernel.py, ``FastBacktest.run_compiled``)
-when the configuration is one the kernel implements exactly (ewma, erc, full or band, one paper venue: see
-``bot.fast_kernel.decline_reason``), to the same results and the same rows; any other runs the stages above,
-and the reason is logged at INFO. ``step()`` is always the stages.
+``run_fast_backtest`` runs the whole loop compiled instead (``FastBacktest.run_compiled``: the erc optimizer
+offers it, plugins/optimizers/fast_loop.py) when the configuration is one the kernel implements exactly
+(ewma, erc, full or band, one paper venue: see ``fast_loop.decline_reason``), to the same results and the
+same rows; any other runs the stages above, and the reason is logged at INFO. ``step()`` is always the stages.
 
 What differs from the daemon, by design: venues must be ``paper`` (the chain and exchange venues need the
 daemon); there is no five-minute risk monitor (no vol-triggered cycles: the trigger needs intra-hour
@@ -327,20 +327,23 @@ class FastBacktest:
         self.order_id = self.transfer_id = 0
         self.k = 0
         self.held = np.zeros(n, bool)  # assets not traded this cycle (a stress scenario may set it)
-        self.engine = "python"  # or "compiled": run_compiled ran every cycle (bot/fast_kernel.py)
+        self.engine = "python"  # or "compiled": run_compiled ran every cycle (plugins/optimizers/fast_loop.py)
         self.engine_note = ""  # why the compiled loop declined
-        self.compiled: Any = None  # its per-cycle arrays (bot.fast_kernel.Compiled)
+        self.compiled: Any = None  # its per-cycle arrays (plugins.optimizers.fast_loop.Compiled)
 
     def run_compiled(self) -> str | None:
-        """Every cycle at once in compiled code (bot/fast_kernel.py), when the configuration is one the
+        """Every cycle at once in compiled code (plugins/optimizers/fast_loop.py), when the configuration is one the
         kernel implements exactly; returns why it did not (None: the run is done, ``summary()`` reports it).
         A run it declines, up front or at the cycle that needs Python, is left untouched for ``step()``."""
         why: str | None
+        offer = getattr(self.optimizer, "compiled_loop", None)  # the erc plugin's (plugins/optimizers/fast_loop.py)
         try:
-            from bot import fast_kernel
+            fast_kernel = offer() if callable(offer) else None
         except Exception as exc:  # noqa: BLE001 - numba missing or broken: the Python stages answer
-            why = f"the compiled loop is unavailable ({type(exc).__name__}: {exc})"
+            fast_kernel, why = None, f"the compiled loop is unavailable ({type(exc).__name__}: {exc})"
         else:
+            why = None if fast_kernel is not None else f"optimizer {self.names['optimizer']!r} offers no compiled loop"
+        if fast_kernel is not None:
             why = fast_kernel.decline_reason(self)
             if why is None:
                 try:
@@ -358,7 +361,7 @@ class FastBacktest:
 
     def _reasons(self, out: np.ndarray) -> list[str]:
         """Each cycle's ``Decision.reason``, as the configured policy words it (plugins/policies/basic.py)."""
-        from bot import fast_kernel as fk
+        fk = self.optimizer.compiled_loop()
 
         drift, traded = out[:, fk.DRIFT].tolist(), (out[:, fk.TRADED] > 0).tolist()
         c = getattr(self.policy, "cfg", None)
@@ -372,7 +375,7 @@ class FastBacktest:
         """The rows ``step()`` would have written for the compiled run, flushed every ``flush_every`` cycles."""
         from itertools import repeat
 
-        from bot import fast_kernel as fk
+        fk = self.optimizer.compiled_loop()
         from bot.stages import client_order_id
 
         rows, out, rec, assets = self.rows, res.out, res.rec, self.assets
@@ -438,7 +441,7 @@ class FastBacktest:
 
     def _take_compiled(self, res: Any) -> None:
         """The compiled run's results, into the fields ``summary()`` reads, as ``step()`` would have left them."""
-        from bot import fast_kernel as fk
+        fk = self.optimizer.compiled_loop()
 
         out, m = res.out, self.cycles
         self.nav_before_first = float(out[0, fk.NAV_BEFORE])
@@ -748,7 +751,7 @@ def run_fast_backtest(
     ends included as the daemon's backtest runs them. The ledger at ``cfg.bot.ledger`` must be fresh,
     and is not touched in research mode.
 
-    ``compiled``: None runs the whole loop compiled (bot/fast_kernel.py) when the configuration is one
+    ``compiled``: None runs the whole loop compiled (plugins/optimizers/fast_loop.py) when the configuration is one
     it implements exactly, else the Python stages (the reason is logged at INFO: ``-v``); False always
     runs the Python stages; True raises ``ConfigError`` with the reason instead of falling back."""
     run = FastBacktest(cfg, hours, start=start, pm=pm, research=research, flush_every=flush_every,
@@ -757,7 +760,7 @@ def run_fast_backtest(
         if compiled is not False:
             why = run.run_compiled()
             if why is None:
-                log.info("fast backtest: %d cycles in the compiled loop (bot/fast_kernel.py)", run.cycles)
+                log.info("fast backtest: %d cycles in the compiled loop (plugins/optimizers/fast_loop.py)", run.cycles)
                 if on_cycle is not None:
                     for k in range(run.cycles):
                         on_cycle(k)

@@ -845,6 +845,13 @@ class ErcOptimizer:
 
     name = "erc"
 
+    def compiled_loop(self):  # noqa: ANN201 - a module: plugins/optimizers/fast_loop.py
+        """The whole backtest loop compiled, for books this plugin, ewma and band/full make (the fast
+        backtest asks the optimizer for it; its ``decline_reason`` says when it does not apply)."""
+        from plugins.optimizers import fast_loop
+
+        return fast_loop
+
     def __init__(self, cfg: ErcConfig | None = None) -> None:
         self.cfg = cfg or ErcConfig()
 

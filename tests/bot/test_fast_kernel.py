@@ -1,4 +1,4 @@
-"""The compiled research loop (bot/fast_kernel.py) must be the Python stages, not an approximation of them.
+"""The compiled research loop (plugins/optimizers/fast_loop.py) must be the Python stages, not an approximation of them.
 
 Why these tests: the kernel re-implements the cycle (stream update, bounds, erc's target, the policies,
 plan_orders, the fills, the book) for the configurations it accepts, so its only licence is to give what
@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bot import fast_kernel as fk
 from bot.config import Config, parse_config
 from bot.errors import ConfigError, OptimizerError
 from bot.fast import FastBacktest, run_fast_backtest
+from plugins.optimizers import fast_loop as fk
 from tests.conftest import ROOT, paper_dict
 
 sys.path.insert(0, str(ROOT / "bench"))
