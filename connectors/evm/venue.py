@@ -491,11 +491,7 @@ class PaperJournal:
                 if settles:
                     self.db.execute("DELETE FROM paper_request WHERE client_id=?", (state.client_id,))
                     self.db.execute("DELETE FROM paper_request_part WHERE client_id=?", (state.client_id,))
-                self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
-                self.db.execute(
-                    "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
-                    (asset, qty_delta),
-                )
+                self._move(cash_delta, asset, qty_delta)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
@@ -544,15 +540,19 @@ class PaperJournal:
                 cur = self.db.execute("INSERT OR IGNORE INTO paper_request_part VALUES (?, ?, ?)",
                                       (client_id, part, json.dumps(fill_dict(fill))))  # fmt: skip
                 if cur.rowcount == 1:
-                    self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
-                    self.db.execute(
-                        "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
-                        (asset, qty_delta),
-                    )
+                    self._move(cash_delta, asset, qty_delta)
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+
+    def _move(self, cash_delta: float, asset: str, qty_delta: float) -> None:
+        """Cash and one asset's units moved by a paper fill, inside the caller's transaction."""
+        self.db.execute("UPDATE balance SET qty = qty + ? WHERE asset=?", (cash_delta, CASH))
+        self.db.execute(
+            "INSERT INTO balance VALUES (?, ?) ON CONFLICT(asset) DO UPDATE SET qty = qty + excluded.qty",
+            (asset, qty_delta),
+        )
 
     def close(self) -> None:
         self.db.close()
