@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pluggy
@@ -88,6 +89,8 @@ class BacktestSummary:
     benchmarks: dict[str, dict[str, float]] | None = None  # name -> annual_return, annual_vol, sharpe, max_drawdown
     equity_times: list[str] | None = None  # ISO times of ``equity``: the start, then each closing snapshot
     equity: list[float] | None = None
+    # the kill switch's first trip in the run ([guard]): time, state, cause, reason, nav; None: never tripped
+    kill_switch: dict[str, Any] | None = None
 
     @property
     def costs(self) -> float:
@@ -135,6 +138,7 @@ class RunSeries:
     events: dict[str, int]
     assets: tuple[str, ...] = ()
     prices: np.ndarray | None = None  # (len(times), len(assets)) closing prices at each snapshot
+    kill_switch: dict[str, Any] | None = None  # BacktestSummary.kill_switch
 
 
 def _drawdown(nav: np.ndarray) -> float:
@@ -150,7 +154,10 @@ def risk_free_rate(
         return given, "given"
     if report is not None and report.risk_free_asset and r.prices is not None and report.risk_free_asset in r.assets:
         p = r.prices[:, r.assets.index(report.risk_free_asset)]
-        rate = float(np.exp(np.log(p[-1] / p[0]) / max(hours, 1e-9) * HOURS_PER_YEAR) - 1)
+        rate = float(np.expm1(np.log(p[-1] / p[0]) / max(hours, 1e-9) * HOURS_PER_YEAR))
+        # a crash on a short path annualises to a loss of all but nothing, which rounds to −100%: kept above
+        # it, so the excess log return stays finite (and very large) instead of dividing by log(0)
+        rate = max(rate, float(np.nextafter(-1.0, 0.0)))
         return rate, f"{report.risk_free_asset}'s return on this path"
     if report is not None:
         return report.risk_free_annual, "report.risk_free_annual"
@@ -277,7 +284,17 @@ def summary_of(
         benchmarks=benchmark_stats(r, report, risk_free_annual, periods_per_year),
         equity_times=[t0.isoformat(), *(t.isoformat() for t in times)],
         equity=[float(x) for x in nav],
+        kill_switch=r.kill_switch,
     )
+
+
+def first_trip(ledger: Ledger) -> dict[str, Any] | None:
+    """The run's first kill-switch trip, as ``BacktestSummary.kill_switch`` reports it (None: never)."""
+    for row in ledger.trading_states():
+        if row.cause != "resume":
+            return {"time": utc(row.time).isoformat(), "state": row.state, "cause": row.cause,  # type: ignore[union-attr]
+                    "reason": row.reason, "nav": row.nav}  # fmt: skip
+    return None
 
 
 def summarize(
@@ -352,6 +369,7 @@ def summarize(
         events=events,
         assets=tuple(snaps[-1].prices),
         prices=np.array([[float(s.prices.get(a, np.nan)) for a in snaps[-1].prices] for s in snaps]),
+        kill_switch=first_trip(ledger),
     )
     # volatility is per step: a ledger of daily cycles (a daily data file) is annualised by its own step
     step = float(np.median(np.diff([t.timestamp() for t in times]))) if len(times) > 2 else 3600.0  # type: ignore[union-attr]

@@ -463,6 +463,7 @@ def backtest(
             f"{s.transfers} moving {s.transferred:,.2f} ({s.transfer_fees:,.2f} + {s.transfer_gas:,.2f})",
         ),
         ("risk events", ", ".join(f"{k} {v}" for k, v in sorted(s.risk_events.items())) or "none"),
+        ("kill switch", _kill_switch_text(s.kill_switch)),
     ]
     for r in rows:
         t.add_row(*r)
@@ -471,6 +472,12 @@ def backtest(
         console.print(f"ledger kept at {kept} (rwabot status --ledger {kept})", highlight=False)
     if failure:
         exit_failing(failure)
+
+
+def _kill_switch_text(ks: dict[str, Any] | None) -> str:
+    if not ks:
+        return "not tripped"
+    return f"{ks['state']} from {ks['time']} ({ks['cause']}: {ks['reason']})"
 
 
 class _PlainProgress:

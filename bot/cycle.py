@@ -72,7 +72,6 @@ from bot.killswitch import (
     equity_trip,
     failed_cycles_trip,
     mismatch_trip,
-    restrict,
     sigma_trip,
 )
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow, utc
@@ -97,6 +96,7 @@ from bot.stages import (  # noqa: F401 - the pure planning names stay importable
     in_optimizer_frame,
     plan_orders,
     planned_transfer_message,
+    restrict_stage,
     takes_groups,
     target_stage,
 )
@@ -607,12 +607,8 @@ class Engine:
         state = self.kill.state
         if state == ACTIVE:
             return t, d
-        w = restrict(state, obs.w0, d.weights)
-        w[held] = obs.w0[held]
-        trade = d.decision.trade or state == "flatten"
-        decision = replace(d.decision, weights=w, trade=trade, reason=f"kill switch {state}: {d.decision.reason}")
         self._stage_events = [e for e in self._stage_events if e.kind != "transfer_planned"]
-        return replace(t, funding=replace(t.funding, transfers=[], planned=[])), Decided(decision, w)
+        return restrict_stage(state, obs.w0, t, d, held)
 
     def _halted(self, info: CycleInfo) -> CycleReport:
         """A halted bot plans nothing; the hour is said once, and the report carries the reason."""

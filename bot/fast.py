@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from bot.domain import MarketInfo, Transfer, TransferStatus
 from bot.errors import ConfigError, DataError
 from bot.fills import impact, paper_fill
 from bot.funding import transfer_refusal
+from bot.killswitch import ACTIVE, Trip, allows, equity_trip, sigma_trip, trip_records
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow
 from bot.plugins import Registry, make_plugin_manager
 from bot.riskmath import annualise_sigma, periods_per_year, portfolio_sigma
@@ -67,6 +67,7 @@ from bot.stages import (
     floor_to_step,
     forecast_stage,
     plan_orders,
+    restrict_stage,
     takes_groups,
     target_stage,
     with_expected_returns,
@@ -304,6 +305,10 @@ class FastBacktest:
         self.sent: deque[tuple[datetime, str, float]] = deque()  # (time, source, amount): the daily caps
         self.ledger = None if research else Ledger(cfg.bot.ledger)
         self.rows = _Rows(self.ledger) if self.ledger is not None else None
+        self._load: Any = None  # the ledger's bulk load: the big tables' indexes are built at close_ledger
+        if self.ledger is not None:
+            self._load = self.ledger.bulk_load([CycleRow, TargetRow, OrderRow, FillRow, SnapshotRow])
+            self._load.__enter__()
         self.flush_every = flush_every
         # per cycle, preallocated: memory does not grow with the number of fills
         self.nav_series = np.zeros(hours)
@@ -330,6 +335,13 @@ class FastBacktest:
         self.engine = "python"  # or "compiled": run_compiled ran every cycle (plugins/optimizers/fast_loop.py)
         self.engine_note = ""  # why the compiled loop declined
         self.compiled: Any = None  # its per-cycle arrays (plugins.optimizers.fast_loop.Compiled)
+        # -- the kill switch ([guard]): the equity and σ rules, judged at each cycle's marks -----------------
+        g = cfg.guard
+        self.guarded = any(x is not None for x in (g.max_drawdown, g.max_daily_loss, g.sigma_ceiling_annual))
+        self.state = ACTIVE  # a backtest is never resumed: a trip holds to the end of the run
+        self.tripped: dict[str, Any] | None = None  # BacktestSummary.kill_switch
+        self.high: float | None = None  # the high-water mark of the marks so far
+        self.day_open: tuple[Any, float] | None = None  # (UTC day, its first mark)
 
     def run_compiled(self) -> str | None:
         """Every cycle at once in compiled code (plugins/optimizers/fast_loop.py), when the configuration is one the
@@ -366,10 +378,17 @@ class FastBacktest:
         drift, traded = out[:, fk.DRIFT].tolist(), (out[:, fk.TRADED] > 0).tolist()
         c = getattr(self.policy, "cfg", None)
         if c is None:  # full
-            return [f"full rebalance (max drift {d:.4f})" for d in drift]
-        edge = ", moved to band edge" if c.to == "edge" else ""
-        return [f"band breached (max {c.measure} drift {d:.4f}){edge}" if x else
-                f"inside band (max {c.measure} drift {d:.4f} <= {c.band})" for d, x in zip(drift, traded)]  # fmt: skip
+            reasons = [f"full rebalance (max drift {d:.4f})" for d in drift]
+        else:
+            edge = ", moved to band edge" if c.to == "edge" else ""
+            reasons = [f"band breached (max {c.measure} drift {d:.4f}){edge}" if x
+                       else f"inside band (max {c.measure} drift {d:.4f} <= {c.band})"
+                       for d, x in zip(drift, traded)]  # fmt: skip
+        if self.tripped is not None:  # bot.stages.restrict_stage's words, from the trip's cycle on
+            trip = self.compiled.trip
+            k0, state = int(trip[fk.T_CYCLE]), self.state
+            reasons[k0:] = [f"kill switch {state}: {r}" for r in reasons[k0:]]
+        return reasons
 
     def _book_compiled(self, res: Any) -> None:
         """The rows ``step()`` would have written for the compiled run, flushed every ``flush_every`` cycles."""
@@ -401,12 +420,24 @@ class FastBacktest:
         probe = {a: 0.5 for a in assets}
         fast_json = rows.json(probe) == "{" + ", ".join(f"{k}{0.5!r}" for k in keys) + "}"
 
-        def floats(values: list[float]) -> Any:
-            if fast_json and all(math.isfinite(x) for x in values):
-                return "{" + ", ".join([k + repr(x) for k, x in zip(keys, values)]) + "}"
+        template = "{" + ", ".join(k.replace("%", "%%") + "%r" for k in keys) + "}"
+
+        def floats(values: list[float], finite: bool) -> Any:
+            if fast_json and finite:
+                return template % tuple(values)
             return rows.json(dict(zip(assets, values)))
 
+        chunk: dict[str, list[Any]] = {}
+        names = {"px": self.close[self.hist : self.hist + self.cycles], "up": rec["upper"], "w0": rec["w0"],
+                 "tw": res.target_w, "dec": rec["decided"], "frac": rec["frac"], "capped": rec["capped"].astype(int),
+                 "labels": res.labels, "cash": rec["cash"], "pos": rec["pos"],
+                 "pos_ok": np.isfinite(rec["pos"]).all(axis=1)}  # fmt: skip
+        base = at = 0
         for k in range(self.cycles):
+            if k == at:  # arrays to lists a flush's worth of cycles at a time (not a row at a time)
+                base, at = k, min(k + self.flush_every, self.cycles)
+                chunk = {name: a[base:at].tolist() for name, a in names.items()}
+            c = k - base
             now = self.first + k * self.step_length
             cid, key, ts = k + 1, now.strftime("%Y-%m-%dT%H:00Z"), rows.time(now)
             if isinstance(ts, datetime):  # the text sqlite3's adapter stores, made once per cycle, not per row
@@ -415,12 +446,10 @@ class FastBacktest:
                                 cols[fk.NAV_AFTER][k], sigma[k], opt(cols[fk.D_TARGET][k]), opt(cols[fk.D_TRADED][k]),
                                 opt(cols[fk.D_HELD][k]), opt(cols[fk.D_HELD_BOUND][k]), opt(cols[fk.D_HELD_ALL][k]),
                                 fc, op, po, reasons[k], "fast backtest"))  # fmt: skip
-            j = self.hist + k
-            px = self.close[j].tolist()
-            bound = [bound_names[c] for c in res.labels[k].tolist()]
-            rows.targets.extend(zip(repeat(cid), assets, venues, px, rec["upper"][k].tolist(), rec["w0"][k].tolist(),
-                                    res.target_w[k].tolist(), rec["decided"][k].tolist(), rec["frac"][k].tolist(),
-                                    rec["capped"][k].astype(int).tolist(), bound))  # fmt: skip
+            px = chunk["px"][c]
+            bound = [bound_names[x] for x in chunk["labels"][c]]
+            rows.targets.extend(zip(repeat(cid), assets, venues, px, chunk["up"][c], chunk["w0"][c], chunk["tw"][c],
+                                    chunk["dec"][c], chunk["frac"][c], chunk["capped"][c], bound))  # fmt: skip
             for (_, i, side, leg), (qty, filled, price, fee, slip, decision) in zip(
                 oi_l[starts[k] : starts[k + 1]], of_l[starts[k] : starts[k + 1]]
             ):
@@ -433,9 +462,9 @@ class FastBacktest:
                 rows.orders.append((self.order_id, client, cid, leg, vname, a, s, filled or qty, decision,
                                     "filled" if filled > 0 else "canceled", filled, f"paper-{client}",
                                     "" if filled > 0 else lacks, ts, ts))  # fmt: skip
-            cash = rec["cash"][k].tolist()
+            cash = chunk["cash"][c]
             rows.snapshots.append((cid, ts, cols[fk.NAV_AFTER][k], cols[fk.CASH][k], rows.json({vname: cash[0]}),
-                                   floats(rec["pos"][k].tolist()), floats(px), 0.0))  # fmt: skip
+                                   floats(chunk["pos"][c], chunk["pos_ok"][c]), floats(px, True), 0.0))  # fmt: skip
             if len(rows.cycles) >= self.flush_every:
                 rows.flush()
 
@@ -477,6 +506,15 @@ class FastBacktest:
             if res.counts[e, 0]:
                 kind = ("liquidity_cap", "order_skipped", "cash_shortfall")[e]
                 self.counted[kind] = self.counted.get(kind, 0) + int(res.counts[e, 0])
+        trip = res.trip
+        if trip is not None and trip[fk.T_CYCLE] >= 0:  # the kernel's trip, worded by the same rules
+            k = int(trip[fk.T_CYCLE])
+            g, nav, high = self.cfg.guard, float(trip[fk.T_NAV]), float(trip[fk.T_HIGH])
+            why = (equity_trip(nav, None if high != high else high, float(trip[fk.T_DAY_OPEN]), g)
+                   or sigma_trip(float(trip[fk.T_SIGMA]), g, "planning"))  # fmt: skip
+            assert why is not None, "the compiled loop tripped on a rule bot.killswitch does not trip"
+            now = self.first + k * self.step_length
+            self._trip(now, now.strftime("%Y-%m-%dT%H:00Z"), nav, why)
         self.cash.update({v: (np.float64(c) if filled else c) for v, c in res.cash.items()})
         self.pos[:] = res.pos
         self.compiled = res
@@ -496,8 +534,13 @@ class FastBacktest:
 
     def close_ledger(self) -> None:
         if self.ledger is not None:
-            if self.rows is not None:
-                self.rows.flush(final=True)
+            try:
+                if self.rows is not None:
+                    self.rows.flush(final=True)
+            finally:
+                if self._load is not None:
+                    self._load.__exit__(None, None, None)
+                    self._load = None
             self.ledger.close()
             self.ledger = None
 
@@ -563,6 +606,8 @@ class FastBacktest:
         forecast = self._forecast(j)
         # -- bounds, target, decide, plan: the daemon's stages
         w0 = h.positions * h.prices / nav
+        if self.guarded and self.state == ACTIVE:
+            self._guard(now, key, nav, w0, forecast)
         lb = risk.liquidity_lookback_hours
         b = bounds_stage(risk, self.caps, self.floors, self.traded_value[j - lb + 1 : j + 1], nav, w0,
                          self.held.copy())  # fmt: skip
@@ -577,6 +622,7 @@ class FastBacktest:
         if t.infeasible:
             self._count("liquidity_cap")
         d = decide_stage(self.policy, w0, t, forecast, b.held)
+        t, d = restrict_stage(self.state, w0, t, d, b.held)
         plan = None
         if d.decision.trade:
             plan = plan_orders(PlanInputs(key, assets, venue_of, h.prices, h.positions, t.spendable, nav, d.weights,
@@ -625,6 +671,9 @@ class FastBacktest:
                 i = self.asset_index[o.asset]
                 v = self.venues[o.venue]
                 ask, bid = mid[i] * (1 + v.half_spread[i]), mid[i] * (1 - v.half_spread[i])
+                if not allows(self.state, o.side):  # the kill switch's weights plan none: never sent
+                    self._count("order_denied")
+                    continue
                 qty = o.qty
                 status, filled = "filled", qty
                 if o.side == "buy":  # sized to the cash left after the sells, as the daemon does
@@ -642,6 +691,8 @@ class FastBacktest:
                     sign = 1.0 if o.side == "buy" else -1.0
                     cash[o.venue] -= sign * price * qty + fee
                     pos[i] += sign * qty
+                    if pos[i] < 0.0:  # a sale of the whole position leaves 0, never -1e-18 (connectors/paper.py):
+                        pos[i] = 0.0  # a long-only optimizer rightly refuses a negative weight
                     filled = qty
                     self.totals["fees"] += fee
                     self.totals["slippage"] += slip
@@ -668,6 +719,8 @@ class FastBacktest:
         labels = [x if x or not bool(t.target.capped[i]) else "cap" for i, x in enumerate(t.bound)]
         d_free, d_bound, d_all = held_dispersion(w, forecast.cov, labels)
         self.nav_series[k] = nav_after
+        if self.guarded:  # the closing snapshot is a mark too
+            self.high = nav_after if self.high is None else max(self.high, nav_after)
         if now >= self.buildup_end or (k == self.cycles - 1 and self.steady_cycles == 0):
             self.steady_cycles += 1
             for key_, val in (("target", t.optimizer_dispersion), ("traded", t.traded_dispersion),
@@ -700,6 +753,32 @@ class FastBacktest:
         self.k += 1
         return Step(k, now, nav, nav_after, costs, traded, w0, w, forecast, b, t, d, d_free)
 
+    def _guard(self, now: datetime, key: str, nav: float, w0: np.ndarray, forecast: Any) -> None:
+        """The daemon's checks at planning (``Engine._guard_plan``) on the cycle's mark: drawdown from the
+        high-water mark, the UTC day's loss from its first mark, the held book's forecast σ_p against the
+        ceiling. The daemon also marks every five minutes; here the marks are the cycles' (hourly, or one a
+        bar: on daily bars the day's loss is always measured from the bar's own mark and never trips)."""
+        g = self.cfg.guard
+        day = now.astimezone(UTC).date()
+        if self.day_open is None or self.day_open[0] != day:
+            self.day_open = (day, nav)
+        sigma = annualise_sigma(portfolio_sigma(w0, forecast.cov), self.ppy)
+        trip = equity_trip(nav, self.high, self.day_open[1], g) or sigma_trip(sigma, g, "planning")
+        self.high = nav if self.high is None else max(self.high, nav)
+        if trip is not None:
+            self._trip(now, key, nav, trip)
+
+    def _trip(self, now: datetime, key: str, nav: float, trip: Trip) -> None:
+        """Trip for the rest of the run (nobody resumes a backtest); the ledger keeps the state row and its
+        event, so ``rwabot status --ledger`` shows the switch as the daemon would have left it."""
+        action = self.cfg.guard.action
+        self.state = action
+        self.tripped = {"time": now.isoformat(), "state": action, "cause": trip.cause, "reason": trip.message,
+                        "nav": nav}  # fmt: skip
+        self._count("kill_switch")
+        if self.ledger is not None:
+            self.ledger.set_trading_state(*trip_records(trip, action, now, "cycle", nav, key))
+
     def summary(self, risk_free_annual: float | None = None) -> BacktestSummary:
         """The run so far (every cycle when it is done), by the same formulas as ``bot.backtest.summarize``."""
         m = self.k
@@ -730,6 +809,7 @@ class FastBacktest:
             events=self.counted,
             assets=self.assets,
             prices=self.close[self.hist : self.hist + m],
+            kill_switch=self.tripped,
         )
         return summary_of(series, risk_free_annual, periods_per_year=self.ppy, report=self.cfg.report)
 

@@ -107,6 +107,17 @@ def restrict(state: str, w0: np.ndarray, decided: np.ndarray) -> np.ndarray:
     return np.zeros_like(decided)
 
 
+def trip_records(trip: Trip, action: str, when: datetime, by: str, nav: float | None,
+                 cycle_key: str | None = None) -> tuple[TradingStateRow, RiskEvent]:  # fmt: skip
+    """The state row and the ``kill_switch`` event a trip writes (the daemon's and the fast backtest's)."""
+    ev = RiskEvent("kill_switch", Severity.CRITICAL, "guard",
+                   f"kill switch tripped ({trip.cause}): {trip.message}; {action} until `rwabot resume`",
+                   when, cycle_key, {"cause": trip.cause, "action": action, **trip.data})  # fmt: skip
+    row = TradingStateRow(time=when, state=action, cause=trip.cause, reason=trip.message, by=by, nav=nav,
+                          data=dict(trip.data))  # fmt: skip
+    return row, ev
+
+
 class KillSwitch:
     """The trading state in the ledger, and the one way to change it (a trip or a resume)."""
 
@@ -142,14 +153,7 @@ class KillSwitch:
         a person must look at). Returns the ``kill_switch`` event written with the state, or None."""
         if self.refresh() != ACTIVE:
             return None
-        action = self.guard.action
-        when = self.now()
-        ev = RiskEvent("kill_switch", Severity.CRITICAL, "guard",
-                       f"kill switch tripped ({trip.cause}): {trip.message}; {action} until `rwabot resume`",
-                       when, cycle_key,
-                       {"cause": trip.cause, "action": action, **trip.data})  # fmt: skip
-        row = TradingStateRow(time=when, state=action, cause=trip.cause, reason=trip.message, by=by, nav=nav,
-                              data=dict(trip.data))  # fmt: skip
+        row, ev = trip_records(trip, self.guard.action, self.now(), by, nav, cycle_key)
         self._row = self.ledger.set_trading_state(row, ev)
         return ev
 

@@ -320,8 +320,17 @@ class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.engine = make_engine(self.path)
-        SQLModel.metadata.create_all(self.engine, tables=[t.__table__ for t in _TABLES])  # type: ignore[attr-defined]
+        tables = [t.__table__ for t in _TABLES]  # type: ignore[attr-defined]
+        SQLModel.metadata.create_all(self.engine, tables=tables)
         self._add_missing_columns()
+        # create_all skips the indexes of a table that exists: a bulk load cut short (``bulk_load``) left its
+        # tables without them; they are built here before anything reads or writes
+        with self.engine.begin() as con:
+            have = {r[0] for r in con.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            for table in tables:
+                for ix in table.indexes:
+                    if ix.name not in have:
+                        ix.create(con)
         with Session(self.engine) as s:
             row = s.get(MetaRow, "schema_version")
             if row is None:
@@ -706,11 +715,44 @@ class Ledger:
     def bulk_write(self, batches: Sequence[tuple[BulkTable, Sequence[tuple[Any, ...]]]]) -> None:
         """Tuples of several tables in one transaction, straight to the driver's executemany (the fast
         backtest books hundreds of thousands of rows: no ORM objects, no per-row parameter compiling).
-        Values must already be bound (``BulkTable.bind``) where the column's type converts them."""
-        with self.engine.begin() as conn:
-            for table, rows in batches:
-                if rows:
-                    conn.exec_driver_sql(table.sql, list(rows))
+        Values must already be bound (``BulkTable.bind``) where the column's type converts them.
+
+        The transaction commits with ``synchronous=NORMAL``: in WAL mode it is atomic and survives a crash
+        of the process, only a power cut may lose it (a backtest is rerun then); the daemon's own writes keep
+        ``FULL``. That saves an fsync of every batch (2 of 18 s on a five-year backtest)."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA synchronous=NORMAL")  # outside a transaction, or SQLite refuses it
+            conn.commit()
+            try:
+                with conn.begin():
+                    for table, rows in batches:
+                        if rows:
+                            conn.exec_driver_sql(table.sql, list(rows))
+            finally:
+                conn.exec_driver_sql("PRAGMA synchronous=FULL")
+                conn.commit()
+
+    @contextmanager
+    def bulk_load(self, models: Sequence[type[SQLModel]]) -> Iterator[None]:
+        """Rows loaded into the *empty* tables of ``models`` without their secondary indexes, which are built
+        once at the end (a sorted build instead of hundreds of thousands of scattered B-tree inserts: a
+        unique index still refuses a duplicate then). A table that already has rows keeps its indexes. A
+        load cut short leaves tables without indexes: the next ``Ledger`` open builds them."""
+        dropped = []
+        with self.engine.begin() as con:
+            for model in models:
+                table = model.__table__  # type: ignore[attr-defined]
+                if con.exec_driver_sql(f'SELECT 1 FROM "{table.name}" LIMIT 1').first() is not None:
+                    continue
+                for ix in table.indexes:
+                    ix.drop(con, checkfirst=True)
+                    dropped.append(ix)
+        try:
+            yield
+        finally:
+            with self.engine.begin() as con:
+                for ix in dropped:
+                    ix.create(con, checkfirst=True)
 
     # -- on-chain transactions ------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from bot.config import FundingSection, RiskSection
 from bot.domain import Decision, Forecast, GroupBound, MarketInfo, Order, Target, Transfer
 from bot.errors import ForecastError, InfeasibleBoundsError, OptimizerError
 from bot.funding import FundingSkip, VenueCash, plan_transfers, transfer_client_id
+from bot.killswitch import ACTIVE, restrict
 from bot.ledger import PlannedLeg
 from bot.riskmath import liquidity_limits, rc_dispersion, risk_contributions
 
@@ -522,6 +523,18 @@ def decide_stage(policy: Policy, w0: np.ndarray, t: Targeted, forecast: Forecast
     return Decided(decision, decided)
 
 
+def restrict_stage(state: str, w0: np.ndarray, t: Targeted, d: Decided, held: np.ndarray) -> tuple[Targeted, Decided]:
+    """Under a tripped kill switch the plan only shrinks the book (``reduce_only``), sells it (``flatten``)
+    or stays (``halt``): no buys and no transfers; held assets stay where they are."""
+    if state == ACTIVE:
+        return t, d
+    w = restrict(state, w0, d.weights)
+    w[held] = w0[held]
+    trade = d.decision.trade or state == "flatten"
+    decision = replace(d.decision, weights=w, trade=trade, reason=f"kill switch {state}: {d.decision.reason}")
+    return replace(t, funding=replace(t.funding, transfers=[], planned=[])), Decided(decision, w)
+
+
 # -- plan -------------------------------------------------------------------------------------------
 
 
@@ -680,4 +693,3 @@ __all__ = [
     "venue_budgets",
     "with_expected_returns",
 ]
-

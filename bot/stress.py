@@ -396,6 +396,8 @@ def run_scenario(
     held = np.asarray(run.disp["held"], float)
     held_all = np.asarray(run.disp["held_all"], float)
     costs = s.fees + s.slippage + s.gas + s.transfer_fees + s.transfer_gas
+    ks = s.kill_switch
+    ks_hour = ((datetime.fromisoformat(ks["time"]) - run.first).total_seconds() / 3600.0 if ks else float("nan"))
     row: dict[str, Any] = {
         "scenario": name,
         "seed": seed,
@@ -434,6 +436,9 @@ def run_scenario(
         "rc_all_p90": s.rc_dispersion_held_all_p90,
         "rc_all_within_band": float(np.mean(held_all <= RC_BAND)) if len(held_all) else float("nan"),
         "free_assets_mean": float(np.mean(free)) if free else float("nan"),
+        # the kill switch ([guard]) as the daemon would have tripped it: the run's hour, cause and action
+        "kill_switch_hour": ks_hour,
+        "kill_switch": f"{ks['cause']} ({ks['state']})" if ks else "",
         "events": json.dumps(dict(sorted(s.risk_events.items()))),
         "wall_s": time.perf_counter() - t0,
     }
@@ -517,6 +522,7 @@ def stress_table(rows: Sequence[Mapping[str, Any]], by: Sequence[str] = ("scenar
             rc_all_p90=nanmedian(col("rc_all_p90")),
             free_assets_mean=nanmean(col("free_assets_mean")),
             costs_bps_mean=float(np.mean(col("costs_bps"))),
+            kill_switch_runs=sum(1 for r in rs if r.get("kill_switch")),
         )
         line["sharpe_verdict"] = verdict_sharpe(lo, hi)
         line["sharpe_steady_verdict"] = verdict_sharpe(slo, shi)
@@ -533,7 +539,8 @@ def table_markdown(table: Sequence[Mapping[str, Any]]) -> str:
     """The stress table as Markdown (docs/stress.md, the command's output)."""
     head = ("| scenario | book | seeds | return | after shock | Sharpe mean [95% CI] | Sharpe > 1.5 | "
             "Sharpe after build-up [95% CI] | Sharpe vs 0 | max DD (median) | recovered | time to recover (median) | "
-            "RC held median / p90 | cycles RC ≤ 5% | RC all median / p90 | free assets | costs (bps) |")  # fmt: skip
+            "RC held median / p90 | cycles RC ≤ 5% | RC all median / p90 | free assets | costs (bps) | "
+            "kill switch tripped |")  # fmt: skip
     lines = [head, "|" + "|".join("---" for _ in range(head.count("|") - 1)) + "|"]
     for r in table:
         lines.append(
@@ -548,7 +555,7 @@ def table_markdown(table: Sequence[Mapping[str, Any]]) -> str:
             f"{_f(r['time_to_recover_median_h'], '.0f')} h | {_f(r['rc_held_median'], '.3f')} / "
             f"{_f(r['rc_held_p90'], '.3f')} ({r['rc_verdict']}) | {_f(r['rc_held_within_band'], '.0%')} | "
             f"{_f(r['rc_all_median'], '.3f')} / {_f(r['rc_all_p90'], '.3f')} | {_f(r['free_assets_mean'], '.1f')} | "
-            f"{_f(r['costs_bps_mean'], '.1f')} |"
+            f"{_f(r['costs_bps_mean'], '.1f')} | {r.get('kill_switch_runs', 0)}/{r['seeds']} |"
         )
     return "\n".join(lines)
 

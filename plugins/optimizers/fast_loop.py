@@ -67,6 +67,23 @@ REASONS = {
     START_INVALID: "the warm start is NaN or negative (erc words the error)",
 }
 
+# -- the kill switch ([guard], bot/killswitch.py): states, causes, and the ``trip`` record ----------------
+ACTIVE = 0
+HALT = 1
+REDUCE_ONLY = 2
+FLATTEN = 3
+STATE_NAMES = {HALT: "halt", REDUCE_ONLY: "reduce_only", FLATTEN: "flatten"}
+CAUSE_DRAWDOWN = 1
+CAUSE_DAILY_LOSS = 2
+CAUSE_SIGMA = 3
+T_CYCLE = 0  # the cycle it tripped at (−1: never)
+T_CAUSE = 1
+T_NAV = 2  # the mark it tripped on
+T_HIGH = 3  # the high-water mark before it (NaN: none yet)
+T_DAY_OPEN = 4  # the UTC day's first mark
+T_SIGMA = 5  # the held book's forecast σ_p, annualised
+N_TRIP = 6
+
 # -- per-cycle columns of ``out`` -------------------------------------------------------------------
 NAV_BEFORE = 0
 NAV_AFTER = 1
@@ -392,6 +409,7 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
     policy, band, band_to, measure,
     venue, n_venues, venue_order, cash, pos, half_spread, fee_bps, taker_fee, impact_coef, impact_exponent,
     qty_step, min_notional, cost_margin,
+    guard_dd, guard_daily, guard_sigma, guard_action, day_of, sqrt_ppy, trip,
     out, target_w, held_w, labels, counts, totals,
     record, rec_w0, rec_upper, rec_decided, rec_frac, rec_capped, rec_cash, rec_pos, orders_f, orders_i,
 ):  # fmt: skip
@@ -399,6 +417,11 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
 
     Returns (status, cycle, orders): DONE and the number of cycles, or the status that stopped the loop
     and the cycle it stopped at; ``orders`` is the number of order rows recorded (``record``).
+
+    The kill switch (``FastBacktest._guard``): ``guard_dd``, ``guard_daily``, ``guard_sigma`` (annual) are
+    NaN where unset; ``day_of`` numbers each cycle's UTC day; a trip is written to ``trip`` (``T_*``) and
+    the state ``guard_action`` (``HALT``…) holds to the end of the run, restricting the decided weights as
+    ``bot.stages.restrict_stage`` does.
     """
     n = close.shape[1]
     cycles = out.shape[0]
@@ -434,6 +457,12 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
     n_orders = 0
     one_ct = 1.0 + cap_tolerance
     buy_unit = 1.01
+    guarded = guard_dd == guard_dd or guard_daily == guard_daily or guard_sigma == guard_sigma
+    state = ACTIVE
+    high = math.nan  # the high-water mark of the marks so far (NaN: none yet)
+    day = -1
+    day_open = math.nan
+    trip[T_CYCLE] = -1.0
     for k in range(cycles):
         j = hist + k
         mid = close[j]
@@ -488,6 +517,29 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
         for i in range(n):
             pos0[i] = pos[i]
             w0[i] = pos[i] * mid[i] / nav
+        if guarded and state == ACTIVE:  # FastBacktest._guard: bot.killswitch.equity_trip, then sigma_trip
+            if day_of[k] != day:
+                day = day_of[k]
+                day_open = nav
+            cause = 0
+            if guard_dd == guard_dd and high == high and high > 0:
+                if 1.0 - nav / max(high, nav) >= guard_dd - 1e-12:
+                    cause = CAUSE_DRAWDOWN
+            if cause == 0 and guard_daily == guard_daily and day_open > 0:
+                if 1.0 - nav / day_open >= guard_daily - 1e-12:
+                    cause = CAUSE_DAILY_LOSS
+            sigma_p = math.sqrt(max(np.dot(np.dot(w0, cov), w0), 0.0)) * sqrt_ppy
+            if cause == 0 and guard_sigma == guard_sigma and sigma_p > guard_sigma:
+                cause = CAUSE_SIGMA
+            if cause != 0:
+                state = guard_action
+                trip[T_CYCLE] = k
+                trip[T_CAUSE] = cause
+                trip[T_NAV] = nav
+                trip[T_HIGH] = high
+                trip[T_DAY_OPEN] = day_open
+                trip[T_SIGMA] = sigma_p
+            high = nav if high != high else max(high, nav)
 
         # -- bounds: L_i from the look-back's traded value
         lo_row = j - lookback + 1
@@ -605,8 +657,18 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
         if dsum > 1.0:
             for i in range(n):
                 decided[i] = decided[i] / dsum
+        if state != ACTIVE:  # bot.stages.restrict_stage (bot.killswitch.restrict)
+            for i in range(n):
+                if state == HALT:
+                    decided[i] = w0[i]
+                elif state == REDUCE_ONLY:
+                    decided[i] = min(decided[i], w0[i])
+                else:
+                    decided[i] = 0.0
         out[k, DRIFT] = drift
-        out[k, TRADED] = 1.0 if trade else 0.0
+        out[k, TRADED] = 1.0 if trade else 0.0  # the policy's call (its Decision's reason says it)
+        if state == FLATTEN:
+            trade = True
         out[k, SIGMA_DECIDED] = math.sqrt(max(np.dot(np.dot(decided, cov), decided), 0.0))
         if record:
             for i in range(n):
@@ -693,8 +755,8 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
                     if phase == 0:
                         if side != -1:
                             continue
-                    elif side != 1 or venue[i] != venue_order[phase - 1]:
-                        continue
+                    elif side != 1 or venue[i] != venue_order[phase - 1] or state != ACTIVE:
+                        continue  # (bot.killswitch.allows: no buy once tripped; the restricted weights plan none)
                     v = venue[i]
                     ask = mid[i] * (1 + half_spread[i])
                     bid = mid[i] * (1 - half_spread[i])
@@ -723,6 +785,8 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
                         sign = 1.0 if side == 1 else -1.0
                         cash[v] -= sign * price * qty + fee
                         pos[i] += sign * qty
+                        if pos[i] < 0.0:  # a sale of the whole position leaves 0, not -1e-18 (as bot/fast.py)
+                            pos[i] = 0.0
                         totals[0] += fee
                         totals[1] += slip
                         totals[2] += price * qty
@@ -749,6 +813,8 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
         for v in range(n_venues):
             tc += cash[v]
         nav_after = tc + np.dot(pos, mid) + 0.0
+        if guarded:  # the closing snapshot is a mark too
+            high = nav_after if high != high else max(high, nav_after)
         for i in range(n):
             held_w[k, i] = pos[i] * mid[i] / nav_after if nav_after > 0 else 0.0
             target_w[k, i] = w[i]
@@ -816,6 +882,7 @@ class Compiled:
     pos: np.ndarray
     rec: dict[str, np.ndarray] | None = None
     n_orders: int = 0
+    trip: np.ndarray | None = None  # the kill switch's trip (``T_*``; ``T_CYCLE`` −1: never)
 
     def erc_dispersion(self) -> np.ndarray:
         """RC dispersion of each cycle's erc solution on its free assets (NaN where none is free)."""
@@ -926,6 +993,15 @@ def run_compiled(run: Any, record: bool = False) -> Compiled | str:
         "pos": np.empty((rc, n)), "orders_f": np.empty((rc * n, N_ORDER_F)),
         "orders_i": np.empty((rc * n, N_ORDER_I), np.int64),
     }  # fmt: skip
+    g = run.cfg.guard
+
+    def limit(x: float | None) -> float:
+        return math.nan if x is None else float(x)
+
+    action = {name: code for code, name in STATE_NAMES.items()}[g.action]
+    t0, step = int(run.first.timestamp()), int(run.step_length.total_seconds())
+    day_of = (t0 + np.arange(cycles, dtype=np.int64) * step) // 86400  # the UTC day of each cycle
+    trip = np.full(N_TRIP, np.nan)
     status, k, n_orders = run_cycles(
         run.close, run.volume, run.traded_value, run.logret, sig,
         anchors_s, anchors_m, reanchor, float(first.lam), float(first.lam_w), float(first.z), demean,
@@ -936,6 +1012,8 @@ def run_compiled(run: Any, record: bool = False) -> Compiled | str:
         np.zeros(n, np.int64), 1, np.zeros(1, np.int64), cash, pos, np.ascontiguousarray(v.half_spread, dtype=float),
         full * v.fee_bps, full * (v.fee_bps / 1e4), full * v.impact_coef, full * v.impact_exponent, full * v.qty_step,
         full * v.min_notional, float(PlanInputs.__dataclass_fields__["cost_margin"].default),
+        limit(g.max_drawdown), limit(g.max_daily_loss), limit(g.sigma_ceiling_annual), action, day_of,
+        float(np.sqrt(run.ppy)), trip,
         out, target_w, held_w, labels, counts, totals,
         record, rec["w0"], rec["upper"], rec["decided"], rec["frac"], rec["capped"], rec["cash"], rec["pos"],
         rec["orders_f"], rec["orders_i"],
@@ -944,4 +1022,4 @@ def run_compiled(run: Any, record: bool = False) -> Compiled | str:
         when = run.first + k * run.step_length
         return f"cycle {k} ({when:%Y-%m-%dT%H:%MZ}): {REASONS.get(int(status), f'status {status}')}"
     return Compiled(out, target_w, held_w, labels, counts, totals, {vname: float(cash[0])}, pos,
-                    rec if record else None, int(n_orders))  # fmt: skip
+                    rec if record else None, int(n_orders), trip)  # fmt: skip

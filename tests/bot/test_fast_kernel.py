@@ -187,6 +187,57 @@ def test_the_ledger_mode_writes_the_rows_the_python_loop_writes(tmp_path: Path, 
         assert "canceled" in statuses and "floor" in bounds, (statuses, bounds)
 
 
+def crash(d: Path, **guard: Any) -> dict[str, Any]:
+    """The one-venue book, every price dropped 35% at hour 30 (tests/bot/test_fast_guard.py's crash)."""
+    from tests.conftest import START
+
+    data = one_venue(d)
+    data["data"] = {"plugin": "scenario", "options": {
+        "anchor": START.isoformat(), "base": {"plugin": "simulated", "options": {"seed": 7}},
+        "shocks": [{"kind": "drop", "start_hour": 30, "hours": 1, "depth": 0.35, "steps": 1}]}}  # fmt: skip
+    data["guard"] = guard
+    return data
+
+
+@pytest.mark.parametrize("action", ["halt", "reduce_only", "flatten"])
+def test_the_kill_switch_trips_in_the_kernel_as_in_python(tmp_path: Path, action: str) -> None:
+    # the crash trips the drawdown rule at hour 30; from then on the restricted weights, the trading_state
+    # row and its event, and every other row are the Python loop's, byte for byte
+    books = {}
+    for mode in ("python", "compiled"):
+        d = tmp_path / mode
+        d.mkdir()
+        cfg = parse_config(crash(d, max_drawdown=0.25, action=action), "test")
+        run = FastBacktest(cfg, 60, flush_every=16)
+        try:
+            if mode == "compiled":
+                assert run.run_compiled() is None, run.engine_note
+            while not run.done:
+                run.step()
+        finally:
+            run.close_ledger()
+        books[mode] = (run.summary(), ledger_tables(Path(cfg.bot.ledger)))
+    (sp, tp), (sc, tc) = books["python"], books["compiled"]
+    assert sc.kill_switch is not None and sc.kill_switch["cause"] == "drawdown" and sc.kill_switch["state"] == action
+    assert repr(sc) == repr(sp)
+    for table in tp:
+        assert tc[table] == tp[table], table
+    assert len(tp["trading_state"]) == 1
+    cycle_of = {r[0]: r[1] for r in tp["cycle"]}  # id -> key
+    after = [r for r in tp["orders"] if cycle_of[r[2]] >= "2026-03-02T06:00Z"]
+    assert all(r[6] == "sell" for r in after) and (bool(after) == (action != "halt"))
+
+
+def test_the_sigma_ceiling_trips_in_the_kernel_as_in_python(tmp_path: Path) -> None:
+    # the crash's return enters the EWMA at hour 30: the held book's forecast σ_p jumps past 5%/yr then
+    cfg = parse_config(crash(tmp_path, sigma_ceiling_annual=0.05, action="reduce_only"), "test")
+    compiled, python, targets, held = both_ways(cfg, 300)
+    assert_same_run(compiled, python, targets, held)
+    assert python.tripped is not None and python.tripped["cause"] == "sigma"
+    assert python.tripped["time"] == "2026-03-02T06:00:00+00:00"
+    assert compiled.tripped == python.tripped
+
+
 def test_research_run_uses_the_kernel_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cfg = parse_config(one_venue(tmp_path), "test")
     seen: list[int] = []

@@ -157,3 +157,59 @@ def test_older_ledger_gains_the_traded_dispersion_column_in_place(tmp_path: Path
     con = sqlite3.connect(tmp_path / "l.sqlite")
     assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
     con.close()
+
+
+def _indexes(path: Path, table: str) -> set[str]:
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name=? AND sql IS NOT NULL",
+                           (table,)).fetchall()  # fmt: skip
+        return {r[0] for r in rows}
+    finally:
+        con.close()
+
+
+def test_a_bulk_load_builds_the_indexes_at_its_end(tmp_path: Path) -> None:
+    """The fast backtest loads empty tables without their secondary indexes and builds them once at the end;
+    a table that already has rows keeps them, and a unique index still refuses a duplicate at its build."""
+    from bot.ledger import OrderRow
+
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    full, cycles = _indexes(path, "orders"), _indexes(path, "cycle")
+    assert "ix_orders_client_id" in full and "ix_cycle_key" in cycles
+    order = led.bulk_table(OrderRow, ("client_id", "cycle_id", "leg", "venue", "asset", "side", "qty", "decision_price",
+                                      "status", "filled_qty", "message", "created_at", "updated_at"))  # fmt: skip
+    row = ("c1", 1, 0, "v", "SPY", "buy", 1.0, 100.0, "filled", 1.0, "", "2026-03-01 05:00:00", "2026-03-01 05:00:00")
+    with led.session() as s:
+        s.add(cycle())
+        s.commit()
+    with led.bulk_load([OrderRow, CycleRow]):
+        assert _indexes(path, "orders") == set()
+        assert _indexes(path, "cycle") == cycles  # it has a row: its indexes stay
+        led.bulk_write([(order, [row])])
+    assert _indexes(path, "orders") == full
+    with pytest.raises(IntegrityError):  # the table has a row: its unique index refuses the duplicate at once
+        led.bulk_write([(order, [row])])
+    led.close()
+
+    other = Ledger(tmp_path / "m.sqlite")
+    with pytest.raises(IntegrityError):  # written while the index is away, refused when it is built
+        with other.bulk_load([OrderRow]):
+            other.bulk_write([(order, [row, row])])
+    other.close()
+
+
+def test_a_ledger_left_without_its_indexes_gets_them_at_open(tmp_path: Path) -> None:
+    """A bulk load cut short (the process killed) leaves its tables without indexes: the next open builds them."""
+    path = tmp_path / "l.sqlite"
+    Ledger(path).close()
+    full = _indexes(path, "orders")
+    con = sqlite3.connect(path)
+    for name in full:
+        con.execute(f"DROP INDEX {name}")
+    con.commit()
+    con.close()
+    assert _indexes(path, "orders") == set()
+    Ledger(path).close()
+    assert _indexes(path, "orders") == full

@@ -48,6 +48,7 @@ NAMED = {"rwa_crash", "vol_swings", "correlation_spike", "liquidity_dryup", "ven
 def cfg(tmp_path: Path) -> Config:
     data = paper_dict(tmp_path)
     data["risk"]["history_hours"] = 200
+    data.pop("guard")  # these tests compare the books' allocations: no kill switch stops one of them mid-shock
     return parse_config(data, "test")
 
 
@@ -318,3 +319,22 @@ def test_summary_formula_of_sharpe_is_the_backtests(cfg: Config) -> None:
                   {}, 0.0, 0, {})  # fmt: skip
     s = summary_of(r, 0.03)
     assert sharpe_of(nav, 4.0, 0.03, 8760.0) == pytest.approx(s.sharpe, rel=1e-12)
+
+
+def test_a_stress_run_reports_the_kill_switch_the_daemon_would_have_tripped(tmp_path: Path) -> None:
+    """The embedded [guard] (20% drawdown, 10% daily loss) on the 30% re-mark of the tokenized assets (most of
+    the book): the strategy trips at the shock's hour and holds its book from then on; the row and the table
+    say so."""
+    data = paper_dict(tmp_path)
+    data["risk"]["history_hours"] = 200
+    sc = scenario({"kind": "drop", "kinds": ["tokenized"], "start_hour": 48, "hours": 1, "depth": 0.3, "steps": 1})
+    row = run_scenario(parse_config(data, "test"), sc, seed=4, hours=HOURS, mark_hour=48).row
+    assert row["kill_switch"] == "drawdown (halt)" and row["kill_switch_hour"] == 48.0
+    assert '"kill_switch": 1' in row["events"]
+    table = stress_table([row])
+    assert table[0]["kill_switch_runs"] == 1
+    assert table_markdown(table).splitlines()[2].endswith("| 1/1 |")
+    data.pop("guard")
+    calm = run_scenario(parse_config(data, "test"), sc, seed=4, hours=HOURS, mark_hour=48).row
+    assert calm["kill_switch"] == "" and math.isnan(calm["kill_switch_hour"])
+    assert calm["turnover_annual"] > row["turnover_annual"]  # the halted book stopped trading
