@@ -13,8 +13,11 @@ ORM — about 17 ms an hour for 8 assets. Here the same stage functions run on a
   included), ``decide_stage`` and ``plan_orders``, exactly as the daemon calls them; the optimizer is
   warm-started from the holdings as it is there;
 * **execute**: transfers first (allow-list and limits checked, the fee charged, the cash in transit
-  until ``transfer_minutes`` later), then sells, then buys sized to the cash left, each filled by the
+  until ``transfer_minutes`` later), then sells, then buys sized to the cash left, each checked against
+  the kill switch and the pre-trade limits (``[limits]``) as the daemon checks it, and filled by the
   paper venue's own fill model (``bot.fills``) on the bar's close;
+* **guard**: the kill switch's drawdown, daily-loss and σ-ceiling rules on each cycle's mark; a trip
+  restricts the plan for the rest of the run (``restrict_stage``) and is kept in the ledger;
 * **book**: rows collect in memory and are written with ``Ledger.bulk_insert`` every ``flush_every``
   cycles, into the same tables ``rwabot status`` reads. ``research=True`` writes no rows at all and keeps
   only the series the summary needs.
@@ -53,6 +56,8 @@ from bot.domain import MarketInfo, Transfer, TransferStatus
 from bot.errors import ConfigError, DataError
 from bot.fills import impact, paper_fill
 from bot.funding import transfer_refusal
+from bot.guards import Exposure, order_denial
+from bot.guards import active as limits_active
 from bot.killswitch import ACTIVE, Trip, allows, equity_trip, sigma_trip, trip_records
 from bot.ledger import CycleRow, FillRow, Ledger, OrderRow, SnapshotRow, TargetRow, TransferRow
 from bot.plugins import Registry, make_plugin_manager
@@ -342,6 +347,8 @@ class FastBacktest:
         self.tripped: dict[str, Any] | None = None  # BacktestSummary.kill_switch
         self.high: float | None = None  # the high-water mark of the marks so far
         self.day_open: tuple[Any, float] | None = None  # (UTC day, its first mark)
+        self.limited = limits_active(cfg.limits)  # the pre-trade limits ([limits]), checked on every order
+        self.fills_24h: deque[tuple[datetime, float]] = deque()  # (time, notional): the daily turnover limit
 
     def run_compiled(self) -> str | None:
         """Every cycle at once in compiled code (plugins/optimizers/fast_loop.py), when the configuration is one the
@@ -671,18 +678,22 @@ class FastBacktest:
                 i = self.asset_index[o.asset]
                 v = self.venues[o.venue]
                 ask, bid = mid[i] * (1 + v.half_spread[i]), mid[i] * (1 - v.half_spread[i])
-                if not allows(self.state, o.side):  # the kill switch's weights plan none: never sent
-                    self._count("order_denied")
-                    continue
                 qty = o.qty
-                status, filled = "filled", qty
+                status, filled, why, ext = "filled", qty, "", f"paper-{o.client_id}"
                 if o.side == "buy":  # sized to the cash left after the sells, as the daemon does
                     unit = ask * (1 + v.fee_bps / 1e4) * 1.01
                     qty = min(qty, floor_to_step(max(cash[o.venue], 0.0) / unit, v.qty_step))
                     if qty < v.qty_step or qty * ask < v.min_notional:
                         qty = 0.0
-                if qty <= 0:
-                    status, filled = "canceled", 0.0
+                denied = self._denial(o, qty, ask if o.side == "buy" else bid, nav, now) if qty > 0 else None
+                if denied is not None:  # never sent (Engine._execute): the switch cancels, a limit rejects
+                    by_switch = denied.startswith("kill switch")
+                    status, filled, ext = ("canceled" if by_switch else "rejected"), 0.0, None
+                    why = f"not sent: {denied}"
+                    if not by_switch:
+                        self._count("order_denied")
+                elif qty <= 0:
+                    status, filled, why = "canceled", 0.0, "not sent: venue lacks cash at execution"
                     self._count("cash_shortfall")
                 else:
                     frac = impact(v.impact_coef, float(self.sig[v.vol_lookback][j - 1, i]), qty,
@@ -699,15 +710,15 @@ class FastBacktest:
                     self.totals["traded"] += price * qty
                     traded += price * qty
                     fill_costs += fee + slip
+                    if self.limited:
+                        self.fills_24h.append((now, price * qty))
                     if rows is not None:
                         rows.fills.append((f"{o.client_id}-1", o.venue, o.client_id, o.asset, o.side, qty, price,
                                            fee, slip, 0.0, ts))  # fmt: skip
                 if rows is not None:
                     self.order_id += 1
-                    why = "" if filled else "not sent: venue lacks cash at execution"
                     rows.orders.append((self.order_id, o.client_id, cid, leg.leg, o.venue, o.asset, o.side,
-                                        qty or o.qty, o.decision_price, status, filled, f"paper-{o.client_id}",
-                                        why, ts, ts))  # fmt: skip
+                                        qty or o.qty, o.decision_price, status, filled, ext, why, ts, ts))  # fmt: skip
         self.cycle_notional[k] = traded
         self.cycle_cost[k] = fill_costs  # as the ledger's summary counts build-up costs: fills only
         costs += fill_costs
@@ -752,6 +763,26 @@ class FastBacktest:
                 rows.flush()
         self.k += 1
         return Step(k, now, nav, nav_after, costs, traded, w0, w, forecast, b, t, d, d_free)
+
+    def _denial(self, o: Any, qty: float, price: float, nav: float, now: datetime) -> str | None:
+        """``Engine._denial`` on the in-process book: the kill switch's state, then the pre-trade limits
+        ([limits], bot/guards.py) at the fill's side of the quote, against the cycle's NAV, the value held
+        and the fills of the last 24 hours."""
+        if not allows(self.state, o.side):
+            return f"kill switch {self.state}: no {o.side} orders"
+        if not self.limited:
+            return None
+        fills = self.fills_24h
+        while fills and fills[0][0] < now - timedelta(hours=24):
+            fills.popleft()
+        i = self.asset_index[o.asset]
+        on_venue = 0.0
+        if self.cfg.limits.max_venue_exposure:
+            on_venue = sum(float(self.pos[a]) * (price if a == i else float(self.close[self.hist + self.k, a]))
+                           for a in range(self.n) if self.venue_of[self.assets[a]] == o.venue)  # fmt: skip
+        e = Exposure(nav, {o.asset: float(self.pos[i]) * price}, {o.venue: on_venue}, sum(x for _, x in fills))
+        return order_denial(self.cfg.limits, o.asset, o.venue, o.side, qty * price, e,
+                            exiting=self.state != ACTIVE)  # fmt: skip
 
     def _guard(self, now: datetime, key: str, nav: float, w0: np.ndarray, forecast: Any) -> None:
         """The daemon's checks at planning (``Engine._guard_plan``) on the cycle's mark: drawdown from the

@@ -896,7 +896,7 @@ def decline_reason(run: Any) -> str | None:
     ``[returns]`` model, optimizer ``erc`` (``tol``, ``max_iter``, ``budgets``) with its compiled path on,
     policy ``full`` or ``band`` (every ``band``, ``to``, ``measure``), one paper venue (so no venue budget
     and no funding), at least two assets, finite volumes, a liquidity look-back inside the history window,
-    no asset held (a stress scenario's), and the configured policy (not one passed in).
+    no asset held (a stress scenario's), no ``[limits]``, and the configured policy (not one passed in).
     """
     from plugins.forecasters.basic import EwmaForecaster
     from plugins.optimizers import erc
@@ -924,6 +924,8 @@ def decline_reason(run: Any) -> str | None:
                 "(plugins/optimizers/_groups.py) and the transfer rules, which stay in Python")  # fmt: skip
     if run.n < 2:
         return "a single asset (erc's compiled path needs two)"
+    if run.limited:
+        return "[limits]: the pre-trade limits are checked order by order in Python (bot/guards.py)"
     if run.hist < run.cfg.risk.liquidity_lookback_hours - 1:
         return "risk.liquidity_lookback_hours reaches before the history window"
     if not (np.isfinite(run.traded_value).all() and np.isfinite(run.volume).all()):

@@ -120,3 +120,63 @@ def test_the_daemon_path_trips_on_the_same_crash(tmp_path: Path) -> None:
     dt = datetime.fromisoformat(daemon.kill_switch["time"])
     ft = datetime.fromisoformat(fast.kill_switch["time"])
     assert ft - timedelta(hours=1) < dt <= ft + timedelta(minutes=5)
+
+
+# -- the pre-trade limits ([limits], bot/guards.py) ---------------------------------------------------------------
+
+
+def ledger_rows(path: Path) -> tuple[list[Any], list[Any], dict[int, Any]]:
+    led = Ledger(path)
+    try:
+        return led.all_orders(), led.fills(), {c.id: c for c in led.cycles()}
+    finally:
+        led.close()
+
+
+def test_limits_refuse_orders_whole_in_the_fast_backtest_as_in_the_daemon(tmp_path: Path) -> None:
+    """PAXG capped at 1% of NAV (unlimited, the book gives it ~2.6%), no order above 100,000: refused whole
+    (``rejected``, the limit named, an ``order_denied`` count), never clipped; the daemon's backtest of the
+    same hours refuses the same orders."""
+    limits = {"max_asset_exposure": {"PAXG": 0.01}, "max_order_notional": 100_000.0}
+    books = {}
+    for name in ("fast", "daemon"):
+        data = paper_dict(tmp_path / name)
+        data["limits"] = limits
+        cfg = parse_config(data, "test")
+        s = run_fast_backtest(cfg, 12) if name == "fast" else run_backtest(cfg, 12)
+        books[name] = (s, *ledger_rows(Path(cfg.bot.ledger)))
+    s, orders, fills, _ = books["fast"]
+    rejected = [o for o in orders if o.status == "rejected"]
+    assert rejected and s.risk_events["order_denied"] == len(rejected)
+    assert all(o.message.startswith("not sent: ") and "limits." in o.message for o in rejected)
+    assert {o.asset for o in rejected if "max_asset_exposure" in o.message} == {"PAXG"}
+    assert not [f for f in fills if f.asset == "PAXG"]  # 2.6% asked, 1% allowed: nothing, not 1%
+    assert max(f.qty * f.price for f in fills) <= 100_000.0
+    daemon_rejected = [o for o in books["daemon"][1] if o.status == "rejected"]
+    assert sorted((o.client_id, o.message) for o in daemon_rejected) == sorted((o.client_id, o.message)
+                                                                                 for o in rejected)  # fmt: skip
+
+
+def test_the_daily_turnover_limit_counts_the_last_24_hours(tmp_path: Path) -> None:
+    data = paper_dict(tmp_path)
+    data["limits"] = {"max_daily_turnover": 0.3}
+    cfg = parse_config(data, "test")
+    s = run_fast_backtest(cfg, 72)
+    orders, fills, cycles = ledger_rows(Path(cfg.bot.ledger))
+    assert s.risk_events.get("order_denied", 0) > 0
+    assert any("max_daily_turnover 30.00%" in o.message for o in orders if o.status == "rejected")
+    times = sorted((utc(cycles[o.cycle_id].scheduled_for), f.qty * f.price)
+                   for f in fills for o in orders if o.client_id == f.client_id)  # fmt: skip
+    for t0, _ in times:  # every 24-hour window holds at most 30% of the start NAV (NAV moves by < 1% here)
+        window = sum(v for t, v in times if t0 <= t < t0 + timedelta(hours=24))
+        assert window <= 0.3 * s.start_nav * 1.01
+
+
+def test_limits_keep_the_compiled_loop_out(tmp_path: Path) -> None:
+    from bot.fast import FastBacktest
+    from tests.bot.test_fast_kernel import one_venue
+
+    data = one_venue(tmp_path)
+    data["limits"] = {"max_order_notional": 1e9}
+    run = FastBacktest(parse_config(data, "test"), 10, research=True)
+    assert "[limits]" in (run.run_compiled() or "")
