@@ -255,9 +255,9 @@ def _noise_floor(abs_s: np.ndarray, x: np.ndarray, abs_c: np.ndarray, t: float, 
 
 
 FAST_BLOCK = True
-"""Run the Newton block compiled (plugins/optimizers/_groups_block.py) where numba is there; tests switch it
-off to compare it with ``_block_numpy``."""
-_compiled_block: Any = None  # None: not loaded yet; False: unavailable
+"""Run the active-set rounds and their Newton block compiled (plugins/optimizers/_groups_block.py) where numba
+is there; tests switch it off to compare them with ``_rounds_numpy`` and ``_block_numpy``."""
+_compiled_block: Any = None  # the module; None: not loaded yet; False: unavailable
 
 
 def _block(
@@ -275,18 +275,11 @@ def _block(
 ) -> tuple[np.ndarray, float, np.ndarray] | None:
     """``_block_numpy``'s iteration, compiled when it can be (the solver's hot spot: ~0.6 ms a call at 8
     assets in numpy, nearly all call overhead)."""
-    global _compiled_block
-    if FAST_BLOCK and _compiled_block is None:
-        try:
-            from plugins.optimizers._groups_block import block
-
-            _compiled_block = block
-        except Exception:  # noqa: BLE001 - numba missing or broken: the numpy block answers
-            _compiled_block = False
-    if not FAST_BLOCK or _compiled_block is False:
+    kernel = _kernel()
+    if kernel is None:
         return _block_numpy(s, c, b, e, r, room, x, t, eta, tol, budget)
     f = np.ascontiguousarray
-    ok, x2, t2, eta2, used = _compiled_block(f(s, dtype=float), f(c, dtype=float), f(b, dtype=float),
+    ok, x2, t2, eta2, used = kernel.block(f(s, dtype=float), f(c, dtype=float), f(b, dtype=float),
                                              f(e, dtype=float), f(r, dtype=float), float(room), f(x, dtype=float),
                                              float(t), f(eta, dtype=float), float(tol), int(budget.used),
                                              int(budget.limit), float(T_COLLAPSE))  # fmt: skip
@@ -395,6 +388,53 @@ class _Solution:
 
 
 def _rounds(
+    s: np.ndarray,
+    b: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    lay: GroupLayout,
+    x: np.ndarray,
+    capped: np.ndarray,
+    floored: np.ndarray,
+    side: np.ndarray,
+    t_hint: float | None,
+    tol: float,
+    budget: _Budget,
+) -> _Solution | None:
+    """``_rounds_numpy``, compiled when it can be (plugins/optimizers/_groups_block.py): the rounds' mask
+    arithmetic on a handful of assets was most of a venue-budget solve's time in numpy."""
+    kernel = _kernel()
+    if kernel is None:
+        return _rounds_numpy(s, b, lo, hi, lay, x, capped, floored, side, t_hint, tol, budget)
+    f = np.ascontiguousarray
+    st, w, t, eta, side_, capped_, floored_, used = kernel.rounds(
+        f(s, dtype=float), f(b, dtype=float), f(lo, dtype=float), f(hi, dtype=float), f(lay.gid, dtype=np.int64),
+        f(lay.upper, dtype=float), f(lay.lower, dtype=float), f(x, dtype=float), f(capped, dtype=bool),
+        f(floored, dtype=bool), f(side, dtype=np.int64), math.nan if t_hint is None else float(t_hint), float(tol),
+        int(budget.used), int(budget.limit), int(MAX_ROUNDS), float(ROUND_TOL), float(KKT_TOL), float(GROUP_ATOL),
+        float(T_COLLAPSE),
+    )  # fmt: skip
+    budget.used = int(used)
+    if st != kernel.ROUNDS_OK:
+        return None
+    return _Solution(w, float(t), eta, side_, capped_, floored_)
+
+
+def _kernel() -> Any:
+    """plugins/optimizers/_groups_block.py, loaded on first use; None where ``FAST_BLOCK`` is off or numba
+    is missing (the numpy versions answer)."""
+    global _compiled_block
+    if FAST_BLOCK and _compiled_block is None:
+        try:
+            from plugins.optimizers import _groups_block
+
+            _compiled_block = _groups_block
+        except Exception:  # noqa: BLE001 - numba missing or broken: the numpy versions answer
+            _compiled_block = False
+    return _compiled_block if FAST_BLOCK and _compiled_block is not False else None
+
+
+def _rounds_numpy(
     s: np.ndarray,
     b: np.ndarray,
     lo: np.ndarray,

@@ -676,7 +676,7 @@ def test_erc_plugin_reports_the_binding_groups() -> None:
 
 
 def test_the_compiled_newton_block_is_the_numpy_block() -> None:
-    """plugins/optimizers/_groups_block.py is ``_block_numpy``'s iteration compiled: over 150 drawn problems
+    """plugins/optimizers/_groups_block.py is ``_rounds_numpy`` and ``_block_numpy`` compiled: over 150 drawn problems
     of every family the solver gives the same weights (to 1e-9) and the same answer to solvable or not
     with either block."""
     compared = 0
