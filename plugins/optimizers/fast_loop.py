@@ -401,6 +401,33 @@ def _event(counts, kind, seq):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True)
+def _over_budget(w, venue, n_venues, pos0, mid, cash0, nav, invest, tol_v):  # type: ignore[no-untyped-def]
+    """Does ``w`` put more on some venue than the share of NAV it can hold (its cash and holdings)?"""
+    n = w.shape[0]
+    for v in range(n_venues):
+        n_v = 0
+        for i in range(n):
+            if venue[i] == v:
+                n_v += 1
+        if n_v == 0:
+            continue
+        pv = np.empty(n_v)
+        mv = np.empty(n_v)
+        wv = np.empty(n_v)
+        q = 0
+        for i in range(n):
+            if venue[i] == v:
+                pv[q] = pos0[i]
+                mv[q] = mid[i]
+                wv[q] = w[i]
+                q += 1
+        budget = (cash0[v] + np.dot(pv, mv)) / nav * invest
+        if _psum(wv) > budget + tol_v:
+            return True
+    return False
+
+
+@njit(cache=True)
 def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one loop over the whole cycle
     close, volume, traded_value, logret, sig,
     anchors_s, anchors_m, reanchor, lam, lam_w, z, demean,
@@ -576,28 +603,8 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
         out[k, D_TARGET] = _dispersion_of(rc, free) if any_free else math.nan
         # venue budgets: the share of NAV each venue can hold against the share the target puts there
         tol_v = max(min_trade_weight, 1e-9)
-        for v in range(n_venues):
-            held_v = 0.0
-            n_v = 0
-            for i in range(n):
-                if venue[i] == v:
-                    n_v += 1
-            if n_v == 0:
-                continue
-            pv = np.empty(n_v)
-            mv = np.empty(n_v)
-            wv = np.empty(n_v)
-            q = 0
-            for i in range(n):
-                if venue[i] == v:
-                    pv[q] = pos0[i]
-                    mv[q] = mid[i]
-                    wv[q] = w[i]
-                    q += 1
-            held_v = np.dot(pv, mv)
-            budget = (cash0[v] + held_v) / nav * invest
-            if _psum(wv) > budget + tol_v:
-                return VENUE_BUDGET_BINDS, k, n_orders
+        if _over_budget(w, venue, n_venues, pos0, mid, cash0, nav, invest, tol_v):
+            return VENUE_BUDGET_BINDS, k, n_orders
         any_free = False
         for i in range(n):
             if capped[i] and w[i] >= upper[i] - 1e-9:
@@ -623,26 +630,8 @@ def run_cycles(  # type: ignore[no-untyped-def]  # noqa: PLR0913, PLR0915 - one 
                                             aim, aim_frac, aim_capped)  # fmt: skip
             if st != _CCD_OK:
                 return st, k, n_orders
-            for v in range(n_venues):  # the re-planned target under the same budgets
-                n_v = 0
-                for i in range(n):
-                    if venue[i] == v:
-                        n_v += 1
-                if n_v == 0:
-                    continue
-                pv = np.empty(n_v)
-                mv = np.empty(n_v)
-                wv = np.empty(n_v)
-                q = 0
-                for i in range(n):
-                    if venue[i] == v:
-                        pv[q] = pos0[i]
-                        mv[q] = mid[i]
-                        wv[q] = aim[i]
-                        q += 1
-                budget = (cash0[v] + np.dot(pv, mv)) / nav * invest
-                if _psum(wv) > budget + tol_v:
-                    return VENUE_BUDGET_BINDS, k, n_orders
+            if _over_budget(aim, venue, n_venues, pos0, mid, cash0, nav, invest, tol_v):  # the re-planned target
+                return VENUE_BUDGET_BINDS, k, n_orders
             out[k, AIM_REPLANNED] = 1.0
             used_numpy = used_numpy or aim_numpy
         else:
